@@ -1,0 +1,221 @@
+// Tensor, Shape, raw allocation and cross-device copies (see tensor.h).
+#include "layers/tensor.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "layers/check.h"
+
+#ifdef VT_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace vt {
+
+size_t dtype_size(DType dt) {
+  switch (dt) {
+    case DType::kF32: return 4;
+    case DType::kBF16: return 2;
+    case DType::kF64: return 8;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType dt) {
+  switch (dt) {
+    case DType::kF32: return "f32";
+    case DType::kBF16: return "bf16";
+    case DType::kF64: return "f64";
+  }
+  return "?";
+}
+
+const char* device_name(Device d) { return d == Device::kCPU ? "cpu" : "cuda"; }
+
+Shape::Shape(std::initializer_list<int64_t> dims) {
+  VT_CHECK(dims.size() <= kMaxRank, "Shape: rank ", dims.size(), " exceeds ", kMaxRank);
+  for (int64_t d : dims) {
+    VT_CHECK(d >= 0, "Shape: negative dimension ", d);
+    dims_[rank_++] = d;
+  }
+}
+
+int64_t Shape::numel() const {
+  int64_t n = 1;
+  for (int i = 0; i < rank_; ++i) n *= dims_[i];
+  return n;
+}
+
+bool Shape::operator==(const Shape& o) const {
+  if (rank_ != o.rank_) return false;
+  for (int i = 0; i < rank_; ++i)
+    if (dims_[i] != o.dims_[i]) return false;
+  return true;
+}
+
+std::string Shape::str() const {
+  std::string s = "(";
+  for (int i = 0; i < rank_; ++i) s += (i ? ", " : "") + std::to_string(dims_[i]);
+  return s + ")";
+}
+
+namespace {
+std::atomic<int64_t> g_allocations{0};
+}
+
+int64_t allocation_count() { return g_allocations; }
+
+std::shared_ptr<void> allocate(Device dev, size_t bytes) {
+  ++g_allocations;
+  const size_t n = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
+  if (dev == Device::kCPU) {
+    void* p = std::aligned_alloc(64, n);
+    VT_CHECK(p != nullptr, "allocate: out of host memory for ", bytes, " bytes");
+    std::memset(p, 0, n);
+    return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  }
+#ifdef VT_WITH_CUDA
+  void* p = nullptr;
+  CUDA_CHECK(cudaMalloc(&p, n));
+  CUDA_CHECK(cudaMemset(p, 0, n));
+  return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+#else
+  VT_CHECK(false, "allocate: this build has no CUDA support");
+#endif
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dt, Device dev) {
+  std::shared_ptr<void> mem = allocate(dev, static_cast<size_t>(shape.numel()) * dtype_size(dt));
+  void* p = mem.get();
+  return view(p, shape, dt, dev, std::move(mem));
+}
+
+Tensor Tensor::view(void* data, const Shape& shape, DType dt, Device dev,
+                    std::shared_ptr<void> owner) {
+  VT_CHECK(dt != DType::kF64 || dev == Device::kCPU, "Tensor: f64 exists on the CPU only");
+  Tensor t;
+  t.owner_ = std::move(owner);
+  t.data_ = data;
+  t.shape_ = shape;
+  t.dtype_ = dt;
+  t.device_ = dev;
+  return t;
+}
+
+Tensor Tensor::reshape(const Shape& shape) const {
+  VT_CHECK(shape.numel() == numel(), "reshape: ", shape_.str(), " has ", numel(),
+           " elements, ", shape.str(), " has ", shape.numel());
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+std::string Tensor::str(const char* name) const {
+  return cat(name, ": ", shape_.str(), " ", dtype_name(dtype_), " ", device_name(device_));
+}
+
+Tensor Tensor::to(Device dev, DType dt) const {
+  Tensor t = empty(shape_, dt, dev);
+  copy(*this, t);
+  return t;
+}
+
+uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float bf16_to_float(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+namespace {
+
+// Host-side conversion between storage types, elementwise through double.
+double load(const void* p, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::kF32: return static_cast<const float*>(p)[i];
+    case DType::kBF16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::kF64: return static_cast<const double*>(p)[i];
+  }
+  return 0;
+}
+
+void store(void* p, DType dt, int64_t i, double v) {
+  switch (dt) {
+    case DType::kF32: static_cast<float*>(p)[i] = static_cast<float>(v); break;
+    case DType::kBF16: static_cast<uint16_t*>(p)[i] = float_to_bf16(static_cast<float>(v)); break;
+    case DType::kF64: static_cast<double*>(p)[i] = v; break;
+  }
+}
+
+void memcpy_any(void* dst, Device ddev, const void* src, Device sdev, size_t n) {
+  if (ddev == Device::kCPU && sdev == Device::kCPU) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+#ifdef VT_WITH_CUDA
+  CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDefault));
+#else
+  VT_CHECK(false, "copy: this build has no CUDA support");
+#endif
+}
+
+}  // namespace
+
+void copy(const Tensor& src, const Tensor& dst) {
+  VT_CHECK(src.numel() == dst.numel(), "copy: ", src.str("src"), " vs ", dst.str("dst"));
+  if (src.dtype() == dst.dtype()) {
+    memcpy_any(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
+    return;
+  }
+  // Convert on the host: bring src over, convert, send to dst's device.
+  std::vector<unsigned char> hs(src.nbytes()), hd(dst.nbytes());
+  memcpy_any(hs.data(), Device::kCPU, src.raw(), src.device(), src.nbytes());
+  for (int64_t i = 0; i < src.numel(); ++i) store(hd.data(), dst.dtype(), i, load(hs.data(), src.dtype(), i));
+  memcpy_any(dst.raw(), dst.device(), hd.data(), Device::kCPU, dst.nbytes());
+}
+
+void zero(const Tensor& t, Stream stream) {
+  if (t.device() == Device::kCPU) {
+    std::memset(t.raw(), 0, t.nbytes());
+    return;
+  }
+#ifdef VT_WITH_CUDA
+  CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), static_cast<cudaStream_t>(stream.handle)));
+#else
+  (void)stream;
+  VT_CHECK(false, "zero: this build has no CUDA support");
+#endif
+}
+
+int cuda_device_count() {
+#ifdef VT_WITH_CUDA
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+void synchronize(Stream stream) {
+#ifdef VT_WITH_CUDA
+  CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream.handle)));
+#else
+  (void)stream;
+#endif
+}
+
+}  // namespace vt
