@@ -210,6 +210,17 @@ int cuda_device_count() {
 #endif
 }
 
+std::string cuda_device_description(int i) {
+#ifdef VT_WITH_CUDA
+  cudaDeviceProp p{};
+  CUDA_CHECK(cudaGetDeviceProperties(&p, i));
+  return cat(p.name, ", sm_", p.major, p.minor, ", ", p.multiProcessorCount, " SMs, ",
+             p.totalGlobalMem / 1073741824.0, " GiB");
+#else
+  VT_CHECK(false, "cuda_device_description: this build has no CUDA support");
+#endif
+}
+
 void synchronize(Stream stream) {
 #ifdef VT_WITH_CUDA
   CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream.handle)));

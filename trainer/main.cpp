@@ -1,3 +1,57 @@
-// visiontrain: the command-line entry point (placeholder until the subcommands land).
+// visiontrain: the command-line entry point. Picks the subcommand, runs it, and turns any
+// error into one clear message and a non-zero exit.
 #include <cstdio>
-int main() { std::puts("visiontrain"); }
+#include <cstring>
+#include <string>
+
+#include "layers/check.h"
+#include "trainer/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* help;
+};
+
+const Command kCommands[] = {
+    {"info", vt::cmd_info, "show the build (CUDA, architectures, BLAS) and the devices found"},
+    {"selftest", vt::cmd_selftest, "run every op forward and backward on this machine's backends and compare them"},
+};
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "visiontrain %s: distributed data-parallel training of vision models\n\n"
+               "usage: visiontrain <command> [options]     (visiontrain <command> --help for its options)\n\n"
+               "commands:\n",
+               VT_VERSION);
+  for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.help);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage(stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("visiontrain %s\n", VT_VERSION);
+    return 0;
+  }
+  for (const Command& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    std::string name = std::string("visiontrain ") + c.name;
+    argv[1] = name.data();
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "visiontrain %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "visiontrain: unknown command '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,36 @@
+# Shared by scripts/quickstart.sh and scripts/test.sh: install what is missing, then build.
+# Both steps are idempotent: installed packages are skipped, and the build is incremental.
+
+VT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Debian 12 packages the build and the tests need. CUDA is not among them: the toolkit
+# (nvcc, NCCL) comes from NVIDIA; without it the CPU backend is built alone.
+VT_DEBS=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
+         libcxxopts-dev libgtest-dev libopenblas-dev)
+
+vt_install_deps() {
+  local missing=()
+  for p in "${VT_DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "== installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# vt_build DIR [cmake --build args...]: configure once (with CUDA when nvcc is found), then build.
+vt_build() {
+  local dir="$1"
+  shift
+  if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH="/usr/local/cuda/bin:$PATH"
+  fi
+  if [ ! -f "$dir/build.ninja" ]; then
+    cmake -S "$VT_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$dir" -j"$(nproc)" "$@"
+}
