@@ -6,7 +6,8 @@ VT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Debian 12 packages the build and the tests need. CUDA is not among them: the toolkit
 # (nvcc, NCCL) comes from NVIDIA; without it the CPU backend is built alone.
 VT_DEBS=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
-         libcxxopts-dev libgtest-dev libopenblas-dev)
+         libcxxopts-dev libgtest-dev libopenblas-dev libturbojpeg0-dev libpng-dev nlohmann-json3-dev
+         libpugixml-dev)
 
 vt_install_deps() {
   local missing=()
