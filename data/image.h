@@ -5,6 +5,7 @@
 // turns them into Tensors only when a batch is assembled.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
