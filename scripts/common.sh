@@ -7,7 +7,7 @@ VT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # (nvcc, NCCL) comes from NVIDIA; without it the CPU backend is built alone.
 VT_DEBS=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
          libcxxopts-dev libgtest-dev libopenblas-dev libturbojpeg0-dev libpng-dev nlohmann-json3-dev
-         libpugixml-dev)
+         libpugixml-dev libyaml-cpp-dev)
 
 vt_install_deps() {
   local missing=()
