@@ -19,6 +19,7 @@ size_t dtype_size(DType dt) {
     case DType::kF32: return 4;
     case DType::kBF16: return 2;
     case DType::kF64: return 8;
+    case DType::kU8: return 1;
   }
   return 0;
 }
@@ -28,6 +29,7 @@ const char* dtype_name(DType dt) {
     case DType::kF32: return "f32";
     case DType::kBF16: return "bf16";
     case DType::kF64: return "f64";
+    case DType::kU8: return "u8";
   }
   return "?";
 }
@@ -84,6 +86,19 @@ std::shared_ptr<void> allocate(Device dev, size_t bytes) {
 #else
   VT_CHECK(false, "allocate: this build has no CUDA support");
 #endif
+}
+
+std::shared_ptr<void> allocate_pinned(size_t bytes) {
+#ifdef VT_WITH_CUDA
+  if (cuda_device_count() > 0) {
+    ++g_allocations;
+    void* p = nullptr;
+    CUDA_CHECK(cudaMallocHost(&p, bytes == 0 ? 64 : bytes));
+    std::memset(p, 0, bytes);
+    return std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
+  }
+#endif
+  return allocate(Device::kCPU, bytes);
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dt, Device dev) {
@@ -145,6 +160,7 @@ double load(const void* p, DType dt, int64_t i) {
     case DType::kF32: return static_cast<const float*>(p)[i];
     case DType::kBF16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
     case DType::kF64: return static_cast<const double*>(p)[i];
+    case DType::kU8: return static_cast<const uint8_t*>(p)[i];
   }
   return 0;
 }
@@ -154,6 +170,7 @@ void store(void* p, DType dt, int64_t i, double v) {
     case DType::kF32: static_cast<float*>(p)[i] = static_cast<float>(v); break;
     case DType::kBF16: static_cast<uint16_t*>(p)[i] = float_to_bf16(static_cast<float>(v)); break;
     case DType::kF64: static_cast<double*>(p)[i] = v; break;
+    case DType::kU8: static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v + 0.5); break;
   }
 }
 

@@ -6,7 +6,8 @@
 // row-major; activations are NHWC, so an activation tensor has shape (N, H, W, C).
 //
 // Storage types: fp32 everywhere, bf16 on the GPU (activations and GEMM inputs), and fp64
-// on the CPU only, where the finite-difference gradient checks run the ops in double.
+// on the CPU only, where the finite-difference gradient checks run the ops in double; u8
+// for image batches, which cross to the GPU as bytes and are normalised there.
 #pragma once
 
 #include <array>
@@ -19,7 +20,7 @@
 namespace vt {
 
 enum class Device : uint8_t { kCPU, kCUDA };
-enum class DType : uint8_t { kF32, kBF16, kF64 };
+enum class DType : uint8_t { kF32, kBF16, kF64, kU8 };
 
 size_t dtype_size(DType dt);
 const char* dtype_name(DType dt);
@@ -96,6 +97,9 @@ class Tensor {
 // A zero-filled allocation of `bytes` on `dev` (64-byte aligned on the CPU), freed when the
 // last owner goes. Every call is counted, so tests can prove a step allocates nothing.
 std::shared_ptr<void> allocate(Device dev, size_t bytes);
+// Page-locked host memory when a CUDA device is present (so copies to it run
+// asynchronously at full speed), ordinary aligned host memory otherwise. Also counted.
+std::shared_ptr<void> allocate_pinned(size_t bytes);
 int64_t allocation_count();
 
 // Copies src into dst, which must have the same element count; converts the storage

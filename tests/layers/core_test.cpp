@@ -51,6 +51,13 @@ TEST(Tensor, CopyConvertsStorageTypes) {
   EXPECT_EQ(r.raw(), f.raw());
   EXPECT_THROW(f.reshape({5}), Error);
   EXPECT_THROW(Tensor::empty({2}, DType::kF64, Device::kCUDA), Error);  // f64 is CPU-only
+  // u8 rounds and saturates: image bytes.
+  EXPECT_EQ(test::values(test::from_values({4}, {-3, 12.4, 12.6, 300}).to(Device::kCPU, DType::kU8)),
+            (std::vector<double>{0, 12, 13, 255}));
+  const int64_t before = allocation_count();
+  std::shared_ptr<void> pinned = allocate_pinned(1000);
+  EXPECT_EQ(allocation_count(), before + 1);
+  EXPECT_EQ(static_cast<unsigned char*>(pinned.get())[999], 0);
 }
 
 TEST(Tensor, GpuRoundTrip) {
