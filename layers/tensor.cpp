@@ -216,12 +216,16 @@ void zero(const Tensor& t, Stream stream) {
 
 int cuda_device_count() {
 #ifdef VT_WITH_CUDA
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" error
-    return 0;
-  }
-  return n;
+  // Asked once: the answer cannot change during a run, and it is on the sync path.
+  static const int count = [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky "no driver" error
+      return 0;
+    }
+    return n;
+  }();
+  return count;
 #else
   return 0;
 #endif
@@ -240,6 +244,7 @@ std::string cuda_device_description(int i) {
 
 void synchronize(Stream stream) {
 #ifdef VT_WITH_CUDA
+  if (cuda_device_count() == 0) return;  // nothing can be in flight
   CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream.handle)));
 #else
   (void)stream;

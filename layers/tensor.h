@@ -112,7 +112,7 @@ void zero(const Tensor& t, Stream stream = {});
 int cuda_device_count();
 // "NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB" for device i.
 std::string cuda_device_description(int i);
-// Waits for all work on `stream` (CUDA) to finish; no-op when built without CUDA.
+// Waits for all work on `stream` (CUDA) to finish; no-op without CUDA or without a device.
 void synchronize(Stream stream = {});
 
 // bf16 <-> fp32 on the host, round to nearest even (NaN stays NaN).
