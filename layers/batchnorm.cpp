@@ -1,0 +1,131 @@
+// Batch norm contract checks and backend dispatch (see batchnorm.h).
+#include "layers/batchnorm.h"
+
+#include <cmath>
+#include <initializer_list>
+
+#include "layers/op.h"
+
+namespace vt {
+namespace {
+
+// Every per-channel tensor is (C), C taken from the NHWC activation x.
+void check_channels(const char* op, const Tensor& x, std::initializer_list<Arg> vecs) {
+  const Shape c_shape{x.dim(3)};
+  for (const Arg& v : vecs)
+    op_check(v.t.shape() == c_shape, op, cat(v.name, " must have shape ", c_shape.str(), " (C of x)"),
+             {{"x", x}, v});
+}
+
+void check_eps(const char* op, const Tensor& x, const BatchNormParams& p) {
+  op_check(p.eps > 0 && std::isfinite(p.eps), op, cat("eps ", p.eps, " must be positive and finite"),
+           {{"x", x}});
+}
+
+// The optional gradients of the backward passes: dx like x, dgamma and dbeta (C).
+void check_grads(const char* op, const Tensor& x, const Tensor& dy, const Tensor* dx, const Tensor* dgamma,
+                 const Tensor* dbeta) {
+  if (dx) {
+    check_types(op, {{"x", x}, {"dx", *dx}}, {});
+    check_shape(op, {"dx", *dx}, x.shape());
+    op_check(dx->numel() == 0 || (dx->raw() != x.raw() && dx->raw() != dy.raw()), op,
+             "dx must not alias x or dy", {{"x", x}, {"dy", dy}, {"dx", *dx}});
+  }
+  if (dgamma) {
+    check_types(op, {{"x", x}}, {{"dgamma", *dgamma}});
+    check_channels(op, x, {{"dgamma", *dgamma}});
+  }
+  if (dbeta) {
+    check_types(op, {{"x", x}}, {{"dbeta", *dbeta}});
+    check_channels(op, x, {{"dbeta", *dbeta}});
+  }
+}
+
+}  // namespace
+
+void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
+                             const Tensor& save_invstd, const BatchNormParams& p, Stream s) {
+  const char* op = "batchnorm_forward_train";
+  check_types(op, {{"x", x}, {"y", y}},
+              {{"gamma", gamma},
+               {"beta", beta},
+               {"running_mean", running_mean},
+               {"running_var", running_var},
+               {"save_mean", save_mean},
+               {"save_invstd", save_invstd}});
+  check_nhwc(op, {"x", x});
+  check_shape(op, {"y", y}, x.shape());
+  check_channels(op, x,
+                 {{"gamma", gamma},
+                  {"beta", beta},
+                  {"running_mean", running_mean},
+                  {"running_var", running_var},
+                  {"save_mean", save_mean},
+                  {"save_invstd", save_invstd}});
+  op_check(x.raw() != y.raw() || x.numel() == 0, op, "y must not alias x (backward reads x)", {{"x", x}});
+  check_eps(op, x, p);
+  op_check(p.momentum >= 0 && p.momentum <= 1, op, cat("momentum ", p.momentum, " must be in [0, 1]"),
+           {{"x", x}});
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::batchnorm_forward_train(x, gamma, beta, y, running_mean, running_var, save_mean,
+                                                   save_invstd, p, s));
+  else
+    cpu::batchnorm_forward_train(x, gamma, beta, y, running_mean, running_var, save_mean, save_invstd, p);
+}
+
+void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                            const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                            const BatchNormParams& p, Stream s) {
+  const char* op = "batchnorm_forward_eval";
+  check_types(
+      op, {{"x", x}, {"y", y}},
+      {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean}, {"running_var", running_var}});
+  check_nhwc(op, {"x", x});
+  check_shape(op, {"y", y}, x.shape());
+  check_channels(
+      op, x,
+      {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean}, {"running_var", running_var}});
+  op_check(x.raw() != y.raw() || x.numel() == 0, op, "y must not alias x (backward reads x)", {{"x", x}});
+  check_eps(op, x, p);
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, p, s));
+  else
+    cpu::batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, p);
+}
+
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
+                        const Tensor* dbeta, const BatchNormParams& p, Stream s) {
+  const char* op = "batchnorm_backward";
+  check_types(op, {{"x", x}, {"dy", dy}},
+              {{"gamma", gamma}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
+  check_nhwc(op, {"x", x});
+  check_shape(op, {"dy", dy}, x.shape());
+  check_channels(op, x, {{"gamma", gamma}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
+  check_grads(op, x, dy, dx, dgamma, dbeta);
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, s));
+  else
+    cpu::batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+}
+
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
+                             const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s) {
+  const char* op = "batchnorm_backward_eval";
+  check_types(op, {{"x", x}, {"dy", dy}},
+              {{"gamma", gamma}, {"running_mean", running_mean}, {"running_var", running_var}});
+  check_nhwc(op, {"x", x});
+  check_shape(op, {"dy", dy}, x.shape());
+  check_channels(op, x, {{"gamma", gamma}, {"running_mean", running_mean}, {"running_var", running_var}});
+  check_grads(op, x, dy, dx, dgamma, dbeta);
+  check_eps(op, x, p);
+  if (x.is_cuda())
+    VT_CUDA_CALL(
+        op, cuda::batchnorm_backward_eval(x, dy, gamma, running_mean, running_var, dx, dgamma, dbeta, p, s));
+  else
+    cpu::batchnorm_backward_eval(x, dy, gamma, running_mean, running_var, dx, dgamma, dbeta, p);
+}
+
+}  // namespace vt

@@ -1,0 +1,239 @@
+// Batch norm in CUDA: per-channel reductions over the M = N*H*W positions of NHWC data.
+//
+// Reduction layout: one block per group of kChannels = 32 consecutive channels, shaped
+// (kChannels, kRows). threadIdx.x picks the channel, so a warp reads 32 adjacent values of
+// one position (coalesced, channel fastest); threadIdx.y strides over the positions
+// m = threadIdx.y, threadIdx.y + kRows, ... summing sequentially in fp32; the kRows partials
+// of a channel are then combined by a fixed shared-memory tree. Every sum's order depends on
+// the launch shape alone, so results are bit-identical run to run (no atomics anywhere).
+// The training forward is one kernel: mean, then the variance about it (two passes over x),
+// then y. The backward needs sum(dy) and sum(dy * xhat) per channel before dx, so the
+// kernel reduces first and then writes dx. The eval forward and the eval dx are elementwise.
+// One block per 32 channels is few blocks when C is small and M large; correct, not fast.
+#include "layers/batchnorm.h"
+#include "layers/cuda_common.cuh"
+
+namespace vt::cuda {
+namespace {
+
+constexpr int kChannels = 32;  // channels per block: threadIdx.x, one warp wide
+constexpr int kRows = 16;      // position strides per block: threadIdx.y, a power of two for the tree
+
+// The sum over threadIdx.y of v, for this thread's channel, returned to every thread. Every
+// thread of the block must call it (it synchronises); red is the block's (kRows, kChannels)
+// scratch. The tree's shape is fixed, so the order of the additions is too.
+__device__ float column_sum(float v, float (*red)[kChannels]) {
+  red[threadIdx.y][threadIdx.x] = v;
+  __syncthreads();
+  for (int half = kRows / 2; half > 0; half /= 2) {
+    if (static_cast<int>(threadIdx.y) < half)
+      red[threadIdx.y][threadIdx.x] += red[threadIdx.y + half][threadIdx.x];
+    __syncthreads();
+  }
+  const float total = red[0][threadIdx.x];
+  __syncthreads();  // everyone has read red[0] before the next call overwrites it
+  return total;
+}
+
+// x, y: (M, C) storage T; gamma, beta, running_*, save_*: (C) fp32.
+template <class T>
+__global__ void forward_train_kernel(const T* x, const float* gamma, const float* beta, T* y,
+                                     float* running_mean, float* running_var, float* save_mean,
+                                     float* save_invstd, float momentum, float eps, int64_t m_count,
+                                     int64_t c_count) {
+  __shared__ float red[kRows][kChannels];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
+  const bool active = c < c_count;  // the last group may be partial; idle lanes add zeros
+
+  float sum = 0.f;
+  if (active) {
+    for (int64_t m = threadIdx.y; m < m_count; m += kRows) sum += to_f32(x[m * c_count + c]);
+  }
+  const float mean = column_sum(sum, red) / static_cast<float>(m_count);
+
+  float sq = 0.f;
+  if (active) {
+    for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
+      const float d = to_f32(x[m * c_count + c]) - mean;
+      sq += d * d;
+    }
+  }
+  const float var = column_sum(sq, red) / static_cast<float>(m_count);  // biased
+  const float invstd = 1.f / sqrtf(var + eps);
+  if (!active) return;  // no barrier follows
+
+  if (threadIdx.y == 0) {
+    save_mean[c] = mean;
+    save_invstd[c] = invstd;
+    // M == 1 has no unbiased variance; the biased one (0) is used instead (see batchnorm.h).
+    const float unbiased =
+        m_count > 1 ? var * (static_cast<float>(m_count) / static_cast<float>(m_count - 1)) : var;
+    running_mean[c] = (1.f - momentum) * running_mean[c] + momentum * mean;
+    running_var[c] = (1.f - momentum) * running_var[c] + momentum * unbiased;
+  }
+  const float g = gamma[c], b = beta[c];
+  for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
+    const int64_t i = m * c_count + c;
+    y[i] = from_f32<T>((to_f32(x[i]) - mean) * invstd * g + b);
+  }
+}
+
+// x, y: (M, C) flattened to n = M * C elements; the rest (C) fp32.
+template <class T>
+__global__ void forward_eval_kernel(const T* x, const float* gamma, const float* beta,
+                                    const float* running_mean, const float* running_var, T* y, float eps,
+                                    int64_t n, int64_t c_count) {
+  VT_GRID_STRIDE(i, n) {
+    const int64_t c = i % c_count;
+    const float invstd = 1.f / sqrtf(running_var[c] + eps);
+    y[i] = from_f32<T>((to_f32(x[i]) - running_mean[c]) * invstd * gamma[c] + beta[c]);
+  }
+}
+
+// Where xhat = (x - mean) * invstd takes its statistics from: the saved batch statistics
+// (train) or the running ones (eval: invstd = 1 / sqrt(var + eps)). All (C) fp32.
+struct Stats {
+  const float* mean;
+  const float* invstd;  // save_invstd in train; null in eval
+  const float* var;     // running_var in eval; null in train
+  float eps;            // eval only
+  __device__ float invstd_at(int64_t c) const { return invstd ? invstd[c] : 1.f / sqrtf(var[c] + eps); }
+};
+
+// The reductions of both backward passes, then the training dx. x, dy, dx: (M, C) storage T;
+// gamma, dgamma, dbeta: (C) fp32. Each of dx, dgamma, dbeta may be null; dx, when given, gets
+// the training formula (through the batch statistics), so the eval launcher passes null and
+// writes its dx elementwise.
+template <class T>
+__global__ void backward_kernel(const T* x, const T* dy, const float* gamma, Stats st, T* dx, float* dgamma,
+                                float* dbeta, int64_t m_count, int64_t c_count) {
+  __shared__ float red[kRows][kChannels];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
+  const bool active = c < c_count;
+  const float mean = active ? st.mean[c] : 0.f;
+  const float invstd = active ? st.invstd_at(c) : 0.f;
+
+  float s_dy = 0.f, s_dy_xhat = 0.f;
+  if (active) {
+    for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
+      const int64_t i = m * c_count + c;
+      const float g = to_f32(dy[i]);
+      s_dy += g;
+      s_dy_xhat += g * ((to_f32(x[i]) - mean) * invstd);
+    }
+  }
+  const float sum_dy = column_sum(s_dy, red);
+  const float sum_dy_xhat = column_sum(s_dy_xhat, red);
+  if (!active) return;  // no barrier follows
+
+  if (threadIdx.y == 0) {
+    if (dgamma) dgamma[c] += sum_dy_xhat;
+    if (dbeta) dbeta[c] += sum_dy;
+  }
+  if (!dx) return;
+  const float k = gamma[c] * invstd;
+  const float mean_dy = sum_dy / static_cast<float>(m_count);
+  const float mean_dy_xhat = sum_dy_xhat / static_cast<float>(m_count);
+  for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
+    const int64_t i = m * c_count + c;
+    const float xhat = (to_f32(x[i]) - mean) * invstd;
+    dx[i] = from_f32<T>(to_f32(dx[i]) + k * (to_f32(dy[i]) - mean_dy - xhat * mean_dy_xhat));
+  }
+}
+
+// The eval dx of the fixed affine map: dx += dy * gamma * invstd. (M, C) flattened to n.
+template <class T>
+__global__ void backward_eval_dx_kernel(const T* dy, const float* gamma, const float* running_var, T* dx,
+                                        float eps, int64_t n, int64_t c_count) {
+  VT_GRID_STRIDE(i, n) {
+    const int64_t c = i % c_count;
+    const float invstd = 1.f / sqrtf(running_var[c] + eps);
+    dx[i] = from_f32<T>(to_f32(dx[i]) + gamma[c] * invstd * to_f32(dy[i]));
+  }
+}
+
+// M = N*H*W.
+int64_t positions(const Tensor& x) {
+  return x.dim(0) * x.dim(1) * x.dim(2);
+}
+
+dim3 channel_grid(int64_t c_count) {
+  return dim3(static_cast<unsigned>((c_count + kChannels - 1) / kChannels));
+}
+dim3 channel_block() {
+  return dim3(kChannels, kRows);
+}
+
+float* data_or_null(const Tensor* t) {
+  return t ? t->data<float>() : nullptr;
+}
+
+}  // namespace
+
+void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
+                             const Tensor& save_invstd, const BatchNormParams& p, Stream s) {
+  const int64_t m_count = positions(x), c_count = x.dim(3);
+  if (m_count == 0 || c_count == 0) return;
+  dispatch("batchnorm_forward_train", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    forward_train_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
+        x.data<T>(), gamma.data<float>(), beta.data<float>(), y.data<T>(), running_mean.data<float>(),
+        running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(), p.momentum, p.eps,
+        m_count, c_count);
+  });
+  VT_LAUNCH_CHECK();
+}
+
+void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                            const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                            const BatchNormParams& p, Stream s) {
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  dispatch("batchnorm_forward_eval", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    forward_eval_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
+        x.data<T>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
+        running_var.data<float>(), y.data<T>(), p.eps, n, x.dim(3));
+  });
+  VT_LAUNCH_CHECK();
+}
+
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
+                        const Tensor* dbeta, Stream s) {
+  const int64_t m_count = positions(x), c_count = x.dim(3);
+  if (m_count == 0 || c_count == 0 || (!dx && !dgamma && !dbeta)) return;
+  const Stats st{save_mean.data<float>(), save_invstd.data<float>(), nullptr, 0.f};
+  dispatch("batchnorm_backward", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    backward_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
+        x.data<T>(), dy.data<T>(), gamma.data<float>(), st, dx ? dx->data<T>() : nullptr,
+        data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
+  });
+  VT_LAUNCH_CHECK();
+}
+
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
+                             const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s) {
+  const int64_t m_count = positions(x), c_count = x.dim(3), n = x.numel();
+  if (n == 0) return;
+  dispatch("batchnorm_backward_eval", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    if (dx) {
+      backward_eval_dx_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
+          dy.data<T>(), gamma.data<float>(), running_var.data<float>(), dx->data<T>(), p.eps, n, c_count);
+      VT_LAUNCH_CHECK();
+    }
+    if (dgamma || dbeta) {
+      const Stats st{running_mean.data<float>(), nullptr, running_var.data<float>(), p.eps};
+      backward_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
+          x.data<T>(), dy.data<T>(), gamma.data<float>(), st, nullptr, data_or_null(dgamma),
+          data_or_null(dbeta), m_count, c_count);
+      VT_LAUNCH_CHECK();
+    }
+  });
+}
+
+}  // namespace vt::cuda

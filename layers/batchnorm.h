@@ -1,0 +1,86 @@
+// Batch normalisation over NHWC activations, per channel over the M = N*H*W positions.
+//
+// Training normalises with the batch statistics (mean and biased variance over M) and folds
+// them into the running statistics; eval normalises with the running statistics. Semantics
+// follow PyTorch's BatchNorm2d, with Ultralytics' YOLOv8 defaults (momentum 0.03, eps 1e-3):
+//   train: mean_c = sum_m x / M, var_c = sum_m (x - mean_c)^2 / M (biased),
+//          invstd_c = 1 / sqrt(var_c + eps), y = gamma_c * (x - mean_c) * invstd_c + beta_c,
+//          running_mean = (1 - momentum) * running_mean + momentum * mean_c,
+//          running_var  = (1 - momentum) * running_var  + momentum * var_c * M / (M - 1).
+//          With M == 1 the unbiased correction is undefined (PyTorch refuses such a batch);
+//          here running_var is updated with the biased variance (0) instead, and y = beta.
+//   eval:  y = gamma_c * (x - running_mean_c) / sqrt(running_var_c + eps) + beta_c.
+// Shapes: x, y, dx, dy: (N, H, W, C); gamma, beta, running_mean, running_var, save_mean,
+// save_invstd, dgamma, dbeta: (C). Activations in their storage type (f32/f64 on the CPU,
+// f32/bf16 on CUDA); every (C) tensor in param_dtype of it (f32, or f64 with f64 activations).
+// y must not alias x and dx must not alias x or dy: the backward passes read x.
+// Gradients ACCUMULATE (+=) into dx, dgamma and dbeta; the caller zeroes them once per step.
+// An empty batch (M == 0) or C == 0 writes nothing (statistics included).
+#pragma once
+
+#include "layers/tensor.h"
+
+namespace vt {
+
+struct BatchNormParams {
+  float momentum = 0.03f;  // weight of the batch statistic in the running update, in [0, 1]
+  float eps = 1e-3f;       // added to the variance, > 0
+};
+
+// Training forward. Overwrites y, save_mean (= mean_c) and save_invstd (= invstd_c, with
+// eps); updates running_mean and running_var in place.
+void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
+                             const Tensor& save_invstd, const BatchNormParams& p, Stream s = {});
+// Eval forward with the running statistics. Overwrites y; reads nothing else it writes.
+void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                            const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                            const BatchNormParams& p, Stream s = {});
+
+// Training backward, through the batch statistics saved by batchnorm_forward_train (p is
+// unused: eps is already inside save_invstd). With xhat = (x - save_mean) * save_invstd:
+//   dx     += gamma * save_invstd * (dy - sum_m(dy) / M - xhat * sum_m(dy * xhat) / M)
+//   dgamma += sum_m(dy * xhat),  dbeta += sum_m(dy).
+// Any of dx, dgamma, dbeta may be null (that gradient is not wanted).
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
+                        const Tensor* dbeta, const BatchNormParams& p, Stream s = {});
+// Eval backward, frozen statistics (fine-tuning with frozen BN): the forward is a fixed
+// per-channel affine map. With invstd = 1 / sqrt(running_var + eps), xhat = (x - running_mean) * invstd:
+//   dx += dy * gamma * invstd,  dgamma += sum_m(dy * xhat),  dbeta += sum_m(dy).
+// Any of dx, dgamma, dbeta may be null.
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
+                             const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p,
+                             Stream s = {});
+
+namespace cpu {
+void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
+                             const Tensor& save_invstd, const BatchNormParams& p);
+void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                            const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                            const BatchNormParams& p);
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
+                        const Tensor* dbeta);
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
+                             const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p);
+}  // namespace cpu
+namespace cuda {
+void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
+                             const Tensor& save_invstd, const BatchNormParams& p, Stream s);
+void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                            const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                            const BatchNormParams& p, Stream s);
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
+                        const Tensor* dbeta, Stream s);
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                             const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
+                             const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s);
+}  // namespace cuda
+
+}  // namespace vt

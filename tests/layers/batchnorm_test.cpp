@@ -1,0 +1,463 @@
+// Batch norm tests: hand values (train, eval, M == 1), double-precision gradient checks in
+// both modes, GPU parity in f32 and bf16 plus run-to-run determinism, bad arguments.
+#include "layers/batchnorm.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "layers/check.h"
+#include "tests/test_util.h"
+
+namespace vt {
+namespace {
+
+using test::from_values;
+using test::values;
+
+// The (C) tensors of one batch norm layer.
+struct BnState {
+  Tensor gamma, beta, running_mean, running_var, save_mean, save_invstd;
+};
+
+BnState make_state(const std::vector<double>& gamma, const std::vector<double>& beta,
+                   const std::vector<double>& running_mean, const std::vector<double>& running_var,
+                   DType dt = DType::kF32) {
+  const Shape c{static_cast<int64_t>(gamma.size())};
+  return {from_values(c, gamma, dt),          from_values(c, beta, dt),
+          from_values(c, running_mean, dt),   from_values(c, running_var, dt),
+          Tensor::empty(c, dt, Device::kCPU), Tensor::empty(c, dt, Device::kCPU)};
+}
+
+Tensor zeros_like(const Tensor& t) {
+  return Tensor::empty(t.shape(), t.dtype(), t.device());
+}
+Tensor filled(const Shape& s, double v, DType dt = DType::kF32) {
+  return from_values(s, std::vector<double>(s.numel(), v), dt);
+}
+
+// One batch, C = 2, M = 4. Flat NHWC data, channel fastest:
+//   channel 0: x = 1, 2, 3, 4   mean 2.5, biased var (2.25+0.25+0.25+2.25)/4 = 1.25, unbiased 5/3
+//   channel 1: x = 0, 4, 4, 4   mean 3,   biased var (9+1+1+1)/4 = 3,               unbiased 4
+// With eps = 1 the denominators are exact: sqrt(1.25 + 1) = 1.5, sqrt(3 + 1) = 2, so
+// invstd = (2/3, 1/2) and xhat = (-1, -1/3, 1/3, 1) and (-1.5, 0.5, 0.5, 0.5).
+const std::vector<double> kX = {1, 0, 2, 4, 3, 4, 4, 4};
+const std::vector<double> kDy = {1, 0, 0, 1, 0, -1, 0, 2};  // channel 0: 1, 0, 0, 0; channel 1: 0, 1, -1, 2
+
+// The same 8 values as every NHWC shape with M = 4 and C = 2: the results must not depend on
+// how M splits into N, H, W.
+const Shape kHandShapes[] = {{1, 1, 4, 2}, {2, 1, 2, 2}, {4, 1, 1, 2}, {1, 2, 2, 2}};
+
+TEST(BatchNorm, HandComputedTrain) {
+  const BatchNormParams p{0.03f, 1.0f};
+  for (const Shape& s : kHandShapes) {
+    SCOPED_TRACE(s.str());
+    const Tensor x = from_values(s, kX);
+    // gamma = (2, -1), beta = (0.5, 0.25); running stats start at PyTorch's init (0, 1).
+    BnState st = make_state({2, -1}, {0.5, 0.25}, {0, 0}, {1, 1});
+    Tensor y = zeros_like(x);
+    batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
+                            st.save_invstd, p);
+    // y = gamma * xhat + beta:
+    //   channel 0: 2 * (-1, -1/3, 1/3, 1) + 0.5 = (-1.5, -1/6, 7/6, 2.5)
+    //   channel 1: -(-1.5, 0.5, 0.5, 0.5) + 0.25 = (1.75, -0.25, -0.25, -0.25)
+    test::expect_close(y, from_values(s, {-1.5, 1.75, -1.0 / 6, -0.25, 7.0 / 6, -0.25, 2.5, -0.25}), 1e-6,
+                       1e-6, "y");
+    test::expect_close(st.save_mean, from_values({2}, {2.5, 3}), 1e-6, 1e-6, "save_mean");
+    test::expect_close(st.save_invstd, from_values({2}, {2.0 / 3, 0.5}), 1e-6, 1e-6, "save_invstd");
+    // running_mean = 0.97 * 0 + 0.03 * (2.5, 3) = (0.075, 0.09)
+    // running_var  = 0.97 * 1 + 0.03 * (5/3, 4) = (0.97 + 0.05, 0.97 + 0.12) = (1.02, 1.09)
+    test::expect_close(st.running_mean, from_values({2}, {0.075, 0.09}), 1e-6, 1e-6, "running_mean");
+    test::expect_close(st.running_var, from_values({2}, {1.02, 1.09}), 1e-6, 1e-6, "running_var");
+
+    // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)):
+    //   channel 0: k = 2 * 2/3 = 4/3, mean(dy) = 1/4, mean(dy xhat) = -1/4,
+    //              dx = 4/3 * (dy - 1/4 + xhat / 4) = 4/3 * (1/2, -1/3, -1/6, 0) = (2/3, -4/9, -2/9, 0)
+    //   channel 1: k = -1 * 1/2 = -1/2, mean(dy) = 2/4, mean(dy xhat) = (0.5 - 0.5 + 1)/4 = 1/4,
+    //              dx = -1/2 * (dy - 1/2 - xhat / 4) = -1/2 * (-1/8, 3/8, -13/8, 11/8)
+    //                 = (1/16, -3/16, 13/16, -11/16)
+    // dgamma = sum(dy xhat) = (-1, 1), dbeta = sum(dy) = (1, 2). Every buffer starts non-zero
+    // (dx at 1, dgamma and dbeta at 0.5) to show that the gradients accumulate.
+    const Tensor dy = from_values(s, kDy);
+    Tensor dx = filled(s, 1), dgamma = filled({2}, 0.5), dbeta = filled({2}, 0.5);
+    batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dx, &dgamma, &dbeta, p);
+    test::expect_close(dx,
+                       from_values(s, {1 + 2.0 / 3, 1 + 1.0 / 16, 1 - 4.0 / 9, 1 - 3.0 / 16, 1 - 2.0 / 9,
+                                       1 + 13.0 / 16, 1.0, 1 - 11.0 / 16}),
+                       1e-6, 1e-6, "dx");
+    test::expect_close(dgamma, from_values({2}, {-0.5, 1.5}), 1e-6, 1e-6, "dgamma");
+    test::expect_close(dbeta, from_values({2}, {1.5, 2.5}), 1e-6, 1e-6, "dbeta");
+
+    // Each gradient alone (the others null) is the same.
+    Tensor dx_only = filled(s, 1), dgamma_only = filled({2}, 0.5), dbeta_only = filled({2}, 0.5);
+    batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dx_only, nullptr, nullptr, p);
+    batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, nullptr, &dgamma_only, nullptr, p);
+    batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, nullptr, nullptr, &dbeta_only, p);
+    EXPECT_EQ(values(dx_only), values(dx));
+    EXPECT_EQ(values(dgamma_only), values(dgamma));
+    EXPECT_EQ(values(dbeta_only), values(dbeta));
+  }
+}
+
+TEST(BatchNorm, HandComputedEval) {
+  const BatchNormParams p{0.03f, 1.0f};
+  for (const Shape& s : kHandShapes) {
+    SCOPED_TRACE(s.str());
+    const Tensor x = from_values(s, kX);
+    // running_mean = (1, -2), running_var = (3, 0): invstd = (1/sqrt(4), 1/sqrt(1)) = (1/2, 1).
+    BnState st = make_state({2, -1}, {0.5, 0.25}, {1, -2}, {3, 0});
+    Tensor y = zeros_like(x);
+    batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y, p);
+    // channel 0: xhat = (x - 1) / 2 = (0, 0.5, 1, 1.5), y = 2 xhat + 0.5 = (0.5, 1.5, 2.5, 3.5)
+    // channel 1: xhat = x + 2 = (2, 6, 6, 6),            y = -xhat + 0.25 = (-1.75, -5.75, -5.75, -5.75)
+    test::expect_close(y, from_values(s, {0.5, -1.75, 1.5, -5.75, 2.5, -5.75, 3.5, -5.75}), 1e-6, 1e-6, "y");
+    // The running statistics are read, never written, in eval.
+    EXPECT_EQ(values(st.running_mean), (std::vector<double>{1, -2}));
+    EXPECT_EQ(values(st.running_var), (std::vector<double>{3, 0}));
+
+    // dx += dy * gamma * invstd: channel 0 k = 1, dx = (1, 0, 0, 0); channel 1 k = -1, dx = (0, -1, 1, -2).
+    // dgamma += sum(dy xhat) = (1 * 0, 1 * 6 - 1 * 6 + 2 * 6) = (0, 12); dbeta += sum(dy) = (1, 2).
+    const Tensor dy = from_values(s, kDy);
+    Tensor dx = filled(s, 1), dgamma = filled({2}, 0.5), dbeta = filled({2}, 0.5);
+    batchnorm_backward_eval(x, dy, st.gamma, st.running_mean, st.running_var, &dx, &dgamma, &dbeta, p);
+    test::expect_close(dx, from_values(s, {2, 1, 1, 0, 1, 2, 1, -1}), 1e-6, 1e-6, "dx");
+    test::expect_close(dgamma, from_values({2}, {0.5, 12.5}), 1e-6, 1e-6, "dgamma");
+    test::expect_close(dbeta, from_values({2}, {1.5, 2.5}), 1e-6, 1e-6, "dbeta");
+
+    Tensor dx_only = filled(s, 1), dgamma_only = filled({2}, 0.5);
+    batchnorm_backward_eval(x, dy, st.gamma, st.running_mean, st.running_var, &dx_only, nullptr, nullptr, p);
+    batchnorm_backward_eval(x, dy, st.gamma, st.running_mean, st.running_var, nullptr, &dgamma_only, nullptr,
+                            p);
+    EXPECT_EQ(values(dx_only), values(dx));
+    EXPECT_EQ(values(dgamma_only), values(dgamma));
+  }
+}
+
+// M == 1: the biased variance is 0, so xhat = 0 and y = beta; running_var takes the biased
+// variance too (the unbiased one would divide by M - 1 = 0): 0.97 * 2 + 0.03 * 0 = 1.94.
+// The backward then passes nothing to x or gamma: dx = k * (dy - dy - 0) = 0, dgamma += 0.
+TEST(BatchNorm, SinglePositionUsesBiasedVariance) {
+  const BatchNormParams p;
+  const Shape s{1, 1, 1, 3};
+  const Tensor x = from_values(s, {5, -2, 0.5});
+  BnState st = make_state({1.5, 1.5, 1.5}, {0.1, 0.2, 0.3}, {0, 0, 0}, {2, 2, 2});
+  Tensor y = zeros_like(x);
+  batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
+                          st.save_invstd, p);
+  test::expect_close(y, from_values(s, {0.1, 0.2, 0.3}), 1e-6, 1e-6, "y");
+  test::expect_close(st.save_mean, from_values({3}, {5, -2, 0.5}), 1e-6, 1e-6, "save_mean");
+  const double inv = 1 / std::sqrt(double(p.eps));
+  test::expect_close(st.save_invstd, from_values({3}, {inv, inv, inv}), 1e-6, 1e-6, "save_invstd");
+  test::expect_close(st.running_mean, from_values({3}, {0.15, -0.06, 0.015}), 1e-6, 1e-6, "running_mean");
+  test::expect_close(st.running_var, from_values({3}, {1.94, 1.94, 1.94}), 1e-6, 1e-6, "running_var");
+
+  Tensor dx = filled(s, 1), dgamma = filled({3}, 0.5), dbeta = filled({3}, 0.5);
+  batchnorm_backward(x, from_values(s, {1, -2, 3}), st.gamma, st.save_mean, st.save_invstd, &dx, &dgamma,
+                     &dbeta, p);
+  test::expect_close(dx, filled(s, 1), 1e-6, 1e-6, "dx");
+  test::expect_close(dgamma, filled({3}, 0.5), 1e-6, 1e-6, "dgamma");
+  test::expect_close(dbeta, from_values({3}, {1.5, -1.5, 3.5}), 1e-6, 1e-6, "dbeta");
+}
+
+// f64 tensors for a layer with C channels: gamma around 1, small beta and running_mean, and
+// running_var away from 0.
+BnState random_state(int64_t c, DType dt, uint64_t seed) {
+  const Shape cs{c};
+  return {test::random_tensor(cs, dt, seed, 0.5, 1.5),
+          test::random_tensor(cs, dt, seed + 1, -0.5, 0.5),
+          test::random_tensor(cs, dt, seed + 2, -0.2, 0.2),
+          test::random_tensor(cs, dt, seed + 3, 0.5, 1.5),
+          Tensor::empty(cs, dt, Device::kCPU),
+          Tensor::empty(cs, dt, Device::kCPU)};
+}
+
+TEST(BatchNorm, GradientCheckTrainDouble) {
+  const BatchNormParams p;
+  for (const Shape& s : {Shape{2, 3, 5, 4}, Shape{1, 5, 3, 7}}) {
+    SCOPED_TRACE(s.str());
+    // x with a non-zero mean, as after a convolution.
+    Tensor x = test::random_tensor(s, DType::kF64, 11, -1, 3);
+    BnState st = random_state(s[3], DType::kF64, 20);
+    // forward() rewrites save_mean and save_invstd; check_gradients runs it at the unperturbed
+    // inputs just before backward, so backward sees the statistics of those inputs.
+    test::check_gradients(
+        {x, st.gamma, st.beta}, {"x", "gamma", "beta"},
+        [&] {
+          Tensor y = zeros_like(x);
+          batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
+                                  st.save_invstd, p);
+          return std::vector<Tensor>{y};
+        },
+        [&](const std::vector<Tensor>& dy, std::vector<Tensor>& g) {
+          batchnorm_backward(x, dy[0], st.gamma, st.save_mean, st.save_invstd, &g[0], &g[1], &g[2], p);
+        });
+  }
+}
+
+TEST(BatchNorm, GradientCheckEvalDouble) {
+  const BatchNormParams p;
+  for (const Shape& s : {Shape{2, 3, 5, 4}, Shape{1, 5, 3, 7}}) {
+    SCOPED_TRACE(s.str());
+    Tensor x = test::random_tensor(s, DType::kF64, 12, -1, 3);
+    BnState st = random_state(s[3], DType::kF64, 30);
+    test::check_gradients(
+        {x, st.gamma, st.beta}, {"x", "gamma", "beta"},
+        [&] {
+          Tensor y = zeros_like(x);
+          batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y, p);
+          return std::vector<Tensor>{y};
+        },
+        [&](const std::vector<Tensor>& dy, std::vector<Tensor>& g) {
+          batchnorm_backward_eval(x, dy[0], st.gamma, st.running_mean, st.running_var, &g[0], &g[1], &g[2],
+                                  p);
+        });
+  }
+}
+
+// Everything one train step and one eval step of a layer produce, on one device.
+struct BnRun {
+  Tensor y, running_mean, running_var, save_mean, save_invstd, dx, dgamma, dbeta;  // train
+  Tensor y_eval, dx_eval, dgamma_eval, dbeta_eval;                                 // eval
+};
+
+// Runs train forward + backward and eval forward + backward on `dev` with activations in
+// `dt`, from the (f32 CPU) inputs given; the gradients start at dx0, dg0, db0.
+BnRun run_layer(Device dev, DType dt, const Tensor& x, const Tensor& dy, const Tensor& dx0, const BnState& in,
+                const Tensor& dg0, const Tensor& db0, const BatchNormParams& p) {
+  auto act = [&](const Tensor& t) { return t.to(dev, dt); };
+  auto par = [&](const Tensor& t) { return t.to(dev, DType::kF32); };
+  const Tensor xd = act(x), dyd = act(dy), gamma = par(in.gamma), beta = par(in.beta);
+  BnRun r;
+  r.y = Tensor::empty(x.shape(), dt, dev);
+  r.running_mean = par(in.running_mean);
+  r.running_var = par(in.running_var);
+  r.save_mean = Tensor::empty(in.gamma.shape(), DType::kF32, dev);
+  r.save_invstd = Tensor::empty(in.gamma.shape(), DType::kF32, dev);
+  r.dx = act(dx0);
+  r.dgamma = par(dg0);
+  r.dbeta = par(db0);
+  batchnorm_forward_train(xd, gamma, beta, r.y, r.running_mean, r.running_var, r.save_mean, r.save_invstd, p);
+  batchnorm_backward(xd, dyd, gamma, r.save_mean, r.save_invstd, &r.dx, &r.dgamma, &r.dbeta, p);
+
+  const Tensor rm = par(in.running_mean), rv = par(in.running_var);
+  r.y_eval = Tensor::empty(x.shape(), dt, dev);
+  r.dx_eval = act(dx0);
+  r.dgamma_eval = par(dg0);
+  r.dbeta_eval = par(db0);
+  batchnorm_forward_eval(xd, gamma, beta, rm, rv, r.y_eval, p);
+  batchnorm_backward_eval(xd, dyd, gamma, rm, rv, &r.dx_eval, &r.dgamma_eval, &r.dbeta_eval, p);
+  synchronize();
+  return r;
+}
+
+// Awkward shapes: batch 1 and 3, 7 channels, 13x17 images; M = 4800 positions over 37
+// channels (two channel groups, the second partial, and many positions per thread); and
+// M == 1.
+const Shape kGpuShapes[] = {{1, 13, 17, 7}, {3, 13, 17, 7}, {3, 40, 40, 37}, {1, 1, 1, 7}};
+
+struct GpuInputs {
+  Tensor x, dy, dx0, dg0, db0;
+  BnState st;
+};
+
+GpuInputs gpu_inputs(const Shape& s, DType dt) {
+  GpuInputs in;
+  // x has a non-zero mean (as after a convolution) so that the two-pass variance matters.
+  in.x = test::random_tensor(s, DType::kF32, 2, -1, 3);
+  in.dy = test::random_tensor(s, DType::kF32, 3);
+  in.dx0 = test::random_tensor(s, DType::kF32, 4);
+  in.dg0 = test::random_tensor({s[3]}, DType::kF32, 5);
+  in.db0 = test::random_tensor({s[3]}, DType::kF32, 6);
+  in.st = random_state(s[3], DType::kF32, 7);
+  // The CPU reference sees exactly the activations the GPU sees (bf16-rounded in bf16 runs).
+  if (dt == DType::kBF16) {
+    in.x = test::round_to_bf16(in.x);
+    in.dy = test::round_to_bf16(in.dy);
+    in.dx0 = test::round_to_bf16(in.dx0);
+  }
+  return in;
+}
+
+TEST(BatchNorm, GpuMatchesCpu) {
+  VT_REQUIRE_GPU();
+  const BatchNormParams p;
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    for (const Shape& s : kGpuShapes) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " " + s.str());
+      const GpuInputs in = gpu_inputs(s, dt);
+      const BnRun cpu = run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
+      const BnRun gpu = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
+
+      // Statistics are fp32 on the GPU in both storage types (from identical inputs), against
+      // the CPU's double sums rounded once. An fp32 sum of M <= 4800 terms, kRows = 16 serial
+      // partials of <= 300 terms each and then a 4-level tree, has a relative error of a few
+      // 1e-7 for the positive sums of the variance and of ~1e-7 * sum|x| / |sum| for the mean;
+      // with x in [-1, 3] (mean ~1) both stay well below 1e-5. The running update and
+      // invstd add a few fp32 roundings. So 1e-5 relative, with 1e-6 absolute for values near 0.
+      test::expect_close(gpu.save_mean, cpu.save_mean, 1e-6, 1e-5, "save_mean");
+      test::expect_close(gpu.save_invstd, cpu.save_invstd, 1e-6, 1e-5, "save_invstd");
+      test::expect_close(gpu.running_mean, cpu.running_mean, 1e-6, 1e-5, "running_mean");
+      test::expect_close(gpu.running_var, cpu.running_var, 1e-6, 1e-5, "running_var");
+
+      // dgamma, dbeta: fp32 sums of M terms |dy * xhat| <~ 2 that cancel (random signs), so the
+      // result is ~sqrt(M) ~ 70 while a serial partial grows to ~sqrt(300) ~ 17: each of ~300
+      // additions rounds by <= 2^-24 * 17 ~ 1e-6, a random walk of ~sqrt(300) * 1e-6 ~ 2e-5 per
+      // partial and ~4e-5 over 16 (a host emulation of the kernel's summation order measured
+      // 2e-5 on these inputs). atol 3e-4 leaves a 7x margin, while one wrong or missing term
+      // (~0.5) cannot pass. Same in bf16 runs: these are fp32 sums of the same inputs.
+      test::expect_close(gpu.dgamma, cpu.dgamma, 3e-4, 1e-5, "dgamma");
+      test::expect_close(gpu.dbeta, cpu.dbeta, 3e-4, 1e-5, "dbeta");
+      test::expect_close(gpu.dgamma_eval, cpu.dgamma_eval, 3e-4, 1e-5, "dgamma eval");
+      test::expect_close(gpu.dbeta_eval, cpu.dbeta_eval, 3e-4, 1e-5, "dbeta eval");
+
+      // Activations and dx. f32: y = (x - mean) * invstd * gamma + beta and dx of size ~1-5,
+      // with the statistics above (<= 1e-5 relative, fed through factors ~1-3) and a few fp32
+      // roundings (~1e-7 each): 3e-5 absolute and relative. bf16: the result is rounded once to
+      // 8 significant bits, at most 2^-9 ~ 0.2% relative (one more unit, 0.4%, where the fp32
+      // value lies within the differences above of a rounding boundary); 1% relative allows that
+      // with margin, and 1e-2 absolute covers results near 0, whose fp32 errors are absolute
+      // (e.g. dx = dx0 + g cancelling, with g's error ~1e-5 and dx0's bf16 unit at |dx0| <= 1
+      // up to 2^-8 ~ 4e-3 when the sum rounds the other way).
+      const double atol = dt == DType::kF32 ? 3e-5 : 1e-2, rtol = dt == DType::kF32 ? 3e-5 : 1e-2;
+      test::expect_close(gpu.y, cpu.y, atol, rtol, "y");
+      test::expect_close(gpu.dx, cpu.dx, atol, rtol, "dx");
+      test::expect_close(gpu.y_eval, cpu.y_eval, atol, rtol, "y eval");
+      test::expect_close(gpu.dx_eval, cpu.dx_eval, atol, rtol, "dx eval");
+    }
+  }
+}
+
+bool bit_identical(const Tensor& a, const Tensor& b) {
+  const Tensor ca = a.to(Device::kCPU), cb = b.to(Device::kCPU);
+  return ca.nbytes() == cb.nbytes() && std::memcmp(ca.raw(), cb.raw(), ca.nbytes()) == 0;
+}
+
+TEST(BatchNorm, GpuIsDeterministic) {
+  VT_REQUIRE_GPU();
+  const BatchNormParams p;
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Shape s{3, 40, 40, 37};
+    const GpuInputs in = gpu_inputs(s, dt);
+    const BnRun a = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
+    const BnRun b = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
+    EXPECT_TRUE(bit_identical(a.y, b.y));
+    EXPECT_TRUE(bit_identical(a.save_mean, b.save_mean));
+    EXPECT_TRUE(bit_identical(a.save_invstd, b.save_invstd));
+    EXPECT_TRUE(bit_identical(a.running_var, b.running_var));
+    EXPECT_TRUE(bit_identical(a.dx, b.dx));
+    EXPECT_TRUE(bit_identical(a.dgamma, b.dgamma));
+    EXPECT_TRUE(bit_identical(a.dbeta, b.dbeta));
+    EXPECT_TRUE(bit_identical(a.dgamma_eval, b.dgamma_eval));
+  }
+}
+
+// Runs f, which must throw vt::Error, and expects every one of `parts` in the message.
+template <class Fn>
+void expect_error(Fn&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning " << parts.front();
+  } catch (const Error& e) {
+    for (const std::string& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+          << "missing '" << part << "' in: " << e.what();
+  }
+}
+
+TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
+  const BatchNormParams p;
+  const Shape s{2, 3, 5, 4};
+  const Tensor x = test::random_tensor(s, DType::kF32, 1), dy = test::random_tensor(s, DType::kF32, 2);
+  Tensor y = zeros_like(x), dx = zeros_like(x);
+  BnState st = random_state(4, DType::kF32, 3);
+  const Tensor c5 = Tensor::empty({5}, DType::kF32, Device::kCPU);
+
+  // Shape mismatches: a (C) tensor of the wrong length, y or dx not shaped like x, x not NHWC.
+  expect_error(
+      [&] {
+        batchnorm_forward_train(x, c5, st.beta, y, st.running_mean, st.running_var, st.save_mean,
+                                st.save_invstd, p);
+      },
+      {"batchnorm_forward_train", "gamma", "(5)", "(2, 3, 5, 4)"});
+  expect_error(
+      [&] {
+        batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, c5, st.save_mean, st.save_invstd,
+                                p);
+      },
+      {"batchnorm_forward_train", "running_var", "(5)"});
+  const Tensor y_bad = Tensor::empty({2, 3, 4, 5}, DType::kF32, Device::kCPU);
+  expect_error(
+      [&] { batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y_bad, p); },
+      {"batchnorm_forward_eval", "y", "(2, 3, 4, 5)"});
+  const Tensor x3 = Tensor::empty({6, 5, 4}, DType::kF32, Device::kCPU);
+  expect_error([&] { batchnorm_forward_eval(x3, st.gamma, st.beta, st.running_mean, st.running_var, x3, p); },
+               {"batchnorm_forward_eval", "NHWC", "(6, 5, 4)"});
+  const Tensor dx_bad = Tensor::empty({2, 3, 5, 5}, DType::kF32, Device::kCPU);
+  expect_error(
+      [&] {
+        batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dx_bad, nullptr, nullptr, p);
+      },
+      {"batchnorm_backward", "dx", "(2, 3, 5, 5)", "(2, 3, 5, 4)"});
+  Tensor dg_bad = Tensor::empty({5}, DType::kF32, Device::kCPU);
+  expect_error(
+      [&] {
+        batchnorm_backward_eval(x, dy, st.gamma, st.running_mean, st.running_var, nullptr, &dg_bad, nullptr,
+                                p);
+      },
+      {"batchnorm_backward_eval", "dgamma", "(5)", "(2, 3, 5, 4)"});
+
+  // Storage types: bf16 activations on the CPU; f64 parameters with f32 activations.
+  const Tensor xb = Tensor::empty(s, DType::kBF16, Device::kCPU),
+               yb = Tensor::empty(s, DType::kBF16, Device::kCPU);
+  expect_error([&] { batchnorm_forward_eval(xb, st.gamma, st.beta, st.running_mean, st.running_var, yb, p); },
+               {"batchnorm_forward_eval", "unsupported storage type bf16", "(2, 3, 5, 4)"});
+  const Tensor g64 = Tensor::empty({4}, DType::kF64, Device::kCPU);
+  expect_error(
+      [&] { batchnorm_backward(x, dy, g64, st.save_mean, st.save_invstd, &dx, nullptr, nullptr, p); },
+      {"batchnorm_backward", "gamma must be f32", "(4)"});
+
+  // Aliasing and parameters.
+  expect_error(
+      [&] {
+        batchnorm_forward_train(x, st.gamma, st.beta, x, st.running_mean, st.running_var, st.save_mean,
+                                st.save_invstd, p);
+      },
+      {"batchnorm_forward_train", "alias"});
+  expect_error(
+      [&] { batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dy, nullptr, nullptr, p); },
+      {"batchnorm_backward", "alias"});
+  expect_error(
+      [&] {
+        batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y,
+                               BatchNormParams{0.03f, 0.f});
+      },
+      {"batchnorm_forward_eval", "eps"});
+  expect_error(
+      [&] {
+        batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
+                                st.save_invstd, BatchNormParams{1.5f, 1e-3f});
+      },
+      {"batchnorm_forward_train", "momentum"});
+}
+
+// An empty batch writes nothing, statistics included.
+TEST(BatchNorm, EmptyBatchWritesNothing) {
+  const BatchNormParams p;
+  const Shape s{0, 3, 5, 4};
+  const Tensor x = Tensor::empty(s, DType::kF32, Device::kCPU);
+  Tensor y = zeros_like(x);
+  BnState st = random_state(4, DType::kF32, 3);
+  const std::vector<double> rm = values(st.running_mean), rv = values(st.running_var);
+  batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
+                          st.save_invstd, p);
+  EXPECT_EQ(values(st.running_mean), rm);
+  EXPECT_EQ(values(st.running_var), rv);
+  Tensor dgamma = filled({4}, 0.5);
+  batchnorm_backward(x, x, st.gamma, st.save_mean, st.save_invstd, nullptr, &dgamma, nullptr, p);
+  EXPECT_EQ(values(dgamma), std::vector<double>(4, 0.5));
+}
+
+}  // namespace
+}  // namespace vt
