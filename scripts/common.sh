@@ -7,7 +7,7 @@ VT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # (nvcc, NCCL) comes from NVIDIA; without it the CPU backend is built alone.
 VT_DEBS=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
          libcxxopts-dev libgtest-dev libopenblas-dev libturbojpeg0-dev libpng-dev nlohmann-json3-dev
-         libpugixml-dev libyaml-cpp-dev)
+         libpugixml-dev libyaml-cpp-dev python3-venv)
 
 vt_install_deps() {
   local missing=()
@@ -34,4 +34,18 @@ vt_build() {
     cmake -S "$VT_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
   fi
   cmake --build "$dir" -j"$(nproc)" "$@"
+}
+
+# The Python helpers of the tests (pycocotools, numpy, h5py, ...) live in $VT_ROOT/.venv,
+# reinstalled only when tests/requirements.txt changes.
+vt_python_env() {
+  local venv="$VT_ROOT/.venv" req="$VT_ROOT/tests/requirements.txt"
+  [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
+  local stamp="$venv/.requirements.sha256" want
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== installing Python test helpers into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+    echo "$want" >"$stamp"
+  fi
 }

@@ -7,5 +7,6 @@ source "$(dirname "$0")/common.sh"
 build="${BUILD_DIR:-$VT_ROOT/build}"
 
 vt_install_deps
+vt_python_env
 vt_build "$build"
 ctest --test-dir "$build" --output-on-failure --no-tests=error -j"$(nproc)"
