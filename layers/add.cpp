@@ -1,0 +1,36 @@
+// Elementwise add: contract checks and backend dispatch (see add.h).
+#include "layers/add.h"
+
+#include "layers/op.h"
+
+namespace vt {
+
+void add_forward(const Tensor& a, const Tensor& b, const Tensor& y, Stream s) {
+  const char* op = "add_forward";
+  check_types(op, {{"a", a}, {"b", b}, {"y", y}}, {});
+  check_shape(op, {"b", b}, a.shape());
+  check_shape(op, {"y", y}, a.shape());
+  if (a.is_cuda()) VT_CUDA_CALL(op, cuda::add_forward(a, b, y, s));
+  else cpu::add_forward(a, b, y);
+}
+
+void add_backward(const Tensor& dy, const Tensor* da, const Tensor* db, Stream s) {
+  const char* op = "add_backward";
+  check_types(op, {{"dy", dy}}, {});
+  auto check_grad = [&](const char* name, const Tensor* g) {
+    if (g == nullptr) return;
+    check_types(op, {{"dy", dy}, {name, *g}}, {});
+    check_shape(op, {name, *g}, dy.shape());
+    op_check(g->raw() != dy.raw() || dy.numel() == 0, op, cat(name, " must not alias dy"), {{"dy", dy}});
+  };
+  check_grad("da", da);
+  check_grad("db", db);
+  // One pass per gradient: sequential on the stream, so da == db gets both.
+  for (const Tensor* g : {da, db}) {
+    if (g == nullptr) continue;
+    if (dy.is_cuda()) VT_CUDA_CALL(op, cuda::accumulate(dy, *g, s));
+    else cpu::accumulate(dy, *g);
+  }
+}
+
+}  // namespace vt

@@ -1,0 +1,29 @@
+// Elementwise sum of two tensors: residual (shortcut) connections, e.g. in C2f bottlenecks.
+//
+// a, b, y: any rank, all the same shape (no broadcasting). y may alias a or b (y = a + b
+// in place): each element is read and then written by the same thread. Gradients
+// accumulate: da += dy, db += dy, either may be null (no gradient wanted); da and db may
+// be the same tensor (y = a + a), which then receives 2 * dy; neither may alias dy.
+#pragma once
+
+#include "layers/tensor.h"
+
+namespace vt {
+
+// a, b, y: the same shape; y = a + b
+void add_forward(const Tensor& a, const Tensor& b, const Tensor& y, Stream s = {});
+// dy, *da, *db: the same shape; *da += dy, *db += dy (each when not null)
+void add_backward(const Tensor& dy, const Tensor* da, const Tensor* db, Stream s = {});
+
+namespace cpu {
+void add_forward(const Tensor& a, const Tensor& b, const Tensor& y);
+// dst += src
+void accumulate(const Tensor& src, const Tensor& dst);
+}  // namespace cpu
+namespace cuda {
+void add_forward(const Tensor& a, const Tensor& b, const Tensor& y, Stream s);
+// dst += src
+void accumulate(const Tensor& src, const Tensor& dst, Stream s);
+}  // namespace cuda
+
+}  // namespace vt

@@ -1,0 +1,26 @@
+// Elementwise add on the CPU: plain loops, the reference for the CUDA kernels.
+#include "layers/add.h"
+#include "layers/op.h"
+
+namespace vt::cpu {
+
+void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
+  dispatch_cpu("add_forward", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* ap = a.data<T>();
+    const T* bp = b.data<T>();
+    T* yp = y.data<T>();
+    for (int64_t i = 0; i < a.numel(); ++i) yp[i] = ap[i] + bp[i];
+  });
+}
+
+void accumulate(const Tensor& src, const Tensor& dst) {
+  dispatch_cpu("add_backward", src.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* sp = src.data<T>();
+    T* dp = dst.data<T>();
+    for (int64_t i = 0; i < src.numel(); ++i) dp[i] += sp[i];
+  });
+}
+
+}  // namespace vt::cpu
