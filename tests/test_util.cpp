@@ -113,6 +113,17 @@ void check_gradients(const std::vector<Tensor>& inputs, const std::vector<std::s
   }
 }
 
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
+  try {
+    f();
+  } catch (const Error& e) {
+    for (const std::string& n : needles)
+      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "missing '" << n << "' in: " << e.what();
+    return;
+  }
+  ADD_FAILURE() << "no vt::Error thrown; expected one mentioning '" << needles.front() << "'";
+}
+
 bool has_gpu() { return cuda_device_count() > 0; }
 
 }  // namespace vt::test

@@ -50,6 +50,9 @@ void check_gradients(const std::vector<Tensor>& inputs, const std::vector<std::s
                      const std::function<void(const std::vector<Tensor>& dys, std::vector<Tensor>& grads)>& backward,
                      const GradCheckOptions& opt = {});
 
+// Expects f() to throw vt::Error whose message contains every one of `needles`.
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles);
+
 bool has_gpu();
 
 }  // namespace vt::test

@@ -12,17 +12,6 @@ namespace {
 
 using test::from_values;
 
-// Runs f, expecting a vt::Error whose message contains every needle.
-void expect_error(const std::function<void()>& f, std::initializer_list<const char*> needles) {
-  try {
-    f();
-  } catch (const Error& e) {
-    for (const char* n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-    return;
-  }
-  ADD_FAILURE() << "no vt::Error thrown; expected one mentioning " << *needles.begin();
-}
-
 TEST(Add, HandComputed) {
   const Tensor a = from_values({3}, {1, 2, 3}), b = from_values({3}, {10, 20, -30});
   Tensor y = Tensor::empty({3}, DType::kF32, Device::kCPU);
@@ -97,14 +86,14 @@ TEST(Add, GpuMatchesCpu) {
 TEST(Add, BadArgumentsNameTheOpAndShapes) {
   const Tensor a = Tensor::empty({2, 3, 4}, DType::kF32, Device::kCPU);
   const Tensor b = Tensor::empty({2, 4, 3}, DType::kF32, Device::kCPU);
-  expect_error([&] { add_forward(a, b, a); }, {"add_forward", "b must have shape (2, 3, 4)", "(2, 4, 3)"});
-  expect_error([&] { add_backward(a, nullptr, &b); }, {"add_backward", "db", "(2, 4, 3)"});
+  test::expect_error([&] { add_forward(a, b, a); }, {"add_forward", "b must have shape (2, 3, 4)", "(2, 4, 3)"});
+  test::expect_error([&] { add_backward(a, nullptr, &b); }, {"add_backward", "db", "(2, 4, 3)"});
   const Tensor ab = Tensor::empty({2, 3, 4}, DType::kBF16, Device::kCPU);
-  expect_error([&] { add_forward(ab, ab, ab); },
+  test::expect_error([&] { add_forward(ab, ab, ab); },
                {"add_forward", "unsupported storage type bf16", "(2, 3, 4)"});
   const Tensor a64 = Tensor::empty({2, 3, 4}, DType::kF64, Device::kCPU);
-  expect_error([&] { add_forward(a, a64, a); }, {"add_forward", "different storage types", "(2, 3, 4) f64"});
-  expect_error([&] { add_backward(a, &a, nullptr); }, {"add_backward", "da must not alias dy"});
+  test::expect_error([&] { add_forward(a, a64, a); }, {"add_forward", "different storage types", "(2, 3, 4) f64"});
+  test::expect_error([&] { add_backward(a, &a, nullptr); }, {"add_backward", "da must not alias dy"});
 }
 
 }  // namespace

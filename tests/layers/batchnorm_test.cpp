@@ -353,19 +353,6 @@ TEST(BatchNorm, GpuIsDeterministic) {
   }
 }
 
-// Runs f, which must throw vt::Error, and expects every one of `parts` in the message.
-template <class Fn>
-void expect_error(Fn&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning " << parts.front();
-  } catch (const Error& e) {
-    for (const std::string& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "missing '" << part << "' in: " << e.what();
-  }
-}
-
 TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
   const BatchNormParams p;
   const Shape s{2, 3, 5, 4};
@@ -375,33 +362,33 @@ TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
   const Tensor c5 = Tensor::empty({5}, DType::kF32, Device::kCPU);
 
   // Shape mismatches: a (C) tensor of the wrong length, y or dx not shaped like x, x not NHWC.
-  expect_error(
+  test::expect_error(
       [&] {
         batchnorm_forward_train(x, c5, st.beta, y, st.running_mean, st.running_var, st.save_mean,
                                 st.save_invstd, p);
       },
       {"batchnorm_forward_train", "gamma", "(5)", "(2, 3, 5, 4)"});
-  expect_error(
+  test::expect_error(
       [&] {
         batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, c5, st.save_mean, st.save_invstd,
                                 p);
       },
       {"batchnorm_forward_train", "running_var", "(5)"});
   const Tensor y_bad = Tensor::empty({2, 3, 4, 5}, DType::kF32, Device::kCPU);
-  expect_error(
+  test::expect_error(
       [&] { batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y_bad, p); },
       {"batchnorm_forward_eval", "y", "(2, 3, 4, 5)"});
   const Tensor x3 = Tensor::empty({6, 5, 4}, DType::kF32, Device::kCPU);
-  expect_error([&] { batchnorm_forward_eval(x3, st.gamma, st.beta, st.running_mean, st.running_var, x3, p); },
+  test::expect_error([&] { batchnorm_forward_eval(x3, st.gamma, st.beta, st.running_mean, st.running_var, x3, p); },
                {"batchnorm_forward_eval", "NHWC", "(6, 5, 4)"});
   const Tensor dx_bad = Tensor::empty({2, 3, 5, 5}, DType::kF32, Device::kCPU);
-  expect_error(
+  test::expect_error(
       [&] {
         batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dx_bad, nullptr, nullptr, p);
       },
       {"batchnorm_backward", "dx", "(2, 3, 5, 5)", "(2, 3, 5, 4)"});
   Tensor dg_bad = Tensor::empty({5}, DType::kF32, Device::kCPU);
-  expect_error(
+  test::expect_error(
       [&] {
         batchnorm_backward_eval(x, dy, st.gamma, st.running_mean, st.running_var, nullptr, &dg_bad, nullptr,
                                 p);
@@ -411,30 +398,30 @@ TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
   // Storage types: bf16 activations on the CPU; f64 parameters with f32 activations.
   const Tensor xb = Tensor::empty(s, DType::kBF16, Device::kCPU),
                yb = Tensor::empty(s, DType::kBF16, Device::kCPU);
-  expect_error([&] { batchnorm_forward_eval(xb, st.gamma, st.beta, st.running_mean, st.running_var, yb, p); },
+  test::expect_error([&] { batchnorm_forward_eval(xb, st.gamma, st.beta, st.running_mean, st.running_var, yb, p); },
                {"batchnorm_forward_eval", "unsupported storage type bf16", "(2, 3, 5, 4)"});
   const Tensor g64 = Tensor::empty({4}, DType::kF64, Device::kCPU);
-  expect_error(
+  test::expect_error(
       [&] { batchnorm_backward(x, dy, g64, st.save_mean, st.save_invstd, &dx, nullptr, nullptr, p); },
       {"batchnorm_backward", "gamma must be f32", "(4)"});
 
   // Aliasing and parameters.
-  expect_error(
+  test::expect_error(
       [&] {
         batchnorm_forward_train(x, st.gamma, st.beta, x, st.running_mean, st.running_var, st.save_mean,
                                 st.save_invstd, p);
       },
       {"batchnorm_forward_train", "alias"});
-  expect_error(
+  test::expect_error(
       [&] { batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dy, nullptr, nullptr, p); },
       {"batchnorm_backward", "alias"});
-  expect_error(
+  test::expect_error(
       [&] {
         batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y,
                                BatchNormParams{0.03f, 0.f});
       },
       {"batchnorm_forward_eval", "eps"});
-  expect_error(
+  test::expect_error(
       [&] {
         batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
                                 st.save_invstd, BatchNormParams{1.5f, 1e-3f});

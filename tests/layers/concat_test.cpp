@@ -12,17 +12,6 @@ namespace {
 
 using test::from_values;
 
-// Runs f, expecting a vt::Error whose message contains every needle.
-void expect_error(const std::function<void()>& f, std::initializer_list<const char*> needles) {
-  try {
-    f();
-  } catch (const Error& e) {
-    for (const char* n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-    return;
-  }
-  ADD_FAILURE() << "no vt::Error thrown; expected one mentioning " << *needles.begin();
-}
-
 // Fresh zeroed tensors with the pixel dims of `like` and the given channel counts.
 std::vector<Tensor> parts_like(const Shape& like, const std::vector<int64_t>& channels, DType dt,
                                Device dev) {
@@ -168,33 +157,33 @@ TEST(ConcatSplit, BadArgumentsNameTheOpAndShapes) {
   const Tensor a = Tensor::empty({1, 4, 4, 2}, DType::kF32, Device::kCPU);
   const Tensor b_bad_h = Tensor::empty({1, 3, 4, 1}, DType::kF32, Device::kCPU);
   const Tensor y = Tensor::empty({1, 4, 4, 3}, DType::kF32, Device::kCPU);
-  expect_error(
+  test::expect_error(
       [&] {
         concat_forward({a, b_bad_h}, y);
       },
       {"concat_forward", "xs[1]", "(1, 3, 4, 1)", "(1, 4, 4, 3)"});
   // Channel counts 2 + 2 != 3.
-  expect_error(
+  test::expect_error(
       [&] {
         concat_forward({a, a}, y);
       },
       {"concat_forward", "(1, 4, 4, 2), (1, 4, 4, 2)", "sum to 4", "(1, 4, 4, 3)"});
-  expect_error([&] { split_forward(y, {a, a}); }, {"split_forward", "sum to 4", "(1, 4, 4, 3)"});
-  expect_error([&] { split_backward({a, b_bad_h}, y); }, {"split_backward", "dys[1]", "(1, 3, 4, 1)"});
+  test::expect_error([&] { split_forward(y, {a, a}); }, {"split_forward", "sum to 4", "(1, 4, 4, 3)"});
+  test::expect_error([&] { split_backward({a, b_bad_h}, y); }, {"split_backward", "dys[1]", "(1, 3, 4, 1)"});
   const Tensor ab = Tensor::empty({1, 4, 4, 2}, DType::kBF16, Device::kCPU);
   const Tensor yb = Tensor::empty({1, 4, 4, 4}, DType::kBF16, Device::kCPU);
-  expect_error(
+  test::expect_error(
       [&] {
         concat_forward({ab, ab}, yb);
       },
       {"concat_forward", "unsupported storage type bf16", "(1, 4, 4, 4)"});
   // Mixed storage types, no parts, an undefined entry, a part overlapping the whole.
   const Tensor y4 = Tensor::empty({1, 4, 4, 4}, DType::kF32, Device::kCPU);
-  expect_error([&] { concat_forward({a, ab}, y4); }, {"concat_forward", "different storage types", "xs[1]"});
-  expect_error([&] { concat_forward({}, y); }, {"concat_forward", "at least one part"});
-  expect_error([&] { concat_backward(y, {a, Tensor()}); }, {"concat_backward", "dxs[1] has no storage"});
+  test::expect_error([&] { concat_forward({a, ab}, y4); }, {"concat_forward", "different storage types", "xs[1]"});
+  test::expect_error([&] { concat_forward({}, y); }, {"concat_forward", "at least one part"});
+  test::expect_error([&] { concat_backward(y, {a, Tensor()}); }, {"concat_backward", "dxs[1] has no storage"});
   const Tensor inside = Tensor::view(y4.raw(), {1, 4, 4, 2}, DType::kF32, Device::kCPU);
-  expect_error([&] { split_forward(y4, {inside, a}); }, {"split_forward", "ys[0] overlaps x"});
+  test::expect_error([&] { split_forward(y4, {inside, a}); }, {"split_forward", "ys[0] overlaps x"});
 }
 
 }  // namespace

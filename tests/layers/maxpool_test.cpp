@@ -29,17 +29,6 @@ Tensor pool(const Tensor& x, const MaxPoolParams& p) {
   return y;
 }
 
-// Runs f, expecting a vt::Error whose message contains every needle.
-void expect_error(const std::function<void()>& f, std::initializer_list<const char*> needles) {
-  try {
-    f();
-  } catch (const Error& e) {
-    for (const char* n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-    return;
-  }
-  ADD_FAILURE() << "no vt::Error thrown; expected one mentioning " << *needles.begin();
-}
-
 // Exact equality where NaN equals NaN.
 void expect_same(const Tensor& actual, const Tensor& expected, const std::string& what) {
   ASSERT_EQ(actual.shape(), expected.shape()) << what;
@@ -232,25 +221,25 @@ TEST(MaxPool, GpuFollowsTheTieAndNanRules) {
 TEST(MaxPool, BadArgumentsNameTheOpAndShapes) {
   const Tensor x = Tensor::empty({1, 4, 4, 2}, DType::kF32, Device::kCPU);
   const Tensor y_bad = Tensor::empty({1, 3, 3, 2}, DType::kF32, Device::kCPU);
-  expect_error([&] { maxpool_forward(x, y_bad, k2s2); }, {"maxpool_forward", "(1, 2, 2, 2)", "(1, 3, 3, 2)"});
+  test::expect_error([&] { maxpool_forward(x, y_bad, k2s2); }, {"maxpool_forward", "(1, 2, 2, 2)", "(1, 3, 3, 2)"});
   const Tensor y = Tensor::empty({1, 2, 2, 2}, DType::kF32, Device::kCPU);
   const Tensor dx_bad = Tensor::empty({1, 4, 4, 3}, DType::kF32, Device::kCPU);
-  expect_error([&] { maxpool_backward(x, y, dx_bad, k2s2); }, {"maxpool_backward", "dx", "(1, 4, 4, 3)"});
+  test::expect_error([&] { maxpool_backward(x, y, dx_bad, k2s2); }, {"maxpool_backward", "dx", "(1, 4, 4, 3)"});
   const Tensor xb = Tensor::empty({1, 4, 4, 2}, DType::kBF16, Device::kCPU);
   const Tensor yb = Tensor::empty({1, 2, 2, 2}, DType::kBF16, Device::kCPU);
-  expect_error([&] { maxpool_forward(xb, yb, k2s2); },
+  test::expect_error([&] { maxpool_forward(xb, yb, k2s2); },
                {"maxpool_forward", "unsupported storage type bf16", "(1, 4, 4, 2)"});
   // pad 2 > kernel 3 / 2; a window larger than the padded input; not NHWC; y aliasing x.
-  expect_error([&] { maxpool_forward(x, y, {3, 2, 2}); }, {"maxpool_forward", "pad 2", "(1, 4, 4, 2)"});
-  expect_error(
+  test::expect_error([&] { maxpool_forward(x, y, {3, 2, 2}); }, {"maxpool_forward", "pad 2", "(1, 4, 4, 2)"});
+  test::expect_error(
       [&] {
         maxpool_forward(x, y, {7, 1, 1});
       },
       {"maxpool_forward", "smaller than the window", "(1, 4, 4, 2)"});
   const Tensor x3 = Tensor::empty({4, 4, 2}, DType::kF32, Device::kCPU);
-  expect_error([&] { maxpool_forward(x3, y, k2s2); }, {"maxpool_forward", "rank 4", "(4, 4, 2)"});
+  test::expect_error([&] { maxpool_forward(x3, y, k2s2); }, {"maxpool_forward", "rank 4", "(4, 4, 2)"});
   const Tensor xsame = Tensor::empty({1, 1, 1, 2}, DType::kF32, Device::kCPU);
-  expect_error([&] { maxpool_forward(xsame, xsame, {1, 1, 0}); }, {"maxpool_forward", "alias"});
+  test::expect_error([&] { maxpool_forward(xsame, xsame, {1, 1, 0}); }, {"maxpool_forward", "alias"});
 }
 
 }  // namespace

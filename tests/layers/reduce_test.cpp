@@ -310,36 +310,24 @@ TEST(Reduce, GpuIsDeterministic) {
   }
 }
 
-// Expects `call` to throw vt::Error whose message contains every one of `parts`.
-template <class Fn>
-void expect_error(Fn&& call, const std::vector<std::string>& parts) {
-  try {
-    call();
-    ADD_FAILURE() << "no error; expected one mentioning " << parts[0];
-  } catch (const Error& e) {
-    for (const std::string& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
-
 TEST(Reduce, BadArgumentsNameTheOpAndShapes) {
   const Tensor x = Tensor::empty({2, 3}, DType::kF32, Device::kCPU);
   const Tensor out = Tensor::empty({1}, DType::kF32, Device::kCPU);
   const Tensor none;
   // out of the wrong shape.
-  expect_error([&] { reduce_sum(x, Tensor::empty({2}, DType::kF32, Device::kCPU), none); },
+  test::expect_error([&] { reduce_sum(x, Tensor::empty({2}, DType::kF32, Device::kCPU), none); },
                {"reduce_sum", "out must have shape (1)", "out: (2)"});
   // out of the wrong type: f64 with f32 x.
-  expect_error([&] { reduce_sum_squares(x, Tensor::empty({1}, DType::kF64, Device::kCPU), none); },
+  test::expect_error([&] { reduce_sum_squares(x, Tensor::empty({1}, DType::kF64, Device::kCPU), none); },
                {"reduce_sum_squares", "out must be f32", "x: (2, 3) f32 cpu", "out: (1) f64 cpu"});
   // bf16 on the CPU.
   const Tensor xb = Tensor::empty({2, 3}, DType::kBF16, Device::kCPU);
-  expect_error([&] { reduce_max_abs(xb, out, none); },
+  test::expect_error([&] { reduce_max_abs(xb, out, none); },
                {"reduce_max_abs", "unsupported storage type bf16 on cpu", "x: (2, 3) bf16 cpu"});
   // Backward shapes.
-  expect_error([&] { reduce_sum_backward(Tensor::empty({2}, DType::kF32, Device::kCPU), x); },
+  test::expect_error([&] { reduce_sum_backward(Tensor::empty({2}, DType::kF32, Device::kCPU), x); },
                {"reduce_sum_backward", "dout must have shape (1)", "dout: (2)"});
-  expect_error(
+  test::expect_error(
       [&] {
         reduce_sum_squares_backward(x, out, Tensor::empty({3, 2}, DType::kF32, Device::kCPU));
       },
@@ -351,11 +339,11 @@ TEST(Reduce, BadArgumentsNameTheOpAndShapes) {
   const Tensor xg = Tensor::view(dummy, {5000}, DType::kF32, Device::kCUDA);  // needs 2 partials
   const Tensor outg = Tensor::view(dummy, {1}, DType::kF32, Device::kCUDA);
   ASSERT_EQ(reduce_workspace_elems(5000, Device::kCUDA), 2);
-  expect_error(
+  test::expect_error(
       [&] { count_nonfinite(xg, outg, Tensor::view(dummy, {1}, DType::kF32, Device::kCUDA)); },
       {"count_nonfinite", "workspace must be f32 on cuda with at least 2 elements", "workspace: (1)"});
-  expect_error([&] { reduce_sum(xg, outg, none); }, {"reduce_sum", "workspace", "x: (5000) f32 cuda"});
-  expect_error([&] { reduce_sum(xg, outg, Tensor::view(dummy, {4}, DType::kBF16, Device::kCUDA)); },
+  test::expect_error([&] { reduce_sum(xg, outg, none); }, {"reduce_sum", "workspace", "x: (5000) f32 cuda"});
+  test::expect_error([&] { reduce_sum(xg, outg, Tensor::view(dummy, {4}, DType::kBF16, Device::kCUDA)); },
                {"reduce_sum", "workspace must be f32", "workspace: (4) bf16 cuda"});
 }
 

@@ -23,17 +23,6 @@ Tensor upsample(const Tensor& x, int scale) {
   return y;
 }
 
-// Runs f, expecting a vt::Error whose message contains every needle.
-void expect_error(const std::function<void()>& f, std::initializer_list<const char*> needles) {
-  try {
-    f();
-  } catch (const Error& e) {
-    for (const char* n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-    return;
-  }
-  ADD_FAILURE() << "no vt::Error thrown; expected one mentioning " << *needles.begin();
-}
-
 TEST(UpsampleNearest, HandComputedScale2) {
   // x = [1 2; 3 4] (1, 2, 2, 1): every value becomes a 2x2 block.
   const Tensor x = from_values({1, 2, 2, 1}, {1, 2, 3, 4});
@@ -117,18 +106,18 @@ TEST(UpsampleNearest, GpuMatchesCpu) {
 TEST(UpsampleNearest, BadArgumentsNameTheOpAndShapes) {
   const Tensor x = Tensor::empty({1, 2, 3, 2}, DType::kF32, Device::kCPU);
   const Tensor y3 = Tensor::empty({1, 6, 9, 2}, DType::kF32, Device::kCPU);
-  expect_error([&] { upsample_nearest_forward(x, y3, 2); },
+  test::expect_error([&] { upsample_nearest_forward(x, y3, 2); },
                {"upsample_nearest_forward", "(1, 4, 6, 2)", "(1, 6, 9, 2)"});
-  expect_error([&] { upsample_nearest_backward(y3, x, 2); },
+  test::expect_error([&] { upsample_nearest_backward(y3, x, 2); },
                {"upsample_nearest_backward", "dy", "(1, 6, 9, 2)"});
   const Tensor xb = Tensor::empty({1, 2, 3, 2}, DType::kBF16, Device::kCPU);
   const Tensor yb = Tensor::empty({1, 4, 6, 2}, DType::kBF16, Device::kCPU);
-  expect_error([&] { upsample_nearest_forward(xb, yb, 2); },
+  test::expect_error([&] { upsample_nearest_forward(xb, yb, 2); },
                {"upsample_nearest_forward", "unsupported storage type bf16", "(1, 2, 3, 2)"});
-  expect_error([&] { upsample_nearest_forward(x, y3, 0); },
+  test::expect_error([&] { upsample_nearest_forward(x, y3, 0); },
                {"upsample_nearest_forward", "scale 0", "(1, 2, 3, 2)"});
   const Tensor x3 = Tensor::empty({2, 3, 2}, DType::kF32, Device::kCPU);
-  expect_error([&] { upsample_nearest_forward(x3, y3, 3); },
+  test::expect_error([&] { upsample_nearest_forward(x3, y3, 3); },
                {"upsample_nearest_forward", "rank 4", "(2, 3, 2)"});
 }
 
