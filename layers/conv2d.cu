@@ -1,0 +1,186 @@
+// Conv2d in CUDA: direct kernels, simple and deterministic (no atomics), fp32 arithmetic for
+// f32 and bf16 storage alike. A later issue replaces them with implicit-GEMM tensor-core
+// kernels; these stay as the GPU reference.
+//   forward: one thread per output element, looping over (kh, kw, ci) of its group;
+//   dx:      one thread per input element, gathering over the (kh, kw, co) whose window
+//            covers it;
+//   dw, db:  one block per weight element / per output channel, the block's threads striding
+//            over the N Ho Wo output positions and summing with a fixed shared-memory tree,
+//            so the result is bit-identical run to run.
+#include "layers/conv2d.h"
+#include "layers/cuda_common.cuh"
+
+namespace vt::cuda {
+namespace {
+
+// Blocks for the one-block-per-output reductions; the kernels grid-stride over the rest.
+constexpr int64_t kMaxReduceBlocks = 65535 * 8;
+
+// Sum of v over the block (blockDim.x == kThreads, a power of two) in a fixed order; the
+// result is valid in thread 0. `part` is kThreads floats of shared memory. Every thread of
+// the block must call it.
+__device__ float block_sum(float v, float* part) {
+  part[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (static_cast<int>(threadIdx.x) < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  const float total = part[0];
+  __syncthreads();  // part is reused by the caller's next call
+  return total;
+}
+
+// y (N, Ho, Wo, Cout) = conv(x (N, H, W, Cin), w (Cout, KH, KW, cin_g)) + b (Cout, may be null).
+template <class T>
+__global__ void forward_kernel(Conv2dDims d, const T* x, const T* w, const float* b, T* y, int64_t total) {
+  VT_GRID_STRIDE(i, total) {
+    const int64_t co = i % d.cout;
+    int64_t r = i / d.cout;
+    const int64_t wo = r % d.wo;
+    r /= d.wo;
+    const int64_t ho = r % d.ho;
+    const int64_t n = r / d.ho;
+    const int64_t g = co / d.cout_g;
+    const T* xn = x + n * d.h * d.w * d.cin + g * d.cin_g;  // this image, this group's channels
+    const T* wc = w + co * d.kh * d.kw * d.cin_g;           // this output channel's filter
+    float acc = b ? b[co] : 0.f;
+    for (int64_t kh = 0; kh < d.kh; ++kh) {
+      const int64_t hi = ho * d.stride_h - d.pad_h + kh;
+      if (hi < 0 || hi >= d.h) continue;
+      for (int64_t kw = 0; kw < d.kw; ++kw) {
+        const int64_t wi = wo * d.stride_w - d.pad_w + kw;
+        if (wi < 0 || wi >= d.w) continue;
+        const T* xp = xn + (hi * d.w + wi) * d.cin;
+        const T* wp = wc + (kh * d.kw + kw) * d.cin_g;
+        for (int64_t ci = 0; ci < d.cin_g; ++ci) acc += to_f32(xp[ci]) * to_f32(wp[ci]);
+      }
+    }
+    y[i] = from_f32<T>(acc);
+  }
+}
+
+// dx (N, H, W, Cin) += sum over the outputs (ho, wo, co) that read x[n, hi, wi, c]:
+// hi = ho stride_h - pad_h + kh, i.e. ho = (hi + pad_h - kh) / stride_h when that divides
+// exactly and lands in [0, Ho); likewise for wo; co runs over c's group.
+template <class T>
+__global__ void backward_dx_kernel(Conv2dDims d, const T* w, const T* dy, T* dx, int64_t total) {
+  const int64_t w_co_stride = d.kh * d.kw * d.cin_g;  // w distance between output channels
+  VT_GRID_STRIDE(i, total) {
+    const int64_t c = i % d.cin;
+    int64_t r = i / d.cin;
+    const int64_t wi = r % d.w;
+    r /= d.w;
+    const int64_t hi = r % d.h;
+    const int64_t n = r / d.h;
+    const int64_t g = c / d.cin_g, ci = c % d.cin_g;
+    float acc = 0.f;
+    for (int64_t kh = 0; kh < d.kh; ++kh) {
+      const int64_t th = hi + d.pad_h - kh;
+      if (th < 0 || th % d.stride_h != 0) continue;
+      const int64_t ho = th / d.stride_h;
+      if (ho >= d.ho) continue;
+      for (int64_t kw = 0; kw < d.kw; ++kw) {
+        const int64_t tw = wi + d.pad_w - kw;
+        if (tw < 0 || tw % d.stride_w != 0) continue;
+        const int64_t wo = tw / d.stride_w;
+        if (wo >= d.wo) continue;
+        const T* dyp = dy + ((n * d.ho + ho) * d.wo + wo) * d.cout + g * d.cout_g;
+        // w[g cout_g + co, kh, kw, ci]
+        const T* wp = w + g * d.cout_g * w_co_stride + (kh * d.kw + kw) * d.cin_g + ci;
+        for (int64_t co = 0; co < d.cout_g; ++co) acc += to_f32(dyp[co]) * to_f32(wp[co * w_co_stride]);
+      }
+    }
+    dx[i] = from_f32<T>(to_f32(dx[i]) + acc);
+  }
+}
+
+// dw (Cout, KH, KW, cin_g) += sum over (n, ho, wo) of dy[n, ho, wo, co] x[n, hi, wi, c]:
+// one block per weight element.
+template <class T>
+__global__ void backward_dw_kernel(Conv2dDims d, const T* x, const T* dy, float* dw, int64_t nw) {
+  __shared__ float part[kThreads];
+  const int64_t positions = d.n * d.ho * d.wo;
+  for (int64_t e = blockIdx.x; e < nw; e += gridDim.x) {
+    const int64_t ci = e % d.cin_g;
+    int64_t r = e / d.cin_g;
+    const int64_t kw = r % d.kw;
+    r /= d.kw;
+    const int64_t kh = r % d.kh;
+    const int64_t co = r / d.kh;
+    const int64_t c = (co / d.cout_g) * d.cin_g + ci;  // the input channel this weight reads
+    float acc = 0.f;
+    for (int64_t p = threadIdx.x; p < positions; p += blockDim.x) {
+      const int64_t wo = p % d.wo;
+      const int64_t q = p / d.wo;
+      const int64_t ho = q % d.ho;
+      const int64_t n = q / d.ho;
+      const int64_t hi = ho * d.stride_h - d.pad_h + kh;
+      const int64_t wi = wo * d.stride_w - d.pad_w + kw;
+      if (hi < 0 || hi >= d.h || wi < 0 || wi >= d.w) continue;
+      acc += to_f32(dy[p * d.cout + co]) * to_f32(x[((n * d.h + hi) * d.w + wi) * d.cin + c]);
+    }
+    const float total = block_sum(acc, part);
+    if (threadIdx.x == 0) dw[e] += total;
+  }
+}
+
+// db (Cout) += sum over (n, ho, wo) of dy[n, ho, wo, co]: one block per output channel.
+template <class T>
+__global__ void backward_db_kernel(Conv2dDims d, const T* dy, float* db) {
+  __shared__ float part[kThreads];
+  const int64_t positions = d.n * d.ho * d.wo;
+  for (int64_t co = blockIdx.x; co < d.cout; co += gridDim.x) {
+    float acc = 0.f;
+    for (int64_t p = threadIdx.x; p < positions; p += blockDim.x) acc += to_f32(dy[p * d.cout + co]);
+    const float total = block_sum(acc, part);
+    if (threadIdx.x == 0) db[co] += total;
+  }
+}
+
+unsigned reduce_blocks(int64_t outputs) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(outputs, kMaxReduceBlocks)));
+}
+
+}  // namespace
+
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
+                    Stream s) {
+  const int64_t total = y.numel();
+  if (total == 0) return;
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
+  dispatch("conv2d_forward", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    forward_kernel<T><<<grid_for(total), kThreads, 0, stream_of(s)>>>(
+        d, x.data<T>(), w.data<T>(), b ? b->data<float>() : nullptr, y.data<T>(), total);
+  });
+  VT_LAUNCH_CHECK();
+}
+
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
+                     const Tensor* db, const Conv2dParams& p, Stream s) {
+  if (dy.numel() == 0) return;
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
+  dispatch("conv2d_backward", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const cudaStream_t st = stream_of(s);
+    if (dx) {
+      const int64_t total = dx->numel();
+      backward_dx_kernel<T>
+          <<<grid_for(total), kThreads, 0, st>>>(d, w.data<T>(), dy.data<T>(), dx->data<T>(), total);
+      VT_LAUNCH_CHECK();
+    }
+    if (dw) {
+      const int64_t nw = dw->numel();
+      backward_dw_kernel<T>
+          <<<reduce_blocks(nw), kThreads, 0, st>>>(d, x.data<T>(), dy.data<T>(), dw->data<float>(), nw);
+      VT_LAUNCH_CHECK();
+    }
+    if (db) {
+      backward_db_kernel<T><<<reduce_blocks(d.cout), kThreads, 0, st>>>(d, dy.data<T>(), db->data<float>());
+      VT_LAUNCH_CHECK();
+    }
+  });
+}
+
+}  // namespace vt::cuda

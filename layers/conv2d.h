@@ -1,0 +1,73 @@
+// 2-D convolution, NHWC, with stride, zero padding and groups (depthwise included).
+//
+//   x:  (N, H, W, Cin)                 activation type
+//   w:  (Cout, KH, KW, Cin / groups)   OHWI, the activation type (a bf16 run keeps a bf16
+//                                      copy of the master weights)
+//   b:  (Cout)                         param_dtype, optional
+//   y:  (N, Ho, Wo, Cout)              Ho = (H + 2 pad_h - KH) / stride_h + 1 (floor), Wo alike
+//
+// Output channel co reads input channels [g Cin/groups, (g+1) Cin/groups) with
+// g = co / (Cout/groups). The kernel size comes from w's shape; any size, stride >= 1 and
+// padding >= 0 are allowed, as long as Ho, Wo >= 1.
+//
+// Forward overwrites y. Backward ACCUMULATES: dx += dL/dx, dw += dL/dw, db += dL/db, so
+// the caller zeroes the buffers once per step; any of dx, dw, db may be null (e.g. no dx for
+// the first layer). dw and db are param_dtype (f32 on CUDA even for bf16 runs, f64 in the
+// CPU f64 mode).
+//
+// Workspace: scratch memory the caller allocates once, up front (static memory plan), of
+// at least conv2d_workspace_bytes() bytes, as a tensor of any storage type on the op's
+// device (e.g. f32 with numel = ceil(bytes / 4)); its storage type is ignored, only its
+// byte size is checked. When the size is 0 an empty Tensor{} may be passed. On the CPU it
+// holds the im2col matrix of one image, (Ho Wo, KH KW Cin) in the activation type, for
+// groups == 1 except 1x1 / stride 1 / pad 0 convs (which use x directly); the start of the
+// buffer must be aligned for the activation type. CUDA needs none.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "layers/tensor.h"
+
+namespace vt {
+
+struct Conv2dParams {
+  int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, groups = 1;
+};
+
+// (N, Ho, Wo, Cout) for input shape x and weight shape w; throws when they do not fit.
+Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p);
+
+// Every size the backends need, from shapes already checked (plain data, so the CUDA
+// kernels take it by value). cin_g = cin / groups, cout_g = cout / groups.
+struct Conv2dDims {
+  int64_t n, h, w, cin, ho, wo, cout, kh, kw, groups, cin_g, cout_g;
+  int64_t stride_h, stride_w, pad_h, pad_w;
+};
+Conv2dDims conv2d_dims(const Shape& x, const Shape& w, const Conv2dParams& p);
+
+// Bytes of scratch the op needs for these shapes, storage type and device (0 if none).
+size_t conv2d_workspace_bytes(const Shape& x, const Shape& w, const Conv2dParams& p, DType dt, Device dev);
+
+// y = conv(x, w) + b. b may be null (no bias).
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
+                    const Tensor& workspace, Stream s = {});
+// dx += dL/dx, dw += dL/dw, db += dL/db, given dy = dL/dy: (N, Ho, Wo, Cout). Each of dx,
+// dw, db may be null.
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
+                     const Tensor* db, const Conv2dParams& p, const Tensor& workspace, Stream s = {});
+
+namespace cpu {
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
+                    const Tensor& workspace);
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
+                     const Tensor* db, const Conv2dParams& p, const Tensor& workspace);
+}  // namespace cpu
+namespace cuda {
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
+                    Stream s);
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
+                     const Tensor* db, const Conv2dParams& p, Stream s);
+}  // namespace cuda
+
+}  // namespace vt
