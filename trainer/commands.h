@@ -6,5 +6,6 @@
 namespace vt {
 
 int cmd_info(int argc, char** argv);
+int cmd_selftest(int argc, char** argv);
 
 }  // namespace vt

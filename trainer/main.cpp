@@ -17,6 +17,7 @@ struct Command {
 
 const Command kCommands[] = {
     {"info", vt::cmd_info, "show the build (CUDA, architectures, BLAS) and the devices found"},
+    {"selftest", vt::cmd_selftest, "run every op forward and backward on this machine's backends and compare them"},
 };
 
 void usage(FILE* out) {

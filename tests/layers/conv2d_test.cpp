@@ -390,18 +390,6 @@ TEST(Conv2d, EmptyBatch) {
 
 // ---------------------------------------------------------------------------------------
 
-// Expects `fn` to throw vt::Error whose message contains every one of `parts`.
-template <class Fn>
-void expect_error(Fn&& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one mentioning " << parts[0];
-  } catch (const Error& e) {
-    for (const std::string& s : parts)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos) << e.what();
-  }
-}
-
 TEST(Conv2d, BadArgumentsNameTheOpAndShapes) {
   const DType f32 = DType::kF32;
   const Device cpu = Device::kCPU;
@@ -414,59 +402,59 @@ TEST(Conv2d, BadArgumentsNameTheOpAndShapes) {
 
   // Output shape mismatch.
   const Tensor y_bad = Tensor::empty({2, 7, 7, 6}, f32, cpu);
-  expect_error([&] { conv2d_forward(x, w, &b, y_bad, p, ws); },
+  test::expect_error([&] { conv2d_forward(x, w, &b, y_bad, p, ws); },
                {"conv2d_forward", "y must have shape (2, 8, 8, 6)", "y: (2, 7, 7, 6)", "x: (2, 8, 8, 4)"});
   // Weight channels do not match Cin / groups.
   const Tensor w_bad = Tensor::empty({6, 3, 3, 3}, f32, cpu);
-  expect_error([&] { conv2d_forward(x, w_bad, &b, y, p, ws); },
+  test::expect_error([&] { conv2d_forward(x, w_bad, &b, y, p, ws); },
                {"conv2d_forward", "Cin / groups", "w: (6, 3, 3, 3)", "x: (2, 8, 8, 4)"});
   // groups must divide Cin and Cout.
-  expect_error(
+  test::expect_error(
       [&] {
         conv2d_forward(x, Tensor::empty({6, 3, 3, 1}, f32, cpu), &b, y, {1, 1, 1, 1, 3}, ws);
       },
       {"conv2d_forward", "Cin 4 is not divisible by groups 3"});
-  expect_error(
+  test::expect_error(
       [&] {
         conv2d_forward(x, Tensor::empty({6, 3, 3, 1}, f32, cpu), &b, y, {1, 1, 1, 1, 4}, ws);
       },
       {"conv2d_forward", "Cout 6 is not divisible by groups 4"});
   // Stride and padding.
-  expect_error([&] { conv2d_forward(x, w, &b, y, {0, 1, 1, 1, 1}, ws); }, {"conv2d_forward", "stride 0x1"});
-  expect_error(
+  test::expect_error([&] { conv2d_forward(x, w, &b, y, {0, 1, 1, 1, 1}, ws); }, {"conv2d_forward", "stride 0x1"});
+  test::expect_error(
       [&] {
         conv2d_forward(x, w, &b, y, {1, 1, -1, 1, 1}, ws);
       },
       {"conv2d_forward", "padding -1x1"});
   // A kernel larger than the padded input.
-  expect_error(
+  test::expect_error(
       [&] {
         conv2d_forward(x, Tensor::empty({6, 11, 3, 4}, f32, cpu), &b, y, p, ws);
       },
       {"conv2d_forward", "does not fit the padded input 10x10", "w: (6, 11, 3, 4)"});
   // Rank.
-  expect_error(
+  test::expect_error(
       [&] {
         conv2d_forward(Tensor::empty({8, 8, 4}, f32, cpu), w, &b, y, p, ws);
       },
       {"conv2d_forward", "rank 4", "x: (8, 8, 4)"});
   // Bias shape and type.
-  expect_error([&] { conv2d_forward(x, w, &w, y, p, ws); },
+  test::expect_error([&] { conv2d_forward(x, w, &w, y, p, ws); },
                {"conv2d_forward", "b must have shape (6)", "b: (6, 3, 3, 4)"});
   const Tensor b64 = Tensor::empty({6}, DType::kF64, cpu);
-  expect_error([&] { conv2d_forward(x, w, &b64, y, p, ws); }, {"conv2d_forward", "b must be f32"});
+  test::expect_error([&] { conv2d_forward(x, w, &b64, y, p, ws); }, {"conv2d_forward", "b must be f32"});
   // Workspace missing or too small.
-  expect_error(
+  test::expect_error(
       [&] { conv2d_forward(x, w, &b, y, p, Tensor{}); },
       {"conv2d_forward", "workspace must be at least 9216 bytes", "x: (2, 8, 8, 4)"});  // (8*8) * (3*3*4) * 4
   // Unsupported storage type: bf16 on the CPU.
   const Tensor xb = Tensor::empty({2, 8, 8, 4}, DType::kBF16, cpu),
                wb = Tensor::empty({6, 3, 3, 4}, DType::kBF16, cpu);
   const Tensor yb = Tensor::empty({2, 8, 8, 6}, DType::kBF16, cpu);
-  expect_error([&] { conv2d_forward(xb, wb, nullptr, yb, p, ws); },
+  test::expect_error([&] { conv2d_forward(xb, wb, nullptr, yb, p, ws); },
                {"conv2d_forward", "unsupported storage type bf16", "x: (2, 8, 8, 4) bf16 cpu"});
   // Weights in another type than the activations.
-  expect_error(
+  test::expect_error(
       [&] {
         conv2d_forward(x, Tensor::empty({6, 3, 3, 4}, DType::kF64, cpu), &b, y, p, ws);
       },
@@ -475,32 +463,32 @@ TEST(Conv2d, BadArgumentsNameTheOpAndShapes) {
   // Backward: dy, dx, dw, db shapes.
   Tensor dx = Tensor::empty(x.shape(), f32, cpu), dw = Tensor::empty(w.shape(), f32, cpu);
   Tensor db = Tensor::empty({6}, f32, cpu);
-  expect_error([&] { conv2d_backward(x, w, y_bad, &dx, &dw, &db, p, ws); },
+  test::expect_error([&] { conv2d_backward(x, w, y_bad, &dx, &dw, &db, p, ws); },
                {"conv2d_backward", "dy must have shape (2, 8, 8, 6)", "dy: (2, 7, 7, 6)"});
-  expect_error([&] { conv2d_backward(x, w, y, &dw, nullptr, nullptr, p, ws); },
+  test::expect_error([&] { conv2d_backward(x, w, y, &dw, nullptr, nullptr, p, ws); },
                {"conv2d_backward", "dx must have shape (2, 8, 8, 4)", "dx: (6, 3, 3, 4)"});
-  expect_error([&] { conv2d_backward(x, w, y, nullptr, &dx, nullptr, p, ws); },
+  test::expect_error([&] { conv2d_backward(x, w, y, nullptr, &dx, nullptr, p, ws); },
                {"conv2d_backward", "dw must have shape (6, 3, 3, 4)", "dw: (2, 8, 8, 4)"});
   const Tensor db_bad = Tensor::empty({5}, f32, cpu);
-  expect_error([&] { conv2d_backward(x, w, y, nullptr, nullptr, &db_bad, p, ws); },
+  test::expect_error([&] { conv2d_backward(x, w, y, nullptr, nullptr, &db_bad, p, ws); },
                {"conv2d_backward", "db must have shape (6)", "db: (5)"});
   const Tensor dw64 = Tensor::empty(w.shape(), DType::kF64, cpu);
-  expect_error([&] { conv2d_backward(x, w, y, nullptr, &dw64, nullptr, p, ws); },
+  test::expect_error([&] { conv2d_backward(x, w, y, nullptr, &dw64, nullptr, p, ws); },
                {"conv2d_backward", "dw must be f32"});
-  expect_error([&] { conv2d_backward(xb, wb, yb, nullptr, nullptr, nullptr, p, ws); },
+  test::expect_error([&] { conv2d_backward(xb, wb, yb, nullptr, nullptr, nullptr, p, ws); },
                {"conv2d_backward", "unsupported storage type bf16"});
-  expect_error([&] { conv2d_backward(x, w, y, &dx, &dw, &db, p, Tensor::empty({10}, f32, cpu)); },
+  test::expect_error([&] { conv2d_backward(x, w, y, &dx, &dw, &db, p, Tensor::empty({10}, f32, cpu)); },
                {"conv2d_backward", "workspace must be at least 9216 bytes", "workspace: (10) f32 cpu"});
 
   // The shape helpers name themselves.
-  expect_error(
+  test::expect_error(
       [&] {
         conv2d_output_shape({2, 8, 8, 4}, {6, 3, 3, 5}, p);
       },
       {"conv2d_output_shape", "x: (2, 8, 8, 4)", "w: (6, 3, 3, 5)"});
   // y aliasing x.
   const Tensor same = Tensor::empty({1, 4, 4, 2}, f32, cpu);
-  expect_error(
+  test::expect_error(
       [&] {
         conv2d_forward(same, Tensor::empty({2, 1, 1, 2}, f32, cpu), nullptr, same, {}, Tensor{});
       },
