@@ -51,7 +51,8 @@ struct AugmentConfig {
   bool train = true;       // false: letterbox only, no randomness
 };
 
-// The sample at `index` of `src`, augmented (cfg.train) or letterboxed (eval). Box outcomes
+// The sample at `index` of `src`, augmented (cfg.train) or letterboxed (eval, which drops
+// only degenerate boxes, see clip_boxes). Box outcomes
 // (kept, clipped, dropped, invalid), over all images a mosaic uses, are added to *stats when
 // stats is not null. Throws vt::Error for a bad config, an index out of range, or an empty
 // image.
