@@ -17,6 +17,9 @@ struct Command {
 
 const Command kCommands[] = {
     {"info", vt::cmd_info, "show the build (CUDA, architectures, BLAS) and the devices found"},
+    {"convert", vt::cmd_convert, "convert a YOLO, COCO or Pascal VOC dataset into HDF5 shards"},
+    {"synth", vt::cmd_synth, "write a synthetic detection dataset (shapes on textures) as shards"},
+    {"inspect", vt::cmd_inspect, "show a dataset's counts, classes and boxes, and verify its checksums"},
 };
 
 void usage(FILE* out) {
