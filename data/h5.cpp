@@ -80,7 +80,11 @@ std::vector<std::string> read_string_object(hid_t obj, bool is_attr, hsize_t n, 
        where, "reading strings");
     for (hsize_t i = 0; i < n; ++i) out[i] = ptrs[i] ? ptrs[i] : "";
     Id space = simple_space({n}, where);
+#if H5_VERSION_GE(1, 12, 0)
+    H5Treclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data());
+#else
     H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data());
+#endif
     return out;
   }
   const size_t size = H5Tget_size(file_type.get());

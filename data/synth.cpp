@@ -177,6 +177,9 @@ SynthImage synth_image(uint64_t seed, int split_id, int64_t index, int imgsz, in
 std::vector<Manifest> write_synth(const std::string& out_dir, const SynthOptions& opt) {
   VT_CHECK(opt.train >= 0 && opt.val >= 0 && opt.train + opt.val > 0, "synth: nothing to write (train ", opt.train,
            ", val ", opt.val, ")");
+  VT_CHECK(opt.classes >= 2 && opt.classes <= int(synth_shape_names().size()), "synth: classes ", opt.classes,
+           " outside 2..", synth_shape_names().size());
+  VT_CHECK(opt.imgsz >= 32, "synth: imgsz ", opt.imgsz, " is below 32");
   const std::vector<std::string> names(synth_shape_names().begin(), synth_shape_names().begin() + opt.classes);
   std::vector<Manifest> out;
   const std::pair<const char*, int64_t> splits[] = {{"train", opt.train}, {"val", opt.val}};

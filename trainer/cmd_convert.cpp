@@ -23,7 +23,7 @@ const char* kUsage = R"(Convert a detection dataset into HDF5 shards.
                        --format voc --images DIR --annotations XML_DIR [--names FILE] --out DIR
 
 Corrupt images are skipped, invalid boxes left out, boxes clipped to their image, and all of
-it counted and reported with file names (summary below, full list in DIR/manifest.json). The
+it counted and reported with file names (a summary at the end, all of it in DIR/manifest.json). The
 sources are only read. Output does not depend on --threads.)";
 
 void print_issues(const char* title, const std::vector<data::Issue>& v, int64_t omitted) {
