@@ -30,7 +30,8 @@ Image decode_jpeg(const uint8_t* bytes, size_t n, const std::string& what) {
   if (tjDecompressHeader3(tj, bytes, static_cast<unsigned long>(n), &w, &h, &subsamp, &colorspace) != 0)
     throw Error(cat(what, ": corrupt JPEG header (", tjGetErrorStr2(tj), ")"));
   if (w <= 0 || h <= 0 || int64_t(w) * h > kMaxDecodePixels)
-    throw Error(cat(what, ": JPEG of ", w, "x", h, " pixels is empty or larger than ", kMaxDecodePixels, " pixels"));
+    throw Error(
+        cat(what, ": JPEG of ", w, "x", h, " pixels is empty or larger than ", kMaxDecodePixels, " pixels"));
   if (colorspace == TJCS_CMYK || colorspace == TJCS_YCCK)
     throw Error(cat(what, ": CMYK JPEG is not supported (convert it to RGB)"));
   Image img(h, w);
@@ -38,9 +39,11 @@ Image decode_jpeg(const uint8_t* bytes, size_t n, const std::string& what) {
   // such an image must be rejected, not trained on. LIMITSCANS guards against progressive
   // files crafted with huge scan counts.
   const int flags = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS | TJFLAG_ACCURATEDCT;
-  if (tjDecompress2(tj, bytes, static_cast<unsigned long>(n), img.rgb.data(), w, 0, h, TJPF_RGB, flags) != 0) {
+  if (tjDecompress2(tj, bytes, static_cast<unsigned long>(n), img.rgb.data(), w, 0, h, TJPF_RGB, flags) !=
+      0) {
     const bool warning = tjGetErrorCode(tj) == TJERR_WARNING;
-    throw Error(cat(what, ": ", warning ? "truncated or damaged" : "corrupt", " JPEG data (", tjGetErrorStr2(tj), ")"));
+    throw Error(cat(what, ": ", warning ? "truncated or damaged" : "corrupt", " JPEG data (",
+                    tjGetErrorStr2(tj), ")"));
   }
   return img;
 }
@@ -49,7 +52,8 @@ Image decode_png(const uint8_t* bytes, size_t n, const std::string& what) {
   png_image png;
   std::memset(&png, 0, sizeof(png));
   png.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_memory(&png, bytes, n)) throw Error(cat(what, ": corrupt PNG (", png.message, ")"));
+  if (!png_image_begin_read_from_memory(&png, bytes, n))
+    throw Error(cat(what, ": corrupt PNG (", png.message, ")"));
   if (png.width == 0 || png.height == 0 || int64_t(png.width) * png.height > kMaxDecodePixels) {
     png_image_free(&png);
     throw Error(cat(what, ": PNG of ", png.width, "x", png.height, " pixels is empty or too large"));
@@ -83,23 +87,23 @@ Image decode_image(const uint8_t* bytes, size_t n, const std::string& what) {
 }
 
 std::vector<uint8_t> encode_jpeg(const Image& img, int quality) {
-  VT_CHECK(img.h > 0 && img.w > 0 && img.rgb.size() == size_t(img.h) * img.w * 3, "encode_jpeg: bad image ", img.h,
-           "x", img.w);
+  VT_CHECK(img.h > 0 && img.w > 0 && img.rgb.size() == size_t(img.h) * img.w * 3, "encode_jpeg: bad image ",
+           img.h, "x", img.w);
   VT_CHECK(quality >= 1 && quality <= 100, "encode_jpeg: quality ", quality, " outside 1..100");
   TjHandle tj(tjInitCompress());
   VT_CHECK(tj, "tjInitCompress: ", tjGetErrorStr2(nullptr));
   unsigned char* buf = nullptr;
   unsigned long size = 0;
-  const int rc = tjCompress2(tj.get(), img.rgb.data(), img.w, 0, img.h, TJPF_RGB, &buf, &size, TJSAMP_420, quality,
-                             TJFLAG_ACCURATEDCT);
+  const int rc = tjCompress2(tj.get(), img.rgb.data(), img.w, 0, img.h, TJPF_RGB, &buf, &size, TJSAMP_420,
+                             quality, TJFLAG_ACCURATEDCT);
   std::unique_ptr<unsigned char, void (*)(unsigned char*)> owner(buf, tjFree);
   VT_CHECK(rc == 0, "encode_jpeg: ", tjGetErrorStr2(tj.get()));
   return std::vector<uint8_t>(buf, buf + size);
 }
 
 std::vector<uint8_t> encode_png(const Image& img) {
-  VT_CHECK(img.h > 0 && img.w > 0 && img.rgb.size() == size_t(img.h) * img.w * 3, "encode_png: bad image ", img.h,
-           "x", img.w);
+  VT_CHECK(img.h > 0 && img.w > 0 && img.rgb.size() == size_t(img.h) * img.w * 3, "encode_png: bad image ",
+           img.h, "x", img.w);
   png_image png;
   std::memset(&png, 0, sizeof(png));
   png.version = PNG_IMAGE_VERSION;
@@ -107,11 +111,11 @@ std::vector<uint8_t> encode_png(const Image& img) {
   png.height = static_cast<png_uint_32>(img.h);
   png.format = PNG_FORMAT_RGB;
   png_alloc_size_t size = 0;
-  VT_CHECK(png_image_write_to_memory(&png, nullptr, &size, 0, img.rgb.data(), 0, nullptr), "encode_png: ",
-           png.message);
+  VT_CHECK(png_image_write_to_memory(&png, nullptr, &size, 0, img.rgb.data(), 0, nullptr),
+           "encode_png: ", png.message);
   std::vector<uint8_t> out(size);
-  VT_CHECK(png_image_write_to_memory(&png, out.data(), &size, 0, img.rgb.data(), 0, nullptr), "encode_png: ",
-           png.message);
+  VT_CHECK(png_image_write_to_memory(&png, out.data(), &size, 0, img.rgb.data(), 0, nullptr),
+           "encode_png: ", png.message);
   out.resize(size);
   return out;
 }

@@ -46,9 +46,11 @@ Sample convert_one(const Source& src, int64_t i, const WriteOptions& opt) {
   s.record.boxes = std::move(labels.boxes);
   s.stats = clip_boxes(s.record.boxes, img.w, img.h);
   if (s.stats.invalid)
-    s.box_issues.push_back({im.path, 0, cat(s.stats.invalid, " box(es) with non-finite coordinates or x2 < x1 / y2 < y1")});
+    s.box_issues.push_back(
+        {im.path, 0, cat(s.stats.invalid, " box(es) with non-finite coordinates or x2 < x1 / y2 < y1")});
   if (s.stats.dropped)
-    s.box_issues.push_back({im.path, 0, cat(s.stats.dropped, " box(es) of zero area after clipping to the image, dropped")});
+    s.box_issues.push_back(
+        {im.path, 0, cat(s.stats.dropped, " box(es) of zero area after clipping to the image, dropped")});
 
   if (opt.storage == Storage::kEncoded) {
     s.payload = std::move(bytes);  // the original file, not re-encoded
@@ -92,8 +94,9 @@ bool is_supported_image(const std::string& path, bool* other_image) {
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
   const bool ok = ext == ".jpg" || ext == ".jpeg" || ext == ".png";
   if (other_image)
-    *other_image = !ok && (ext == ".bmp" || ext == ".tif" || ext == ".tiff" || ext == ".webp" || ext == ".gif" ||
-                           ext == ".dng" || ext == ".mpo" || ext == ".pfm" || ext == ".heic");
+    *other_image =
+        !ok && (ext == ".bmp" || ext == ".tif" || ext == ".tiff" || ext == ".webp" || ext == ".gif" ||
+                ext == ".dng" || ext == ".mpo" || ext == ".pfm" || ext == ".heic");
   return ok;
 }
 

@@ -63,7 +63,8 @@ Manifest convert(const Source& src, const WriteOptions& opt);
 // Each split may be a directory (searched recursively), a .txt list of images, or a list of
 // either. Labels live where "/images/" becomes "/labels/" and the extension ".txt".
 // Returns one source per split present, in the order train, val, test.
-std::vector<std::pair<std::string, std::unique_ptr<Source>>> yolo_from_data_yaml(const std::string& yaml_path);
+std::vector<std::pair<std::string, std::unique_ptr<Source>>> yolo_from_data_yaml(
+    const std::string& yaml_path);
 // YOLO from an image directory, a label directory mirroring it, and the class names.
 std::unique_ptr<Source> yolo_from_dirs(const std::string& images, const std::string& labels,
                                        const std::vector<std::string>& class_names);

@@ -1,10 +1,9 @@
 // COCO source: an instances JSON (images, annotations with bbox [x, y, w, h] in pixels,
 // categories) and its image directory (see convert.h).
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <unordered_map>
 
 #include "data/convert.h"
@@ -61,8 +60,8 @@ std::unique_ptr<Source> coco_source(const std::string& annotations, const std::s
   std::map<int64_t, std::string> cats;
   for (const json& c : field<json>(doc, "categories", annotations)) {
     const int64_t id = field<int64_t>(c, "id", cat(annotations, ": category"));
-    VT_CHECK(cats.emplace(id, field<std::string>(c, "name", cat(annotations, ": category ", id))).second, annotations,
-             ": category id ", id, " appears twice");
+    VT_CHECK(cats.emplace(id, field<std::string>(c, "name", cat(annotations, ": category ", id))).second,
+             annotations, ": category id ", id, " appears twice");
   }
   VT_CHECK(!cats.empty(), annotations, ": no categories");
   std::unordered_map<int64_t, int32_t> cls_of;
@@ -77,7 +76,8 @@ std::unique_ptr<Source> coco_source(const std::string& annotations, const std::s
     const int64_t id = field<int64_t>(im, "id", cat(annotations, ": image"));
     const std::string where = cat(annotations, ": image ", id);
     const std::string name = field<std::string>(im, "file_name", where);
-    VT_CHECK(index_of.emplace(id, src->images.size()).second, annotations, ": image id ", id, " appears twice");
+    VT_CHECK(index_of.emplace(id, src->images.size()).second, annotations, ": image id ", id,
+             " appears twice");
     src->images.push_back({(std::filesystem::path(images) / name).string(), name, id});
     const int w = im.contains("width") ? field<int>(im, "width", where) : 0;
     const int h = im.contains("height") ? field<int>(im, "height", where) : 0;
@@ -91,7 +91,8 @@ std::unique_ptr<Source> coco_source(const std::string& annotations, const std::s
     const auto img = index_of.find(image_id);
     if (img == index_of.end()) {
       ++src->orphan_boxes;
-      src->orphans.push_back({annotations, 0, cat(where, ": image_id ", image_id, " is not among the images")});
+      src->orphans.push_back(
+          {annotations, 0, cat(where, ": image_id ", image_id, " is not among the images")});
       continue;
     }
     Labels& lab = src->per_image[img->second];

@@ -1,11 +1,10 @@
 // Pascal VOC source: one XML file per image with <object><name> and a 1-based, inclusive
 // <bndbox> (see convert.h). Boxes become 0-based pixel edges: (xmin - 1, ymin - 1, xmax,
 // ymax). Objects marked <difficult> are kept like any other.
-#include <pugixml.hpp>
-
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <pugixml.hpp>
 #include <sstream>
 
 #include "data/convert.h"
@@ -59,7 +58,8 @@ std::string parse_xml(const std::string& path, const std::vector<std::string>& n
       bad("<bndbox> lacks numeric xmin, ymin, xmax, ymax");
       continue;
     }
-    lab.boxes.push_back({float(xmin - 1), float(ymin - 1), float(xmax), float(ymax), static_cast<int32_t>(it - names.begin())});
+    lab.boxes.push_back({float(xmin - 1), float(ymin - 1), float(xmax), float(ymax),
+                         static_cast<int32_t>(it - names.begin())});
   }
   return root.child("filename").text().as_string();
 }
@@ -85,16 +85,18 @@ void add_image(VocSource& src, const std::string& xml, std::string image, const 
   if (image.empty())
     image = (image_dir / (named.empty() ? fs::path(xml).stem().string() + ".jpg" : named)).string();
   const int64_t index = static_cast<int64_t>(src.images.size());
-  src.images.push_back({image, fs::path(image).lexically_relative(image_dir).string(), image_id_from_stem(image, index)});
+  src.images.push_back(
+      {image, fs::path(image).lexically_relative(image_dir).string(), image_id_from_stem(image, index)});
   src.per_image.push_back(std::move(lab));
 }
 
 }  // namespace
 
 const std::vector<std::string>& voc_class_names() {
-  static const std::vector<std::string> names = {
-      "aeroplane", "bicycle", "bird",  "boat",        "bottle", "bus",         "car",      "cat",   "chair",     "cow",
-      "diningtable", "dog",   "horse", "motorbike",   "person", "pottedplant", "sheep",    "sofa",  "train",     "tvmonitor"};
+  static const std::vector<std::string> names = {"aeroplane",   "bicycle", "bird",  "boat",      "bottle",
+                                                 "bus",         "car",     "cat",   "chair",     "cow",
+                                                 "diningtable", "dog",     "horse", "motorbike", "person",
+                                                 "pottedplant", "sheep",   "sofa",  "train",     "tvmonitor"};
   return names;
 }
 
@@ -110,7 +112,8 @@ std::unique_ptr<Source> voc_from_root(const std::string& root, const std::string
     if (!(fields >> id)) continue;
     const std::string xml = (r / "Annotations" / (id + ".xml")).string();
     if (!file_exists(xml)) {
-      src->skipped.push_back({xml, 0, cat("no annotation file for image ", id, " listed in ", list.string())});
+      src->skipped.push_back(
+          {xml, 0, cat("no annotation file for image ", id, " listed in ", list.string())});
       continue;
     }
     add_image(*src, xml, (r / "JPEGImages" / (id + ".jpg")).string(), r / "JPEGImages");

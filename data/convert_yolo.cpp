@@ -74,7 +74,8 @@ class YoloSource : public Source {
           y1 = std::min(y1, v[k + 1]), y2 = std::max(y2, v[k + 1]);
         }
       }
-      out.boxes.push_back({float(x1 * w), float(y1 * h), float(x2 * w), float(y2 * h), static_cast<int32_t>(v[0])});
+      out.boxes.push_back(
+          {float(x1 * w), float(y1 * h), float(x2 * w), float(y2 * h), static_cast<int32_t>(v[0])});
     }
     return out;
   }
@@ -89,8 +90,10 @@ void scan_images(const fs::path& dir, std::vector<std::string>& images, std::vec
   std::sort(files.begin(), files.end());
   for (const std::string& f : files) {
     bool other = false;
-    if (is_supported_image(f, &other)) images.push_back(f);
-    else if (other) skipped.push_back({f, 0, "unsupported image format (only JPEG and PNG are read)"});
+    if (is_supported_image(f, &other))
+      images.push_back(f);
+    else if (other)
+      skipped.push_back({f, 0, "unsupported image format (only JPEG and PNG are read)"});
   }
 }
 
@@ -125,7 +128,8 @@ std::vector<std::string> names_from_yaml(const YAML::Node& names, const std::str
     for (const auto& kv : names) pairs.emplace_back(kv.first.as<long>(), kv.second.as<std::string>());
     std::sort(pairs.begin(), pairs.end());
     for (size_t k = 0; k < pairs.size(); ++k) {
-      VT_CHECK(pairs[k].first == long(k), where, ": names must use the ids 0..", pairs.size() - 1, " (found ", pairs[k].first, ")");
+      VT_CHECK(pairs[k].first == long(k), where, ": names must use the ids 0..", pairs.size() - 1, " (found ",
+               pairs[k].first, ")");
       out.push_back(pairs[k].second);
     }
   } else {
@@ -145,8 +149,9 @@ YAML::Node load_yaml(const std::string& path) {
 
 // One split entry of data.yaml: a directory, a .txt list of images, or a list of either.
 // Image directories also give their mirroring label directory, searched for orphans.
-void add_split_entry(const YAML::Node& node, const fs::path& root, const std::string& yaml, std::vector<std::string>& images,
-                     std::vector<Issue>& skipped, std::vector<std::string>& label_dirs) {
+void add_split_entry(const YAML::Node& node, const fs::path& root, const std::string& yaml,
+                     std::vector<std::string>& images, std::vector<Issue>& skipped,
+                     std::vector<std::string>& label_dirs) {
   if (node.IsSequence()) {
     for (const YAML::Node& n : node) add_split_entry(n, root, yaml, images, skipped, label_dirs);
     return;
@@ -161,15 +166,20 @@ void add_split_entry(const YAML::Node& node, const fs::path& root, const std::st
     std::istringstream text(read_text_file(p.string()));
     std::vector<std::string> listed;
     for (std::string line; std::getline(text, line);) {
-      line.erase(std::find_if(line.rbegin(), line.rend(), [](unsigned char c) { return !std::isspace(c); }).base(), line.end());
+      line.erase(
+          std::find_if(line.rbegin(), line.rend(), [](unsigned char c) { return !std::isspace(c); }).base(),
+          line.end());
       if (line.empty()) continue;
       const fs::path f = fs::path(line).is_absolute() ? fs::path(line) : p.parent_path() / line;
       listed.push_back(f.lexically_normal().string());
     }
     for (const std::string& f : listed) {
       bool other = false;
-      if (is_supported_image(f, &other)) images.push_back(f);
-      else skipped.push_back({f, 0, other ? "unsupported image format (only JPEG and PNG are read)" : "not an image file"});
+      if (is_supported_image(f, &other))
+        images.push_back(f);
+      else
+        skipped.push_back(
+            {f, 0, other ? "unsupported image format (only JPEG and PNG are read)" : "not an image file"});
     }
   } else {
     throw Error(cat(yaml, ": split path ", p.string(), " is neither a directory nor a .txt list of images"));
@@ -184,7 +194,8 @@ void find_orphans(YoloSource& src, const std::vector<std::string>& label_dirs) {
     if (!fs::is_directory(dir)) continue;
     std::vector<std::string> files;
     for (const auto& e : fs::recursive_directory_iterator(dir))
-      if (e.is_regular_file() && e.path().extension() == ".txt" && !used.count(e.path().lexically_normal().string()))
+      if (e.is_regular_file() && e.path().extension() == ".txt" &&
+          !used.count(e.path().lexically_normal().string()))
         files.push_back(e.path().string());
     std::sort(files.begin(), files.end());
     for (const std::string& f : files) {
@@ -193,7 +204,8 @@ void find_orphans(YoloSource& src, const std::vector<std::string>& label_dirs) {
       for (std::string line; std::getline(text, line);)
         lines += line.find_first_not_of(" \t\r") != std::string::npos;
       src.orphan_boxes += lines;
-      src.orphans.push_back({f, 0, cat("label file has no image: its ", lines, " label line(s) are left out")});
+      src.orphans.push_back(
+          {f, 0, cat("label file has no image: its ", lines, " label line(s) are left out")});
     }
   }
 }
@@ -209,7 +221,8 @@ std::unique_ptr<YoloSource> make_source(const std::vector<std::string>& images, 
   src->class_names = class_names;
   src->skipped = std::move(skipped);
   for (size_t k = 0; k < images.size(); ++k) {
-    src->images.push_back({images[k], relative_name(images[k], root), image_id_from_stem(images[k], int64_t(k))});
+    src->images.push_back(
+        {images[k], relative_name(images[k], root), image_id_from_stem(images[k], int64_t(k))});
     src->label_paths.push_back(label_of(images[k]));
   }
   find_orphans(*src, label_dirs);
@@ -235,14 +248,15 @@ std::vector<std::string> read_class_names(const std::string& path) {
   return out;
 }
 
-std::vector<std::pair<std::string, std::unique_ptr<Source>>> yolo_from_data_yaml(const std::string& yaml_path) {
+std::vector<std::pair<std::string, std::unique_ptr<Source>>> yolo_from_data_yaml(
+    const std::string& yaml_path) {
   const YAML::Node doc = load_yaml(yaml_path);
   VT_CHECK(doc.IsMap(), yaml_path, ": expected a map with path, train, val and names");
   VT_CHECK(doc["names"], yaml_path, ": no names: entry");
   const std::vector<std::string> names = names_from_yaml(doc["names"], yaml_path);
   if (doc["nc"])
-    VT_CHECK(doc["nc"].as<size_t>() == names.size(), yaml_path, ": nc is ", doc["nc"].as<size_t>(), " but names has ",
-             names.size(), " entries");
+    VT_CHECK(doc["nc"].as<size_t>() == names.size(), yaml_path, ": nc is ", doc["nc"].as<size_t>(),
+             " but names has ", names.size(), " entries");
   // `path` is the dataset root; relative to the YAML file's directory (absent: that directory).
   const fs::path yaml_dir = fs::absolute(yaml_path).parent_path();
   fs::path root = yaml_dir;
@@ -257,8 +271,8 @@ std::vector<std::pair<std::string, std::unique_ptr<Source>>> yolo_from_data_yaml
     std::vector<std::string> images, label_dirs;
     std::vector<Issue> skipped;
     add_split_entry(node, root, yaml_path, images, skipped, label_dirs);
-    out.emplace_back(split, make_source(images, std::move(skipped), root, names, cat(yaml_path, " (", split, ")"),
-                                        label_path_for, label_dirs));
+    out.emplace_back(split, make_source(images, std::move(skipped), root, names,
+                                        cat(yaml_path, " (", split, ")"), label_path_for, label_dirs));
   }
   VT_CHECK(!out.empty(), yaml_path, ": no train, val or test split");
   return out;
@@ -271,11 +285,12 @@ std::unique_ptr<Source> yolo_from_dirs(const std::string& images, const std::str
   std::vector<Issue> skipped;
   scan_images(images, files, skipped);
   const fs::path image_root = fs::path(images), label_root = fs::path(labels);
-  return make_source(files, std::move(skipped), image_root, class_names, cat(images, " + ", labels),
-                     [&](const std::string& img) {
-                       return (label_root / fs::path(img).lexically_relative(image_root)).replace_extension(".txt").string();
-                     },
-                     {labels});
+  return make_source(
+      files, std::move(skipped), image_root, class_names, cat(images, " + ", labels),
+      [&](const std::string& img) {
+        return (label_root / fs::path(img).lexically_relative(image_root)).replace_extension(".txt").string();
+      },
+      {labels});
 }
 
 }  // namespace vt::data

@@ -13,7 +13,9 @@ namespace vt::data {
 // checksum of a followed by b. Start from 0. Uses the CPU instruction when present.
 uint32_t crc32c_extend(uint32_t crc, const void* data, size_t n);
 
-inline uint32_t crc32c(const void* data, size_t n) { return crc32c_extend(0, data, n); }
+inline uint32_t crc32c(const void* data, size_t n) {
+  return crc32c_extend(0, data, n);
+}
 
 // The table-driven implementation alone, whatever the CPU (the reference in tests).
 uint32_t crc32c_extend_portable(uint32_t crc, const void* data, size_t n);

@@ -27,7 +27,8 @@ Dataset Dataset::open(const std::string& dir, Verify verify, int threads) {
   std::vector<int64_t> per_class(ds.class_names().size(), 0);
   for (const ShardReader& s : ds.shards_)
     for (int32_t c : s.arrays().classes) ++per_class[c];
-  VT_CHECK(per_class == ds.manifest_.per_class, manifest_path, ": totals.per_class disagrees with the shards' /classes");
+  VT_CHECK(per_class == ds.manifest_.per_class, manifest_path,
+           ": totals.per_class disagrees with the shards' /classes");
   if (verify == Verify::kFull) {
     std::string bad;
     for (const ShardCheck& c : ds.verify_checksums(threads))
@@ -42,8 +43,10 @@ Dataset Dataset::open(const std::string& dir, Verify verify, int threads) {
 }
 
 std::pair<const ShardReader*, int64_t> Dataset::locate(int64_t index) const {
-  VT_CHECK(index >= 0 && index < size(), dir_, ": image index ", index, " out of range (", size(), " images)");
-  const size_t s = static_cast<size_t>(std::upper_bound(offsets_.begin(), offsets_.end(), index) - offsets_.begin()) - 1;
+  VT_CHECK(index >= 0 && index < size(), dir_, ": image index ", index, " out of range (", size(),
+           " images)");
+  const size_t s =
+      static_cast<size_t>(std::upper_bound(offsets_.begin(), offsets_.end(), index) - offsets_.begin()) - 1;
   return {&shards_[s], index - offsets_[s]};
 }
 
@@ -71,7 +74,8 @@ Image Dataset::read_image(int64_t index) const {
   }
   std::vector<uint8_t> bytes;
   shard->read_encoded(i, bytes);
-  return decode_image(bytes.data(), bytes.size(), cat(shard->path(), ": image ", i, " (", shard->arrays().file_name[i], ")"));
+  return decode_image(bytes.data(), bytes.size(),
+                      cat(shard->path(), ": image ", i, " (", shard->arrays().file_name[i], ")"));
 }
 
 std::vector<ShardCheck> Dataset::verify_checksums(int threads) const {

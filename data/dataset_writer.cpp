@@ -120,12 +120,14 @@ int resolve_threads(int threads) {
 }
 
 Manifest write_dataset(int64_t n, const std::vector<std::string>& class_names,
-                       const std::function<Sample(int64_t)>& produce, ConvertReport report, const WriteOptions& opt) {
+                       const std::function<Sample(int64_t)>& produce, ConvertReport report,
+                       const WriteOptions& opt) {
   VT_CHECK(!class_names.empty(), opt.out_dir, ": no class names");
   VT_CHECK(opt.shard_size > 0, "shard size ", opt.shard_size, " must be positive");
-  VT_CHECK((opt.storage == Storage::kRaw) == (opt.imgsz > 0), "storage ", storage_name(opt.storage), " with imgsz ",
-           opt.imgsz, ": raw storage needs --imgsz, encoded storage takes none");
-  VT_CHECK(!opt.split.empty() && opt.split.find('/') == std::string::npos, "bad split name \"", opt.split, "\"");
+  VT_CHECK((opt.storage == Storage::kRaw) == (opt.imgsz > 0), "storage ", storage_name(opt.storage),
+           " with imgsz ", opt.imgsz, ": raw storage needs --imgsz, encoded storage takes none");
+  VT_CHECK(!opt.split.empty() && opt.split.find('/') == std::string::npos, "bad split name \"", opt.split,
+           "\"");
   prepare_dir(opt);
 
   Manifest m;
@@ -142,35 +144,38 @@ Manifest write_dataset(int64_t n, const std::vector<std::string>& class_names,
     writer.reset();
   };
 
+  // Runs on this thread, in index order: counts, then appends to the current shard.
+  auto consume = [&](int64_t i, Sample&& s) {
+    if (s.skipped) {
+      ++report.images_skipped;
+      report.skipped.push_back(std::move(s.skip));
+    } else {
+      report.boxes_invalid += s.invalid_boxes + s.stats.invalid;
+      report.boxes_clipped += s.stats.clipped;
+      report.boxes_dropped += s.stats.dropped;
+      report.boxes_crowd += s.crowd_boxes;
+      for (Issue& is : s.box_issues) report.add_box_issue(std::move(is));
+      for (const Box& b : s.record.boxes) ++m.per_class.at(static_cast<size_t>(b.cls));
+      if (!writer) {
+        const std::string name = shard_file_name(opt.split, static_cast<int>(m.shards.size()));
+        writer = std::make_unique<ShardWriter>((fs::path(opt.out_dir) / name).string(), m.schema);
+      }
+      writer->add(s.record, s.payload.data(), s.payload.size());
+      if (writer->size() == opt.shard_size) finish_shard();
+    }
+    if (opt.progress) opt.progress(i + 1, n);
+  };
   report.images_seen += n;
-  for_each_ordered(n, std::min<int64_t>(resolve_threads(opt.threads), std::max<int64_t>(n, 1)), produce,
-                   [&](int64_t i, Sample&& s) {
-                     if (s.skipped) {
-                       ++report.images_skipped;
-                       report.skipped.push_back(std::move(s.skip));
-                     } else {
-                       report.boxes_invalid += s.invalid_boxes + s.stats.invalid;
-                       report.boxes_clipped += s.stats.clipped;
-                       report.boxes_dropped += s.stats.dropped;
-                       report.boxes_crowd += s.crowd_boxes;
-                       for (Issue& is : s.box_issues) report.add_box_issue(std::move(is));
-                       for (const Box& b : s.record.boxes) ++m.per_class.at(static_cast<size_t>(b.cls));
-                       if (!writer) {
-                         const std::string name = shard_file_name(opt.split, static_cast<int>(m.shards.size()));
-                         writer = std::make_unique<ShardWriter>((fs::path(opt.out_dir) / name).string(), m.schema);
-                       }
-                       writer->add(s.record, s.payload.data(), s.payload.size());
-                       if (writer->size() == opt.shard_size) finish_shard();
-                     }
-                     if (opt.progress) opt.progress(i + 1, n);
-                   });
+  const int threads =
+      static_cast<int>(std::min<int64_t>(resolve_threads(opt.threads), std::max<int64_t>(n, 1)));
+  for_each_ordered(n, threads, produce, consume);
   if (writer) finish_shard();
   if (m.total_images == 0) {
     std::string why;
     for (size_t k = 0; k < report.skipped.size() && k < 3; ++k)
       why += cat("\n  ", report.skipped[k].file, ": ", report.skipped[k].reason);
-    throw Error(cat(opt.out_dir, ": no valid image left (", report.images_seen, " seen, ", report.images_skipped,
-                    " skipped)", why.empty() ? "" : "; first problems:", why));
+    throw Error(cat(opt.out_dir, ": no valid image left (", report.images_seen, " seen, ",
+                    report.images_skipped, " skipped)", why.empty() ? "" : "; first problems:", why));
   }
   m.report = std::move(report);
   m.save(opt.out_dir);

@@ -29,13 +29,13 @@ struct Sample {
 };
 
 struct WriteOptions {
-  std::string out_dir;          // the dataset directory (created if needed)
-  std::string split = "data";   // shard prefix and manifest "split"
+  std::string out_dir;         // the dataset directory (created if needed)
+  std::string split = "data";  // shard prefix and manifest "split"
   Storage storage = Storage::kEncoded;
-  int imgsz = 0;                // raw storage: side of the stored square
-  int shard_size = 1000;        // images per shard
-  int threads = 0;              // producer threads; 0: one per hardware thread
-  bool overwrite = false;       // replace a dataset already in out_dir (else refuse)
+  int imgsz = 0;           // raw storage: side of the stored square
+  int shard_size = 1000;   // images per shard
+  int threads = 0;         // producer threads; 0: one per hardware thread
+  bool overwrite = false;  // replace a dataset already in out_dir (else refuse)
   std::function<void(int64_t done, int64_t total)> progress;  // called from the writing thread
 };
 
@@ -43,7 +43,8 @@ struct WriteOptions {
 // caller rejected before (its counts are added to). Throws vt::Error when no image is left,
 // and leaves no manifest behind then. Returns the manifest it wrote.
 Manifest write_dataset(int64_t n, const std::vector<std::string>& class_names,
-                       const std::function<Sample(int64_t)>& produce, ConvertReport report, const WriteOptions& opt);
+                       const std::function<Sample(int64_t)>& produce, ConvertReport report,
+                       const WriteOptions& opt);
 
 // Number of producer threads that `threads` (0 = automatic) means on this machine.
 int resolve_threads(int threads);

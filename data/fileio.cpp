@@ -95,7 +95,9 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 
 ReadOnlyFile::ReadOnlyFile(const std::string& path) : fd_(open_or_throw(path, O_RDONLY)), path_(path) {}
 
-ReadOnlyFile::ReadOnlyFile(ReadOnlyFile&& o) noexcept : fd_(o.fd_), path_(std::move(o.path_)) { o.fd_ = -1; }
+ReadOnlyFile::ReadOnlyFile(ReadOnlyFile&& o) noexcept : fd_(o.fd_), path_(std::move(o.path_)) {
+  o.fd_ = -1;
+}
 
 ReadOnlyFile& ReadOnlyFile::operator=(ReadOnlyFile&& o) noexcept {
   if (this != &o) {

@@ -43,7 +43,8 @@ std::string describe(hid_t type) {
     case H5T_FLOAT:
       return cat("float", size * 8);
     case H5T_STRING:
-      return H5Tis_variable_str(type) > 0 ? "variable-length string" : cat("fixed string of ", size, " bytes");
+      return H5Tis_variable_str(type) > 0 ? "variable-length string"
+                                          : cat("fixed string of ", size, " bytes");
     default:
       return "a compound or other non-scalar type";
   }
@@ -70,13 +71,15 @@ bool is_kind(hid_t type, Kind k) {
 // Reads n strings of a string-typed dataset (is_attr false) or attribute, vlen or fixed.
 std::vector<std::string> read_string_object(hid_t obj, bool is_attr, hsize_t n, const std::string& where) {
   Id file_type = check(is_attr ? H5Aget_type(obj) : H5Dget_type(obj), H5Tclose, where);
-  if (H5Tget_class(file_type.get()) != H5T_STRING) fail(where, cat("has type ", describe(file_type.get()), ", expected strings"));
+  if (H5Tget_class(file_type.get()) != H5T_STRING)
+    fail(where, cat("has type ", describe(file_type.get()), ", expected strings"));
   std::vector<std::string> out(n);
   if (n == 0) return out;
   if (H5Tis_variable_str(file_type.get()) > 0) {
     Id mem = vlen_string_type(where);
     std::vector<char*> ptrs(n, nullptr);
-    ok(is_attr ? H5Aread(obj, mem.get(), ptrs.data()) : H5Dread(obj, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
+    ok(is_attr ? H5Aread(obj, mem.get(), ptrs.data())
+               : H5Dread(obj, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
        where, "reading strings");
     for (hsize_t i = 0; i < n; ++i) out[i] = ptrs[i] ? ptrs[i] : "";
     Id space = simple_space({n}, where);
@@ -91,9 +94,11 @@ std::vector<std::string> read_string_object(hid_t obj, bool is_attr, hsize_t n, 
   Id mem = check(H5Tcopy(H5T_C_S1), H5Tclose, where);
   ok(H5Tset_size(mem.get(), size), where, "H5Tset_size");
   std::vector<char> buf(n * size);
-  ok(is_attr ? H5Aread(obj, mem.get(), buf.data()) : H5Dread(obj, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()),
+  ok(is_attr ? H5Aread(obj, mem.get(), buf.data())
+             : H5Dread(obj, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()),
      where, "reading strings");
-  for (hsize_t i = 0; i < n; ++i) out[i] = std::string(buf.data() + i * size, strnlen(buf.data() + i * size, size));
+  for (hsize_t i = 0; i < n; ++i)
+    out[i] = std::string(buf.data() + i * size, strnlen(buf.data() + i * size, size));
   return out;
 }
 
@@ -137,7 +142,9 @@ QuietErrors::QuietErrors() {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
 }
 
-QuietErrors::~QuietErrors() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+QuietErrors::~QuietErrors() {
+  H5Eset_auto2(H5E_DEFAULT, func_, data_);
+}
 
 std::string last_error() {
   std::string msg;
@@ -168,8 +175,8 @@ Id create_dataset(hid_t file, const std::string& name, hid_t file_type, const st
     ok(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY), at, "H5Pset_alloc_time");
     ok(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), at, "H5Pset_fill_time");  // written once, by us
   }
-  return check(H5Dcreate2(file, name.c_str(), file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose,
-               at);
+  return check(H5Dcreate2(file, name.c_str(), file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+               H5Dclose, at);
 }
 
 void write_all(hid_t dset, hid_t mem_type, const void* data, const std::string& where) {
@@ -178,7 +185,8 @@ void write_all(hid_t dset, hid_t mem_type, const void* data, const std::string& 
   ok(H5Dwrite(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), where, "H5Dwrite");
 }
 
-void write_rows(hid_t dset, hid_t mem_type, hsize_t first, hsize_t count, const void* data, const std::string& where) {
+void write_rows(hid_t dset, hid_t mem_type, hsize_t first, hsize_t count, const void* data,
+                const std::string& where) {
   if (count == 0) return;
   Id fspace = check(H5Dget_space(dset), H5Sclose, where);
   const int rank = H5Sget_simple_extent_ndims(fspace.get());
@@ -205,7 +213,8 @@ void write_strings(hid_t file, const std::string& name, const std::vector<std::s
 void write_attr(hid_t obj, const std::string& name, int64_t value, const std::string& where) {
   const std::string at = cat(where, ": attribute ", name);
   Id space = check(H5Screate(H5S_SCALAR), H5Sclose, at);
-  Id attr = check(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, at);
+  Id attr = check(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                  H5Aclose, at);
   ok(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), at, "H5Awrite");
 }
 
@@ -213,16 +222,19 @@ void write_attr(hid_t obj, const std::string& name, const std::string& value, co
   const std::string at = cat(where, ": attribute ", name);
   Id type = vlen_string_type(at);
   Id space = check(H5Screate(H5S_SCALAR), H5Sclose, at);
-  Id attr = check(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, at);
+  Id attr =
+      check(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, at);
   const char* p = value.c_str();
   ok(H5Awrite(attr.get(), type.get(), &p), at, "H5Awrite");
 }
 
-void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values, const std::string& where) {
+void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values,
+                const std::string& where) {
   const std::string at = cat(where, ": attribute ", name);
   Id type = vlen_string_type(at);
   Id space = simple_space({values.size()}, at);
-  Id attr = check(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, at);
+  Id attr =
+      check(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose, at);
   std::vector<const char*> ptrs;
   for (const std::string& s : values) ptrs.push_back(s.c_str());
   ok(H5Awrite(attr.get(), type.get(), ptrs.data()), at, "H5Awrite");
@@ -275,7 +287,9 @@ std::vector<std::string> read_strings(hid_t dset, const std::string& where) {
   return read_string_object(dset, false, elements(dims), where);
 }
 
-bool has_attr(hid_t obj, const std::string& name) { return H5Aexists(obj, name.c_str()) > 0; }
+bool has_attr(hid_t obj, const std::string& name) {
+  return H5Aexists(obj, name.c_str()) > 0;
+}
 
 int64_t read_attr_int(hid_t obj, const std::string& name, const std::string& where) {
   const std::string at = cat(where, ": attribute ", name);

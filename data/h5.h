@@ -67,13 +67,15 @@ Id create_dataset(hid_t file, const std::string& name, hid_t file_type, const st
                   const Layout& layout, const std::string& where);
 void write_all(hid_t dset, hid_t mem_type, const void* data, const std::string& where);
 // Writes rows [first, first + count) of a dataset whose first dimension indexes rows.
-void write_rows(hid_t dset, hid_t mem_type, hsize_t first, hsize_t count, const void* data, const std::string& where);
+void write_rows(hid_t dset, hid_t mem_type, hsize_t first, hsize_t count, const void* data,
+                const std::string& where);
 void write_strings(hid_t file, const std::string& name, const std::vector<std::string>& values,
                    const std::string& where);
 
 void write_attr(hid_t obj, const std::string& name, int64_t value, const std::string& where);
 void write_attr(hid_t obj, const std::string& name, const std::string& value, const std::string& where);
-void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values, const std::string& where);
+void write_attr(hid_t obj, const std::string& name, const std::vector<std::string>& values,
+                const std::string& where);
 
 // --- reading ---------------------------------------------------------------------------
 enum class Kind { kUInt8, kInt32, kInt64, kFloat32, kString };

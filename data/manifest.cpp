@@ -39,8 +39,9 @@ json issues_json(const std::vector<Issue>& v) {
 std::vector<Issue> issues_from(const json& a, const std::string& where) {
   std::vector<Issue> v;
   if (!a.is_array()) throw Error(cat(where, ": expected a list of issues"));
-  for (const json& i : a) v.push_back({get<std::string>(i, "file", where), get<int64_t>(i, "line", where),
-                                       get<std::string>(i, "reason", where)});
+  for (const json& i : a)
+    v.push_back({get<std::string>(i, "file", where), get<int64_t>(i, "line", where),
+                 get<std::string>(i, "reason", where)});
   return v;
 }
 
@@ -78,7 +79,9 @@ ConvertReport report_from(const json& j, const std::string& where) {
 
 }  // namespace
 
-const char* storage_name(Storage s) { return s == Storage::kRaw ? "raw" : "encoded"; }
+const char* storage_name(Storage s) {
+  return s == Storage::kRaw ? "raw" : "encoded";
+}
 
 Storage parse_storage(const std::string& s) {
   if (s == "encoded" || s == "jpeg") return Storage::kEncoded;
@@ -93,12 +96,15 @@ void ConvertReport::add_box_issue(Issue issue) {
     ++box_issues_omitted;
 }
 
-std::string program_version() { return cat("visiontrain ", VT_VERSION); }
+std::string program_version() {
+  return cat("visiontrain ", VT_VERSION);
+}
 
 Manifest Manifest::load(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / kManifestName).string();
   if (!file_exists(path))
-    throw Error(cat(dir, ": no ", kManifestName, " (not a dataset directory, or its conversion did not finish; ",
+    throw Error(cat(dir, ": no ", kManifestName,
+                    " (not a dataset directory, or its conversion did not finish; ",
                     "make one with `visiontrain convert` or `visiontrain synth`)"));
   json j;
   try {
@@ -109,7 +115,8 @@ Manifest Manifest::load(const std::string& dir) {
   Manifest m;
   m.schema_version = get<int>(j, "schema_version", path);
   if (m.schema_version != kSchemaVersion)
-    throw Error(cat(path, ": schema_version ", m.schema_version, ", this program reads version ", kSchemaVersion));
+    throw Error(
+        cat(path, ": schema_version ", m.schema_version, ", this program reads version ", kSchemaVersion));
   m.split = get<std::string>(j, "split", path);
   try {
     m.schema.storage = parse_storage(get<std::string>(j, "storage", path));
@@ -127,7 +134,8 @@ Manifest Manifest::load(const std::string& dir) {
     const std::string crc = get<std::string>(s, "crc32c", path);
     char* end = nullptr;
     e.crc32c = static_cast<uint32_t>(std::strtoul(crc.c_str(), &end, 16));
-    if (crc.size() != 8 || *end != '\0') throw Error(cat(path, ": shard ", e.file, ": crc32c \"", crc, "\" is not 8 hex digits"));
+    if (crc.size() != 8 || *end != '\0')
+      throw Error(cat(path, ": shard ", e.file, ": crc32c \"", crc, "\" is not 8 hex digits"));
     if (e.file.empty() || e.file.find('/') != std::string::npos)
       throw Error(cat(path, ": shard file name \"", e.file, "\" must be a plain name inside the directory"));
     m.shards.push_back(e);
@@ -148,8 +156,8 @@ Manifest Manifest::load(const std::string& dir) {
   for (int64_t c : m.per_class) per_class += c;
   VT_CHECK(!m.schema.class_names.empty(), path, ": class_names is empty");
   VT_CHECK(!m.shards.empty() && m.total_images > 0, path, ": the dataset has no images");
-  VT_CHECK(images == m.total_images && boxes == m.total_boxes, path, ": totals (", m.total_images, " images, ",
-           m.total_boxes, " boxes) disagree with the shard list (", images, ", ", boxes, ")");
+  VT_CHECK(images == m.total_images && boxes == m.total_boxes, path, ": totals (", m.total_images,
+           " images, ", m.total_boxes, " boxes) disagree with the shard list (", images, ", ", boxes, ")");
   VT_CHECK(m.per_class.size() == m.schema.class_names.size() && per_class == m.total_boxes, path,
            ": totals.per_class does not match class_names and totals.boxes");
   VT_CHECK((m.schema.storage == Storage::kRaw) == (m.schema.imgsz > 0), path, ": imgsz ", m.schema.imgsz,
@@ -160,7 +168,10 @@ Manifest Manifest::load(const std::string& dir) {
 void Manifest::save(const std::string& dir) const {
   json shard_list = json::array();
   for (const ShardEntry& e : shards)
-    shard_list.push_back({{"file", e.file}, {"images", e.images}, {"boxes", e.boxes}, {"bytes", e.bytes},
+    shard_list.push_back({{"file", e.file},
+                          {"images", e.images},
+                          {"boxes", e.boxes},
+                          {"bytes", e.bytes},
                           {"crc32c", hex32(e.crc32c)}});
   const json j = {{"schema_version", schema_version},
                   {"split", split},

@@ -29,8 +29,8 @@ struct Schema {
 struct ShardEntry {
   std::string file;  // name inside the dataset directory
   int64_t images = 0, boxes = 0;
-  int64_t bytes = 0;     // file size
-  uint32_t crc32c = 0;   // the shard's content_crc32c attribute
+  int64_t bytes = 0;    // file size
+  uint32_t crc32c = 0;  // the shard's content_crc32c attribute
 };
 
 // One problem found in the source data: the file, the line (0 = the whole file, or not a
@@ -46,13 +46,13 @@ struct ConvertReport {
   std::string format;  // yolo | coco | voc | synth
   std::string source;  // where it came from (a path, or the synth parameters)
   int64_t images_seen = 0;
-  int64_t images_skipped = 0;  // == skipped.size()
-  int64_t boxes_invalid = 0;   // malformed lines, unknown classes, NaN, x2 < x1
-  int64_t boxes_clipped = 0;   // partly outside the image, moved inside
-  int64_t boxes_dropped = 0;   // zero area after clipping
-  int64_t boxes_crowd = 0;     // COCO iscrowd annotations, left out
-  int64_t boxes_orphaned = 0;  // labels of images that do not exist, left out
-  std::vector<Issue> skipped;  // one per skipped image, with the reason
+  int64_t images_skipped = 0;     // == skipped.size()
+  int64_t boxes_invalid = 0;      // malformed lines, unknown classes, NaN, x2 < x1
+  int64_t boxes_clipped = 0;      // partly outside the image, moved inside
+  int64_t boxes_dropped = 0;      // zero area after clipping
+  int64_t boxes_crowd = 0;        // COCO iscrowd annotations, left out
+  int64_t boxes_orphaned = 0;     // labels of images that do not exist, left out
+  std::vector<Issue> skipped;     // one per skipped image, with the reason
   std::vector<Issue> box_issues;  // invalid, dropped and orphaned boxes, by file (capped at kMaxIssues)
   int64_t box_issues_omitted = 0;
 

@@ -43,7 +43,8 @@ std::string shard_file_name(const std::string& split, int index) {
   return split + buf;
 }
 
-ShardWriter::ShardWriter(std::string path, Schema schema) : path_(std::move(path)), schema_(std::move(schema)) {
+ShardWriter::ShardWriter(std::string path, Schema schema)
+    : path_(std::move(path)), schema_(std::move(schema)) {
   VT_CHECK(!schema_.class_names.empty(), path_, ": a shard needs at least one class name");
   VT_CHECK((schema_.storage == Storage::kRaw) == (schema_.imgsz > 0), path_, ": imgsz ", schema_.imgsz,
            " does not fit storage ", storage_name(schema_.storage));
@@ -63,12 +64,14 @@ ShardWriter::~ShardWriter() {
 void ShardWriter::add(const Record& rec, const uint8_t* payload, size_t n) {
   const int ncls = static_cast<int>(schema_.class_names.size());
   if (schema_.storage == Storage::kRaw)
-    VT_CHECK(n == size_t(schema_.imgsz) * schema_.imgsz * 3, path_, ": raw payload of ", rec.file_name, " is ", n,
-             " bytes, expected ", schema_.imgsz, "x", schema_.imgsz, "x3");
+    VT_CHECK(n == size_t(schema_.imgsz) * schema_.imgsz * 3, path_, ": raw payload of ", rec.file_name,
+             " is ", n, " bytes, expected ", schema_.imgsz, "x", schema_.imgsz, "x3");
   else
     VT_CHECK(n > 0, path_, ": empty payload for ", rec.file_name);
-  VT_CHECK(rec.orig_h > 0 && rec.orig_w > 0, path_, ": ", rec.file_name, " has size ", rec.orig_h, "x", rec.orig_w);
-  for (const Box& b : rec.boxes) VT_CHECK(b.cls >= 0 && b.cls < ncls, path_, ": ", rec.file_name, ": class id ", b.cls, " out of range");
+  VT_CHECK(rec.orig_h > 0 && rec.orig_w > 0, path_, ": ", rec.file_name, " has size ", rec.orig_h, "x",
+           rec.orig_w);
+  for (const Box& b : rec.boxes)
+    VT_CHECK(b.cls >= 0 && b.cls < ncls, path_, ": ", rec.file_name, ": class id ", b.cls, " out of range");
 
   for (size_t done = 0; done < n;) {
     const ssize_t w = ::write(spool_fd_, payload + done, n - done);
@@ -80,8 +83,10 @@ void ShardWriter::add(const Record& rec, const uint8_t* payload, size_t n) {
   payload_bytes_ += static_cast<int64_t>(n);
 
   ShardArrays& a = arrays_;
-  if (schema_.storage == Storage::kEncoded) a.image_offsets.push_back(payload_bytes_);
-  else a.letterbox.insert(a.letterbox.end(), {rec.letterbox.scale, rec.letterbox.pad_x, rec.letterbox.pad_y});
+  if (schema_.storage == Storage::kEncoded)
+    a.image_offsets.push_back(payload_bytes_);
+  else
+    a.letterbox.insert(a.letterbox.end(), {rec.letterbox.scale, rec.letterbox.pad_x, rec.letterbox.pad_y});
   for (const Box& b : rec.boxes) {
     a.boxes.insert(a.boxes.end(), {b.x1, b.y1, b.x2, b.y2});
     a.classes.push_back(b.cls);
@@ -110,9 +115,9 @@ ShardEntry ShardWriter::finish() {
     const bool raw = schema_.storage == Storage::kRaw;
     const hsize_t S = static_cast<hsize_t>(schema_.imgsz);
     const std::string payload_name = raw ? "/images" : "/image_bytes";
-    h5::Id payload = h5::create_dataset(f, payload_name, H5T_STD_U8LE,
-                                        raw ? std::vector<hsize_t>{n, S, S, 3} : std::vector<hsize_t>{hsize_t(payload_bytes_)},
-                                        {true}, tmp);
+    h5::Id payload = h5::create_dataset(
+        f, payload_name, H5T_STD_U8LE,
+        raw ? std::vector<hsize_t>{n, S, S, 3} : std::vector<hsize_t>{hsize_t(payload_bytes_)}, {true}, tmp);
     const size_t row = raw ? size_t(S * S * 3) : 1;  // bytes per first-dimension row
     const size_t rows_per_piece = std::max<size_t>(1, kCopyPiece / row);
     std::vector<uint8_t> piece(rows_per_piece * row);
@@ -120,16 +125,21 @@ ShardEntry ShardWriter::finish() {
     for (size_t r = 0; r < total_rows; r += rows_per_piece) {
       const size_t count = std::min(rows_per_piece, total_rows - r);
       const ssize_t got = ::pread(spool_fd_, piece.data(), count * row, static_cast<off_t>(r * row));
-      VT_CHECK(got == ssize_t(count * row), path_, ": reading back the payload spool failed: ", std::strerror(errno));
-      h5::write_rows(payload.get(), H5T_NATIVE_UINT8, r, count, piece.data(), cat(tmp, ": dataset ", payload_name));
+      VT_CHECK(got == ssize_t(count * row), path_,
+               ": reading back the payload spool failed: ", std::strerror(errno));
+      h5::write_rows(payload.get(), H5T_NATIVE_UINT8, r, count, piece.data(),
+                     cat(tmp, ": dataset ", payload_name));
     }
 
-    auto write = [&](const char* name, hid_t file_type, hid_t mem_type, std::vector<hsize_t> dims, const void* data) {
+    auto write = [&](const char* name, hid_t file_type, hid_t mem_type, std::vector<hsize_t> dims,
+                     const void* data) {
       h5::Id d = h5::create_dataset(f, name, file_type, dims, {}, tmp);
       h5::write_all(d.get(), mem_type, data, cat(tmp, ": dataset ", name));
     };
-    if (raw) write("/letterbox", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {n, 3}, a.letterbox.data());
-    else write("/image_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, {n + 1}, a.image_offsets.data());
+    if (raw)
+      write("/letterbox", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {n, 3}, a.letterbox.data());
+    else
+      write("/image_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, {n + 1}, a.image_offsets.data());
     write("/boxes", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {nb, 4}, a.boxes.data());
     write("/classes", H5T_STD_I32LE, H5T_NATIVE_INT32, {nb}, a.classes.data());
     write("/box_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, {n + 1}, a.box_offsets.data());

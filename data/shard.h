@@ -81,7 +81,8 @@ class ShardReader {
   // Opens dir/entry.file and checks it against the manifest entry and the dataset schema:
   // presence, size, HDF5 readability, every dataset's type and shape, offsets, attributes.
   // Errors name the shard file (and dataset or attribute); `manifest` names the manifest.
-  ShardReader(const std::string& dir, const ShardEntry& entry, const Schema& schema, const std::string& manifest);
+  ShardReader(const std::string& dir, const ShardEntry& entry, const Schema& schema,
+              const std::string& manifest);
 
   int64_t size() const { return arrays_.size(); }
   int64_t num_boxes() const { return static_cast<int64_t>(arrays_.classes.size()); }

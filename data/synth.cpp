@@ -24,17 +24,23 @@ class Rng {
   }
   double uniform() { return double(next() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1)
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
-  int uniform_int(int lo, int hi) { return lo + static_cast<int>(next() % uint64_t(hi - lo + 1)); }  // [lo, hi]
+  int uniform_int(int lo, int hi) {
+    return lo + static_cast<int>(next() % uint64_t(hi - lo + 1));
+  }  // [lo, hi]
 
  private:
   uint64_t s_;
 };
 
-uint64_t mix(uint64_t x) { return Rng(x).next(); }
+uint64_t mix(uint64_t x) {
+  return Rng(x).next();
+}
 
 constexpr double kPi = 3.14159265358979323846;
 
-uint8_t to_byte(double v) { return static_cast<uint8_t>(std::clamp(std::lround(v), 0l, 255l)); }
+uint8_t to_byte(double v) {
+  return static_cast<uint8_t>(std::clamp(std::lround(v), 0l, 255l));
+}
 
 // A smooth two-colour gradient, optional stripes and soft blobs, and per-pixel noise.
 void draw_background(Image& img, Rng& rng) {
@@ -56,14 +62,18 @@ void draw_background(Image& img, Rng& rng) {
   std::vector<Blob> blobs(static_cast<size_t>(rng.uniform() < 0.6 ? rng.uniform_int(2, 6) : 0));
   for (Blob& b : blobs) {
     const double r = rng.uniform(0.1, 0.3) * S;
-    b = {rng.uniform(0, S), rng.uniform(0, S), 2 * r * r, {rng.uniform(-60, 60), rng.uniform(-60, 60), rng.uniform(-60, 60)}};
+    b = {rng.uniform(0, S),
+         rng.uniform(0, S),
+         2 * r * r,
+         {rng.uniform(-60, 60), rng.uniform(-60, 60), rng.uniform(-60, 60)}};
   }
   const double noise = rng.uniform(4, 16);
 
   for (int y = 0; y < S; ++y)
     for (int x = 0; x < S; ++x) {
       const double t = std::min(1.0, (x * gx + y * gy + t_off) / 1.42);
-      const double stripe = s_amp * std::sin((x * std::cos(s_theta) + y * std::sin(s_theta)) * s_freq + s_phase);
+      const double stripe =
+          s_amp * std::sin((x * std::cos(s_theta) + y * std::sin(s_theta)) * s_freq + s_phase);
       double add[3] = {0, 0, 0};
       for (const Blob& b : blobs) {
         const double w = std::exp(-((x - b.x) * (x - b.x) + (y - b.y) * (y - b.y)) / b.r2);
@@ -122,14 +132,15 @@ void contrasting_colour(Rng& rng, const double bg[3], double out[3]) {
 }  // namespace
 
 const std::vector<std::string>& synth_shape_names() {
-  static const std::vector<std::string> names = {"circle", "rectangle", "triangle", "cross", "diamond", "ring"};
+  static const std::vector<std::string> names = {"circle", "rectangle", "triangle",
+                                                 "cross",  "diamond",   "ring"};
   return names;
 }
 
 SynthImage synth_image(uint64_t seed, int split_id, int64_t index, int imgsz, int classes) {
   VT_CHECK(imgsz >= 32, "synth: imgsz ", imgsz, " is below 32");
-  VT_CHECK(classes >= 2 && classes <= int(synth_shape_names().size()), "synth: classes ", classes, " outside 2..",
-           synth_shape_names().size());
+  VT_CHECK(classes >= 2 && classes <= int(synth_shape_names().size()), "synth: classes ", classes,
+           " outside 2..", synth_shape_names().size());
   Rng rng(mix(mix(seed) ^ (uint64_t(split_id) + 1) * 0xD1B54A32D192ED03ull) ^ mix(uint64_t(index)));
   SynthImage out;
   out.image = Image(imgsz, imgsz);
@@ -155,7 +166,8 @@ SynthImage synth_image(uint64_t seed, int split_id, int64_t index, int imgsz, in
     }
     if (!placed) continue;
     const int px0 = static_cast<int>(x0), py0 = static_cast<int>(y0);
-    const int px1 = std::min(imgsz, static_cast<int>(std::ceil(x0 + w))), py1 = std::min(imgsz, static_cast<int>(std::ceil(y0 + h)));
+    const int px1 = std::min(imgsz, static_cast<int>(std::ceil(x0 + w))),
+              py1 = std::min(imgsz, static_cast<int>(std::ceil(y0 + h)));
     double bg[3], col[3];
     mean_colour(out.image, px0, py0, px1, py1, bg);
     contrasting_colour(rng, bg, col);
@@ -166,7 +178,8 @@ SynthImage synth_image(uint64_t seed, int split_id, int64_t index, int imgsz, in
         if (!inside(cls, (x + 0.5 - x0) / w, (y + 0.5 - y0) / h)) continue;
         uint8_t* p = out.image.px(y, x);
         for (int c = 0; c < 3; ++c) p[c] = to_byte(col[c] + rng.uniform(-noise, noise));
-        minx = std::min(minx, x), maxx = std::max(maxx, x), miny = std::min(miny, y), maxy = std::max(maxy, y);
+        minx = std::min(minx, x), maxx = std::max(maxx, x), miny = std::min(miny, y),
+        maxy = std::max(maxy, y);
       }
     // The tight box of the pixels actually drawn, as pixel edges.
     if (maxx >= 0) out.boxes.push_back({float(minx), float(miny), float(maxx + 1), float(maxy + 1), cls});
@@ -175,12 +188,13 @@ SynthImage synth_image(uint64_t seed, int split_id, int64_t index, int imgsz, in
 }
 
 std::vector<Manifest> write_synth(const std::string& out_dir, const SynthOptions& opt) {
-  VT_CHECK(opt.train >= 0 && opt.val >= 0 && opt.train + opt.val > 0, "synth: nothing to write (train ", opt.train,
-           ", val ", opt.val, ")");
+  VT_CHECK(opt.train >= 0 && opt.val >= 0 && opt.train + opt.val > 0, "synth: nothing to write (train ",
+           opt.train, ", val ", opt.val, ")");
   VT_CHECK(opt.classes >= 2 && opt.classes <= int(synth_shape_names().size()), "synth: classes ", opt.classes,
            " outside 2..", synth_shape_names().size());
   VT_CHECK(opt.imgsz >= 32, "synth: imgsz ", opt.imgsz, " is below 32");
-  const std::vector<std::string> names(synth_shape_names().begin(), synth_shape_names().begin() + opt.classes);
+  const std::vector<std::string> names(synth_shape_names().begin(),
+                                       synth_shape_names().begin() + opt.classes);
   std::vector<Manifest> out;
   const std::pair<const char*, int64_t> splits[] = {{"train", opt.train}, {"val", opt.val}};
   for (int split_id = 0; split_id < 2; ++split_id) {
@@ -194,7 +208,8 @@ std::vector<Manifest> write_synth(const std::string& out_dir, const SynthOptions
     w.shard_size = opt.shard_size;
     w.threads = opt.threads;
     w.overwrite = opt.overwrite;
-    if (opt.progress) w.progress = [&, split = split](int64_t done, int64_t total) { opt.progress(split, done, total); };
+    if (opt.progress)
+      w.progress = [&, split = split](int64_t done, int64_t total) { opt.progress(split, done, total); };
     ConvertReport report;
     report.format = "synth";
     report.source = cat("synth seed=", opt.seed, " imgsz=", opt.imgsz, " classes=", opt.classes);
@@ -208,7 +223,8 @@ std::vector<Manifest> write_synth(const std::string& out_dir, const SynthOptions
       s.record.orig_h = s.record.orig_w = opt.imgsz;
       s.record.boxes = std::move(im.boxes);
       s.stats.kept = static_cast<int64_t>(s.record.boxes.size());
-      s.payload = opt.storage == Storage::kRaw ? std::move(im.image.rgb) : encode_jpeg(im.image, opt.jpeg_quality);
+      s.payload =
+          opt.storage == Storage::kRaw ? std::move(im.image.rgb) : encode_jpeg(im.image, opt.jpeg_quality);
       return s;
     };
     out.push_back(write_dataset(n, names, produce, std::move(report), w));

@@ -42,13 +42,14 @@ void print_split_summary(const data::Manifest& m, const std::string& dir) {
   int64_t bytes = 0;
   for (const data::ShardEntry& e : m.shards) bytes += e.bytes;
   const data::ConvertReport& r = m.report;
-  std::cout << m.split << ": " << m.total_images << " images, " << m.total_boxes << " boxes, " << m.shards.size()
-            << " shard" << (m.shards.size() == 1 ? "" : "s") << " (" << human_bytes(bytes) << ", "
-            << data::storage_name(m.schema.storage)
+  std::cout << m.split << ": " << m.total_images << " images, " << m.total_boxes << " boxes, "
+            << m.shards.size() << " shard" << (m.shards.size() == 1 ? "" : "s") << " (" << human_bytes(bytes)
+            << ", " << data::storage_name(m.schema.storage)
             << (m.schema.storage == data::Storage::kRaw ? cat(" ", m.schema.imgsz, "x", m.schema.imgsz) : "")
             << ") in " << dir << "\n";
-  std::cout << "  images: " << r.images_seen << " seen, " << r.images_skipped << " skipped;  boxes: " << r.boxes_invalid
-            << " invalid, " << r.boxes_clipped << " clipped, " << r.boxes_dropped << " dropped (zero area)";
+  std::cout << "  images: " << r.images_seen << " seen, " << r.images_skipped
+            << " skipped;  boxes: " << r.boxes_invalid << " invalid, " << r.boxes_clipped << " clipped, "
+            << r.boxes_dropped << " dropped (zero area)";
   if (r.boxes_crowd) std::cout << ", " << r.boxes_crowd << " crowd left out";
   if (r.boxes_orphaned) std::cout << ", " << r.boxes_orphaned << " orphaned (their image does not exist)";
   std::cout << "\n";
@@ -116,18 +117,21 @@ int cmd_convert(int argc, char** argv) {
       for (auto& [split, src] : data::yolo_from_data_yaml(args["data"].as<std::string>()))
         jobs.push_back({split, (fs::path(out) / split).string(), std::move(src)});
     } else {
-      jobs.push_back({opt_str("split", "data"), out,
-                      data::yolo_from_dirs(need("images"), need("labels"), data::read_class_names(need("names")))});
+      jobs.push_back(
+          {opt_str("split", "data"), out,
+           data::yolo_from_dirs(need("images"), need("labels"), data::read_class_names(need("names")))});
     }
   } else if (format == "coco") {
     jobs.push_back({opt_str("split", "data"), out, data::coco_source(need("annotations"), need("images"))});
   } else if (format == "voc") {
-    const std::vector<std::string> names = args.count("names") ? data::read_class_names(need("names")) : std::vector<std::string>{};
+    const std::vector<std::string> names =
+        args.count("names") ? data::read_class_names(need("names")) : std::vector<std::string>{};
     if (args.count("voc-root")) {
       const std::string split = opt_str("split", "train");
       jobs.push_back({split, out, data::voc_from_root(need("voc-root"), split, names)});
     } else {
-      jobs.push_back({opt_str("split", "data"), out, data::voc_from_dirs(need("images"), need("annotations"), names)});
+      jobs.push_back(
+          {opt_str("split", "data"), out, data::voc_from_dirs(need("images"), need("annotations"), names)});
     }
   } else {
     throw Error(cat("unknown --format \"", format, "\" (expected yolo, coco or voc)"));

@@ -38,8 +38,9 @@ void print_classes(const data::Dataset& ds) {
   constexpr int kBar = 40;
   for (size_t c = 0; c < names.size(); ++c) {
     const int len = static_cast<int>((counts[c] * kBar + top - 1) / top);
-    std::printf("  %3zu %-*.*s %8lld  %s\n", c, static_cast<int>(width), static_cast<int>(width), names[c].c_str(),
-                static_cast<long long>(counts[c]), std::string(static_cast<size_t>(len), '#').c_str());
+    std::printf("  %3zu %-*.*s %8lld  %s\n", c, static_cast<int>(width), static_cast<int>(width),
+                names[c].c_str(), static_cast<long long>(counts[c]),
+                std::string(static_cast<size_t>(len), '#').c_str());
   }
 }
 
@@ -89,14 +90,15 @@ bool inspect_one(const std::string& dir, int threads) {
   int64_t bytes = 0;
   for (const data::ShardEntry& e : m.shards) bytes += e.bytes;
   std::cout << "split " << m.split << ": " << m.total_images << " images, " << m.total_boxes << " boxes, "
-            << m.shards.size() << (m.shards.size() == 1 ? " shard, " : " shards, ") << human_bytes(bytes) << "; storage " << data::storage_name(ds.storage())
-            << (ds.storage() == data::Storage::kRaw ? cat(" ", ds.imgsz(), "x", ds.imgsz()) : "") << "; created by "
-            << m.created_by << "\n";
+            << m.shards.size() << (m.shards.size() == 1 ? " shard, " : " shards, ") << human_bytes(bytes)
+            << "; storage " << data::storage_name(ds.storage())
+            << (ds.storage() == data::Storage::kRaw ? cat(" ", ds.imgsz(), "x", ds.imgsz()) : "")
+            << "; created by " << m.created_by << "\n";
   const data::ConvertReport& r = m.report;
   std::cout << "source (" << r.format << "): " << r.source << "\n  " << r.images_seen << " images seen, "
             << r.images_skipped << " skipped; boxes " << r.boxes_invalid << " invalid, " << r.boxes_clipped
-            << " clipped, " << r.boxes_dropped << " dropped, " << r.boxes_crowd << " crowd and " << r.boxes_orphaned
-            << " orphaned left out\n";
+            << " clipped, " << r.boxes_dropped << " dropped, " << r.boxes_crowd << " crowd and "
+            << r.boxes_orphaned << " orphaned left out\n";
   print_classes(ds);
   print_boxes(ds);
 
@@ -120,10 +122,11 @@ bool inspect_one(const std::string& dir, int threads) {
 }  // namespace
 
 int cmd_inspect(int argc, char** argv) {
-  cxxopts::Options opts(argv[0],
-                        "Show a dataset's counts, class histogram and box statistics, and verify the checksum of\n"
-                        "every shard. DIR is a dataset directory (with manifest.json) or a directory of them.\n"
-                        "Exits non-zero when any check fails.");
+  cxxopts::Options opts(
+      argv[0],
+      "Show a dataset's counts, class histogram and box statistics, and verify the checksum of\n"
+      "every shard. DIR is a dataset directory (with manifest.json) or a directory of them.\n"
+      "Exits non-zero when any check fails.");
   opts.positional_help("DIR");
   // clang-format off
   opts.add_options()
@@ -146,10 +149,12 @@ int cmd_inspect(int argc, char** argv) {
     datasets.push_back(dir);
   } else {
     for (const auto& e : fs::directory_iterator(dir))
-      if (e.is_directory() && fs::exists(e.path() / data::kManifestName)) datasets.push_back(e.path().string());
+      if (e.is_directory() && fs::exists(e.path() / data::kManifestName))
+        datasets.push_back(e.path().string());
     std::sort(datasets.begin(), datasets.end());
   }
-  VT_CHECK(!datasets.empty(), dir, ": no ", data::kManifestName, " here or in its subdirectories (not a dataset)");
+  VT_CHECK(!datasets.empty(), dir, ": no ", data::kManifestName,
+           " here or in its subdirectories (not a dataset)");
   bool ok = true;
   for (const std::string& d : datasets) ok = inspect_one(d, args["threads"].as<int>()) && ok;
   return ok ? 0 : 1;

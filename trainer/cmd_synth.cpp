@@ -13,10 +13,11 @@
 namespace vt {
 
 int cmd_synth(int argc, char** argv) {
-  cxxopts::Options opts(argv[0],
-                        "Write a synthetic detection dataset: shapes of several classes (circle, rectangle, triangle,\n"
-                        "cross, diamond, ring) on textured backgrounds, as DIR/train and DIR/val. The same options give\n"
-                        "byte-identical shards whatever --threads.");
+  cxxopts::Options opts(
+      argv[0],
+      "Write a synthetic detection dataset: shapes of several classes (circle, rectangle, triangle,\n"
+      "cross, diamond, ring) on textured backgrounds, as DIR/train and DIR/val. The same options give\n"
+      "byte-identical shards whatever --threads.");
   // clang-format off
   opts.add_options()
     ("out", "output directory (DIR/train, DIR/val)", cxxopts::value<std::string>())

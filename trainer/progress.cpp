@@ -9,8 +9,13 @@
 namespace vt {
 
 ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit, std::FILE* out)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(std::max<int64_t>(total, 0)), out_(out),
-      tty_(isatty(fileno(out)) != 0), start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
+    : label_(std::move(label)),
+      unit_(std::move(unit)),
+      total_(std::max<int64_t>(total, 0)),
+      out_(out),
+      tty_(isatty(fileno(out)) != 0),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {}
 
 ProgressBar::~ProgressBar() {
   if (!finished_) finish();
@@ -55,8 +60,10 @@ void ProgressBar::update(int64_t done) {
 void ProgressBar::finish() {
   if (finished_) return;
   finished_ = true;
-  if (tty_) std::fprintf(out_, "\r%s\033[K\n", line(done_, true).c_str());
-  else std::fprintf(out_, "%s\n", line(done_, true).c_str());
+  if (tty_)
+    std::fprintf(out_, "\r%s\033[K\n", line(done_, true).c_str());
+  else
+    std::fprintf(out_, "%s\n", line(done_, true).c_str());
   std::fflush(out_);
 }
 
@@ -73,8 +80,10 @@ std::string human_bytes(int64_t bytes) {
 std::string human_duration(double seconds) {
   const long s = std::lround(std::max(0.0, seconds));
   char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof(buf), "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-  else std::snprintf(buf, sizeof(buf), "%ld:%02ld", s / 60, s % 60);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof(buf), "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof(buf), "%ld:%02ld", s / 60, s % 60);
   return buf;
 }
 

@@ -75,7 +75,8 @@ TEST(Codec, CorruptAndTruncatedDataIsRejectedNamingTheFile) {
   std::vector<uint8_t> junk(500);
   std::mt19937 rng(5);
   for (uint8_t& v : junk) v = static_cast<uint8_t>(rng());
-  expect_error([&] { decode_image(junk.data(), junk.size(), "junk.jpg"); }, {"junk.jpg", "not a JPEG or PNG"});
+  expect_error([&] { decode_image(junk.data(), junk.size(), "junk.jpg"); },
+               {"junk.jpg", "not a JPEG or PNG"});
   expect_error([&] { decode_image(junk.data(), 0, "empty.jpg"); }, {"empty.jpg"});
 
   // Truncated: libjpeg only warns and pads with grey; the codec must refuse it.

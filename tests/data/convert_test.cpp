@@ -1,12 +1,13 @@
 // Converters: YOLO, COCO and VOC fixtures written by the test, read back through Dataset
 // and checked box by box (pixel values worked out by hand below); bad source data; thread
 // independence; untouched inputs; and the real coco128 when it is present.
+#include "data/convert.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "data/codec.h"
-#include "data/convert.h"
 #include "data/dataset.h"
 #include "tests/data/data_fixtures.h"
 
@@ -27,7 +28,8 @@ void expect_box(const Box& b, float x1, float y1, float x2, float y2, int cls) {
   EXPECT_EQ(b.cls, cls);
 }
 
-WriteOptions options(const std::string& out, Storage storage = Storage::kEncoded, int imgsz = 0, int threads = 2) {
+WriteOptions options(const std::string& out, Storage storage = Storage::kEncoded, int imgsz = 0,
+                     int threads = 2) {
   WriteOptions o;
   o.out_dir = out;
   o.split = "train";
@@ -53,14 +55,14 @@ void write_yolo(const std::string& root) {
   write_bytes(root + "/images/train/f.jpg", std::vector<uint8_t>(a.begin(), a.begin() + a.size() / 2));
   write_text(root + "/images/train/notes.md", "ignored: not an image");
   write_text(root + "/labels/train/a.txt",
-             "0 0.5 0.5 0.25 0.5\n"     // 1: (24, 12, 40, 36)
-             "1 0.95 0.5 0.2 0.2\n"     // 2: (54.4, 19.2, 67.2, 28.8), clipped to x2 = 64
-             "x 0.5 0.5 0.1 0.1\n"      // 3: not numeric
-             "5 0.5 0.5 0.1 0.1\n"      // 4: class out of range
-             "0 0.5 0.5\n"              // 5: too few values
-             "\n"                       // 6: blank, ignored
-             "0 0.5 0.5 0 0.2\n"        // 7: zero width: dropped
-             "1 0.5 0.5 -0.1 0.2\n");   // 8: negative width
+             "0 0.5 0.5 0.25 0.5\n"    // 1: (24, 12, 40, 36)
+             "1 0.95 0.5 0.2 0.2\n"    // 2: (54.4, 19.2, 67.2, 28.8), clipped to x2 = 64
+             "x 0.5 0.5 0.1 0.1\n"     // 3: not numeric
+             "5 0.5 0.5 0.1 0.1\n"     // 4: class out of range
+             "0 0.5 0.5\n"             // 5: too few values
+             "\n"                      // 6: blank, ignored
+             "0 0.5 0.5 0 0.2\n"       // 7: zero width: dropped
+             "1 0.5 0.5 -0.1 0.2\n");  // 8: negative width
   write_text(root + "/labels/train/b.txt", "");
   write_text(root + "/labels/train/d.txt", "1 0.25 0.25 0.75 0.25 0.5 0.75\n");  // polygon: (8, 8, 24, 24)
   write_text(root + "/labels/train/e.txt", "0 0.5 0.5 0.1 0.1\n");
@@ -68,7 +70,8 @@ void write_yolo(const std::string& root) {
   write_bytes(root + "/images/val/v.jpg", encode_jpeg(gradient_image(10, 20), 90));
   write_text(root + "/labels/val/v.txt", "1 0.5 0.5 0.5 0.5\n");  // (5, 2.5, 15, 7.5)
   write_text(root + "/names.txt", "cat\ndog\n");
-  write_text(root + "/data.yaml", "path: .\ntrain: images/train\nval: images/val\nnames:\n  0: cat\n  1: dog\n");
+  write_text(root + "/data.yaml",
+             "path: .\ntrain: images/train\nval: images/val\nnames:\n  0: cat\n  1: dog\n");
 }
 
 TEST(ConvertYolo, DirectoriesEncoded) {

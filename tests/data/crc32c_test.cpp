@@ -31,7 +31,8 @@ TEST(Crc32c, ContinuesAcrossPiecesAndPathsAgree) {
   // Every length 0..300 at every alignment 0..7: the word loops and the byte tails.
   for (size_t off = 0; off < 8; ++off)
     for (size_t n = 0; n <= 300; ++n)
-      ASSERT_EQ(crc32c(buf.data() + off, n), crc32c_extend_portable(0, buf.data() + off, n)) << off << " " << n;
+      ASSERT_EQ(crc32c(buf.data() + off, n), crc32c_extend_portable(0, buf.data() + off, n))
+          << off << " " << n;
   const uint32_t whole = crc32c(buf.data(), buf.size());
   for (size_t cut : {size_t(0), size_t(1), size_t(7), size_t(500), size_t(999), size_t(1000)})
     EXPECT_EQ(crc32c_extend(crc32c(buf.data(), cut), buf.data() + cut, buf.size() - cut), whole) << cut;

@@ -80,7 +80,8 @@ void expect_error(Fn&& fn, const std::vector<std::string>& parts) {
     fn();
   } catch (const std::exception& e) {
     const std::string msg = e.what();
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing \"" << p << "\" in: " << msg;
+    for (const std::string& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "missing \"" << p << "\" in: " << msg;
     return;
   }
   ADD_FAILURE() << "no exception thrown";

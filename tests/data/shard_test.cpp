@@ -5,7 +5,9 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "data/codec.h"
 #include "data/dataset.h"
@@ -39,7 +41,8 @@ Sample make_sample(int64_t i, Storage storage, int imgsz) {
   return s;
 }
 
-Manifest write_test_dataset(const std::string& dir, Storage storage, int n = 5, int shard_size = 2, int threads = 2) {
+Manifest write_test_dataset(const std::string& dir, Storage storage, int n = 5, int shard_size = 2,
+                            int threads = 2) {
   WriteOptions opt;
   opt.out_dir = dir;
   opt.split = "train";
@@ -49,7 +52,8 @@ Manifest write_test_dataset(const std::string& dir, Storage storage, int n = 5, 
   opt.threads = threads;
   ConvertReport report;
   report.format = "test";
-  return write_dataset(n, kNames, [&](int64_t i) { return make_sample(i, storage, opt.imgsz); }, report, opt);
+  return write_dataset(
+      n, kNames, [&](int64_t i) { return make_sample(i, storage, opt.imgsz); }, report, opt);
 }
 
 TEST(Shard, EncodedRoundTripAcrossShards) {
@@ -98,6 +102,29 @@ TEST(Shard, RawRoundTrip) {
     EXPECT_EQ(px, std::vector<uint8_t>(px.size(), static_cast<uint8_t>(i)));
     EXPECT_FLOAT_EQ(ds.meta(i).letterbox.pad_y, float(i));
   }
+}
+
+TEST(Shard, ConcurrentReadsAgree) {
+  // Many threads reading through the same descriptors with pread, no locks.
+  TempDir tmp;
+  write_test_dataset(tmp.path(), Storage::kEncoded, 9, 4);
+  const Dataset ds = Dataset::open(tmp.path());
+  std::vector<std::vector<uint8_t>> want(9);
+  for (int64_t i = 0; i < 9; ++i) ds.read_encoded(i, want[i]);
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 4; ++t)
+    pool.emplace_back([&, t] {
+      std::vector<uint8_t> got;
+      for (int rep = 0; rep < 50; ++rep)
+        for (int64_t k = 0; k < 9; ++k) {
+          const int64_t i = (k * 5 + t + rep) % 9;
+          ds.read_encoded(i, got);
+          if (got != want[i]) ++mismatches;
+        }
+    });
+  for (std::thread& th : pool) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(Shard, OutputIsByteIdenticalForAnyThreadCount) {

@@ -38,7 +38,8 @@ TEST(Synth, ByteIdenticalForAnyThreadCount) {
 }
 
 TEST(Synth, SeedAndSplitChangeTheImages) {
-  const SynthImage a = synth_image(1, 0, 5, 64, 4), b = synth_image(2, 0, 5, 64, 4), c = synth_image(1, 1, 5, 64, 4);
+  const SynthImage a = synth_image(1, 0, 5, 64, 4), b = synth_image(2, 0, 5, 64, 4),
+                   c = synth_image(1, 1, 5, 64, 4);
   EXPECT_NE(a.image.rgb, b.image.rgb);
   EXPECT_NE(a.image.rgb, c.image.rgb);
   EXPECT_EQ(a.image.rgb, synth_image(1, 0, 5, 64, 4).image.rgb);
@@ -97,7 +98,8 @@ std::array<double, 3> mean(const Image& img, int x0, int y0, int x1, int y1) {
 }
 
 double distance(const std::array<double, 3>& a, const std::array<double, 3>& b) {
-  return std::sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1]) * (a[1] - b[1]) + (a[2] - b[2]) * (a[2] - b[2]));
+  return std::sqrt((a[0] - b[0]) * (a[0] - b[0]) + (a[1] - b[1]) * (a[1] - b[1]) +
+                   (a[2] - b[2]) * (a[2] - b[2]));
 }
 
 TEST(Synth, BoxesAreTight) {
@@ -109,13 +111,17 @@ TEST(Synth, BoxesAreTight) {
   for (int64_t i = 0; i < 400 && checked < 5; ++i) {
     const SynthImage s = synth_image(7, 0, i, 96, 2);
     if (s.boxes.size() != 1 || s.boxes[0].cls != 1) continue;
-    const int x1 = int(s.boxes[0].x1), y1 = int(s.boxes[0].y1), x2 = int(s.boxes[0].x2), y2 = int(s.boxes[0].y2);
+    const int x1 = int(s.boxes[0].x1), y1 = int(s.boxes[0].y1), x2 = int(s.boxes[0].x2),
+              y2 = int(s.boxes[0].y2);
     if (x1 == 0 || y1 == 0 || x2 == 96 || y2 == 96) continue;
     const Image& im = s.image;
-    EXPECT_GT(distance(mean(im, x1, y1, x1 + 1, y2), mean(im, x1 - 1, y1, x1, y2)), 60) << "left, image " << i;
-    EXPECT_GT(distance(mean(im, x2 - 1, y1, x2, y2), mean(im, x2, y1, x2 + 1, y2)), 60) << "right, image " << i;
+    EXPECT_GT(distance(mean(im, x1, y1, x1 + 1, y2), mean(im, x1 - 1, y1, x1, y2)), 60)
+        << "left, image " << i;
+    EXPECT_GT(distance(mean(im, x2 - 1, y1, x2, y2), mean(im, x2, y1, x2 + 1, y2)), 60)
+        << "right, image " << i;
     EXPECT_GT(distance(mean(im, x1, y1, x2, y1 + 1), mean(im, x1, y1 - 1, x2, y1)), 60) << "top, image " << i;
-    EXPECT_GT(distance(mean(im, x1, y2 - 1, x2, y2), mean(im, x1, y2, x2, y2 + 1)), 60) << "bottom, image " << i;
+    EXPECT_GT(distance(mean(im, x1, y2 - 1, x2, y2), mean(im, x1, y2, x2, y2 + 1)), 60)
+        << "bottom, image " << i;
     ++checked;
   }
   EXPECT_EQ(checked, 5);
