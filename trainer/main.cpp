@@ -18,6 +18,9 @@ struct Command {
 const Command kCommands[] = {
     {"info", vt::cmd_info, "show the build (CUDA, architectures, BLAS) and the devices found"},
     {"selftest", vt::cmd_selftest, "run every op forward and backward on this machine's backends and compare them"},
+    {"convert", vt::cmd_convert, "convert a YOLO, COCO or Pascal VOC dataset into HDF5 shards"},
+    {"synth", vt::cmd_synth, "write a synthetic detection dataset (shapes on textures) as shards"},
+    {"inspect", vt::cmd_inspect, "show a dataset's counts, classes and boxes, and verify its checksums"},
 };
 
 void usage(FILE* out) {
