@@ -240,8 +240,8 @@ __global__ void mask_kernel(Cands c, const int* totals, int64_t b, float iou, bo
 }
 
 // Image b, one block: the greedy pass over the mask rows. `removed` (shared, one bit per
-// candidate) only gains bits j > i in iteration i, so every thread reads the same bit i and
-// takes the same branch; the barrier closes each iteration that wrote.
+// candidate) changes only in iterations that keep a box, between two barriers, so every
+// thread reads the same bits and takes the same branches.
 __global__ void suppress_kernel(const uint64_t* mask, int64_t words, const int* totals, int64_t max_cands,
                                 int64_t b, int max_det, int* keep_idx, int* keep_count) {
   extern __shared__ uint64_t removed[];
@@ -254,6 +254,7 @@ __global__ void suppress_kernel(const uint64_t* mask, int64_t words, const int* 
     if ((removed[i / kMaskBits] >> (i % kMaskBits)) & 1ull) continue;
     if (threadIdx.x == 0) keep_idx[b * max_det + kept] = static_cast<int>(i);
     ++kept;
+    __syncthreads();  // every thread has read bit i before any word changes
     const uint64_t* row = mask + i * words;
     for (int64_t w = i / kMaskBits + threadIdx.x; w < nw; w += blockDim.x) removed[w] |= row[w];
     __syncthreads();

@@ -1,4 +1,14 @@
 // Detect post-processing on the CPU: plain loops, the reference for the CUDA path.
+//
+// NMS must pick exactly the boxes the CUDA path picks, so IoU is computed without
+// floating-point contraction: an FMA (which GCC forms for C++ by default on FMA hardware,
+// e.g. aarch64) rounds differently from the separate multiply and add the kernel does.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

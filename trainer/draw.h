@@ -1,6 +1,7 @@
 // Drawing detections on an image, for `visiontrain detect` and the quickstart's picture:
-// box outlines in a colour per class, a filled label tag "name 0.87" in the built-in 5 x 7
-// font (trainer/font.h), and saving as PNG or JPEG. Everything is clipped to the image, so
+// box outlines in a colour per class, a filled label tag "name 0.87" in a built-in 5 x 7
+// bitmap font (printable ASCII, drawn for this project, so no font library is needed), and
+// saving as PNG or JPEG. Everything is clipped to the image, so
 // boxes that reach past a border (or lie wholly outside) draw what is visible and no more.
 #pragma once
 
@@ -15,6 +16,12 @@
 namespace vt {
 
 using Rgb = std::array<uint8_t, 3>;
+
+constexpr int kGlyphWidth = 5, kGlyphHeight = 7;
+
+// The 7 rows of the glyph for `c`, top first; bit 4 of a row is its leftmost pixel. Characters
+// outside 32..126 get the glyph of '?'.
+const uint8_t* glyph_rows(char c);
 
 // Class `cls`'s colour from a fixed palette of 20 distinct colours, cycled.
 Rgb class_color(int cls);

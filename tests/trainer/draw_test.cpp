@@ -1,4 +1,4 @@
-// Detection drawing (trainer/draw.h) and its font (trainer/font.h): glyphs for all of
+// Detection drawing (trainer/draw.h) and its font: glyphs for all of
 // printable ASCII, text rendered pixel for pixel, outlines and label tags where they belong,
 // nothing drawn or crashing past the borders, and images saved as PNG/JPEG.
 #include "trainer/draw.h"
@@ -16,7 +16,6 @@
 #include "data/fileio.h"
 #include "layers/check.h"
 #include "tests/test_util.h"
-#include "trainer/font.h"
 
 namespace vt {
 namespace {
