@@ -47,7 +47,8 @@ LevelDims check_levels(const char* op, const std::vector<Tensor>& outputs) {
 // boxes (B, A, 4) f32 and scores (B, A, nc) f32 on one device.
 void check_decoded(const char* op, const Tensor& boxes, const Tensor& scores) {
   const std::initializer_list<Arg> both = {{"boxes", boxes}, {"scores", scores}};
-  op_check(boxes.dtype() == DType::kF32 && scores.dtype() == DType::kF32, op, "boxes and scores must be f32", both);
+  op_check(boxes.dtype() == DType::kF32 && scores.dtype() == DType::kF32, op, "boxes and scores must be f32",
+           both);
   op_check(boxes.device() == scores.device(), op, "boxes and scores on different devices", both);
   op_check(boxes.rank() == 3 && boxes.dim(2) == 4, op, "boxes must have shape (B, A, 4)", both);
   op_check(scores.rank() == 3 && scores.dim(0) == boxes.dim(0) && scores.dim(1) == boxes.dim(1) &&
@@ -85,11 +86,14 @@ void detect_decode(const std::vector<Tensor>& outputs, const std::vector<int>& s
   check_decoded(kDecodeOp, boxes, scores);
   op_check(boxes.device() == outputs[0].device(), kDecodeOp, "outputs and boxes on different devices",
            {{"outputs[0]", outputs[0]}, {"boxes", boxes}});
-  if (boxes.is_cuda()) VT_CUDA_CALL(kDecodeOp, cuda::detect_decode(outputs, strides, boxes, scores, s));
-  else cpu::detect_decode(outputs, strides, boxes, scores);
+  if (boxes.is_cuda())
+    VT_CUDA_CALL(kDecodeOp, cuda::detect_decode(outputs, strides, boxes, scores, s));
+  else
+    cpu::detect_decode(outputs, strides, boxes, scores);
 }
 
-size_t detect_nms_workspace_bytes(int64_t batch, int64_t anchors, int64_t nc, const NmsParams& p, Device dev) {
+size_t detect_nms_workspace_bytes(int64_t batch, int64_t anchors, int64_t nc, const NmsParams& p,
+                                  Device dev) {
   VT_CHECK(batch >= 0 && anchors >= 0 && nc >= 1, "detect_nms_workspace_bytes: bad sizes batch ", batch,
            ", anchors ", anchors, ", nc ", nc);
   check_params(p, anchors, nc);
@@ -101,26 +105,26 @@ size_t detect_nms_workspace_bytes(int64_t batch, int64_t anchors, int64_t nc, co
 #endif
 }
 
-std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores, const NmsParams& p,
-                                                 const std::vector<ImageMap>& maps, const Tensor& workspace,
-                                                 Stream s) {
+std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores,
+                                                 const NmsParams& p, const std::vector<ImageMap>& maps,
+                                                 const Tensor& workspace, Stream s) {
   check_decoded(kNmsOp, boxes, scores);
   const int64_t batch = boxes.dim(0), anchors = boxes.dim(1), nc = scores.dim(2);
   check_params(p, anchors, nc);
-  VT_CHECK(static_cast<int64_t>(maps.size()) == batch, kNmsOp, ": ", maps.size(), " image maps for a batch of ",
-           batch);
+  VT_CHECK(static_cast<int64_t>(maps.size()) == batch, kNmsOp, ": ", maps.size(),
+           " image maps for a batch of ", batch);
   for (size_t i = 0; i < maps.size(); ++i) {
     const ImageMap& m = maps[i];
     VT_CHECK(std::isfinite(m.scale) && m.scale > 0 && std::isfinite(m.pad_x) && std::isfinite(m.pad_y) &&
                  m.width > 0 && m.height > 0,
-             kNmsOp, ": maps[", i, "] = {scale ", m.scale, ", pad ", m.pad_x, ", ", m.pad_y, ", size ", m.width,
-             "x", m.height, "} is not a valid mapping");
+             kNmsOp, ": maps[", i, "] = {scale ", m.scale, ", pad ", m.pad_x, ", ", m.pad_y, ", size ",
+             m.width, "x", m.height, "} is not a valid mapping");
   }
   if (!boxes.is_cuda()) return cpu::detect_nms(boxes, scores, p, maps);
 #ifdef VT_WITH_CUDA
   const size_t need = cuda::detect_nms_workspace_bytes(batch, anchors, nc, p);
-  op_check(workspace.is_cuda() && workspace.nbytes() >= need && (workspace.raw() != nullptr || need == 0), kNmsOp,
-           cat("workspace must be a CUDA tensor of at least ", need, " bytes"),
+  op_check(workspace.is_cuda() && workspace.nbytes() >= need && (workspace.raw() != nullptr || need == 0),
+           kNmsOp, cat("workspace must be a CUDA tensor of at least ", need, " bytes"),
            {{"boxes", boxes}, {"workspace", workspace}});
   return cuda::detect_nms(boxes, scores, p, maps, workspace, s);
 #else
@@ -131,8 +135,12 @@ std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tens
 DetectedBox map_detection(float x1, float y1, float x2, float y2, float score, int cls, const ImageMap& m) {
   const float w = static_cast<float>(m.width), h = static_cast<float>(m.height);
   auto clip = [](float v, float hi) { return std::min(std::max(v, 0.f), hi); };
-  return {clip((x1 - m.pad_x) / m.scale, w), clip((y1 - m.pad_y) / m.scale, h),
-          clip((x2 - m.pad_x) / m.scale, w), clip((y2 - m.pad_y) / m.scale, h), score, cls};
+  return {clip((x1 - m.pad_x) / m.scale, w),
+          clip((y1 - m.pad_y) / m.scale, h),
+          clip((x2 - m.pad_x) / m.scale, w),
+          clip((y2 - m.pad_y) / m.scale, h),
+          score,
+          cls};
 }
 
 }  // namespace vt

@@ -29,7 +29,7 @@
 namespace vt::cuda {
 namespace {
 
-constexpr int kChunk = 256;      // candidates per count/compact block (8 full warps)
+constexpr int kChunk = 256;  // candidates per count/compact block (8 full warps)
 constexpr int kScanThreads = 1024;
 constexpr int kMaskBits = 64;
 
@@ -91,7 +91,7 @@ __device__ __forceinline__ bool candidate(const float* scores, int64_t e, int64_
 }
 
 struct Select {
-  const float* scores;  // (B, A, nc)
+  const float* scores;                      // (B, A, nc)
   int64_t anchors, nc, enumerated, chunks;  // enumerated: candidates per image (A nc or A)
   bool multi_label;
   float conf;
@@ -101,8 +101,8 @@ __global__ void count_kernel(Select sel, int* chunk_counts) {
   const int64_t b = blockIdx.y, e = static_cast<int64_t>(blockIdx.x) * kChunk + threadIdx.x;
   float score;
   int cls;
-  const bool keep = e < sel.enumerated &&
-                    candidate(sel.scores + b * sel.anchors * sel.nc, e, sel.nc, sel.multi_label, sel.conf, &score, &cls);
+  const bool keep = e < sel.enumerated && candidate(sel.scores + b * sel.anchors * sel.nc, e, sel.nc,
+                                                    sel.multi_label, sel.conf, &score, &cls);
   const int n = __syncthreads_count(keep);
   if (threadIdx.x == 0) chunk_counts[b * sel.chunks + blockIdx.x] = n;
 }
@@ -136,8 +136,8 @@ __global__ void compact_kernel(Select sel, const int* chunk_offsets, uint64_t* k
   const int64_t b = blockIdx.y, e = static_cast<int64_t>(blockIdx.x) * kChunk + threadIdx.x;
   float score = 0.f;
   int cls;
-  const bool keep = e < sel.enumerated &&
-                    candidate(sel.scores + b * sel.anchors * sel.nc, e, sel.nc, sel.multi_label, sel.conf, &score, &cls);
+  const bool keep = e < sel.enumerated && candidate(sel.scores + b * sel.anchors * sel.nc, e, sel.nc,
+                                                    sel.multi_label, sel.conf, &score, &cls);
   const unsigned ballot = __ballot_sync(0xffffffffu, keep);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) warp_counts[warp] = __popc(ballot);
@@ -330,18 +330,18 @@ void detect_decode(const std::vector<Tensor>& outputs, const std::vector<int>& s
     const int64_t n = o.dim(0) * o.dim(1) * o.dim(2);
     dispatch("detect_decode", o.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      decode_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(o.data<T>(), o.dim(0), o.dim(1), o.dim(2), nc,
-                                                                   anchors, first, static_cast<float>(strides[l]),
-                                                                   boxes.data<float>(), scores.data<float>());
+      decode_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
+          o.data<T>(), o.dim(0), o.dim(1), o.dim(2), nc, anchors, first, static_cast<float>(strides[l]),
+          boxes.data<float>(), scores.data<float>());
     });
     VT_LAUNCH_CHECK();
     first += o.dim(1) * o.dim(2);
   }
 }
 
-std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores, const NmsParams& p,
-                                                 const std::vector<ImageMap>& maps, const Tensor& workspace,
-                                                 Stream s) {
+std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores,
+                                                 const NmsParams& p, const std::vector<ImageMap>& maps,
+                                                 const Tensor& workspace, Stream s) {
   const int64_t batch = boxes.dim(0), anchors = boxes.dim(1), nc = scores.dim(2);
   std::vector<std::vector<DetectedBox>> result(batch);
   if (batch == 0 || anchors == 0) return result;
@@ -358,7 +358,8 @@ std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tens
   float* out = reinterpret_cast<float*>(base + l.out);
   const Cands cands{reinterpret_cast<float*>(base + l.box), reinterpret_cast<float*>(base + l.score),
                     reinterpret_cast<int*>(base + l.cls), l.m};
-  const Select sel{scores.data<float>(), anchors, nc, l.enumerated, l.chunks, p.multi_label && nc > 1, p.conf};
+  const Select sel{scores.data<float>(),    anchors, nc, l.enumerated, l.chunks,
+                   p.multi_label && nc > 1, p.conf};
   cudaStream_t st = stream_of(s);
   const unsigned ub = static_cast<unsigned>(batch);
 

@@ -55,10 +55,10 @@ struct DetectedBox {
 };
 
 struct NmsParams {
-  float conf = 0.25f;  // keep scores > conf (Ultralytics predicts with 0.25, validates with 0.001)
-  float iou = 0.7f;    // suppress IoU > iou
-  int max_det = 300;   // detections per image
-  int max_nms = 30000; // candidates per image that enter NMS
+  float conf = 0.25f;        // keep scores > conf (Ultralytics predicts with 0.25, validates with 0.001)
+  float iou = 0.7f;          // suppress IoU > iou
+  int max_det = 300;         // detections per image
+  int max_nms = 30000;       // candidates per image that enter NMS
   bool multi_label = false;  // one candidate per (anchor, class) above conf (validation)
   bool agnostic = false;     // classes suppress each other
 };
@@ -80,9 +80,9 @@ void detect_decode(const std::vector<Tensor>& outputs, const std::vector<int>& s
 size_t detect_nms_workspace_bytes(int64_t batch, int64_t anchors, int64_t nc, const NmsParams& p, Device dev);
 
 // boxes (B, A, 4) f32, scores (B, A, nc) f32, maps: B entries. Returns B lists.
-std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores, const NmsParams& p,
-                                                 const std::vector<ImageMap>& maps, const Tensor& workspace,
-                                                 Stream s = {});
+std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores,
+                                                 const NmsParams& p, const std::vector<ImageMap>& maps,
+                                                 const Tensor& workspace, Stream s = {});
 
 // Step 4 for one box in input pixels (shared by both backends).
 DetectedBox map_detection(float x1, float y1, float x2, float y2, float score, int cls, const ImageMap& m);
@@ -90,16 +90,16 @@ DetectedBox map_detection(float x1, float y1, float x2, float y2, float score, i
 namespace cpu {
 void detect_decode(const std::vector<Tensor>& outputs, const std::vector<int>& strides, const Tensor& boxes,
                    const Tensor& scores);
-std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores, const NmsParams& p,
-                                                 const std::vector<ImageMap>& maps);
+std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores,
+                                                 const NmsParams& p, const std::vector<ImageMap>& maps);
 }  // namespace cpu
 namespace cuda {
 size_t detect_nms_workspace_bytes(int64_t batch, int64_t anchors, int64_t nc, const NmsParams& p);
 void detect_decode(const std::vector<Tensor>& outputs, const std::vector<int>& strides, const Tensor& boxes,
                    const Tensor& scores, Stream s);
-std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores, const NmsParams& p,
-                                                 const std::vector<ImageMap>& maps, const Tensor& workspace,
-                                                 Stream s);
+std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores,
+                                                 const NmsParams& p, const std::vector<ImageMap>& maps,
+                                                 const Tensor& workspace, Stream s);
 }  // namespace cuda
 
 }  // namespace vt

@@ -81,7 +81,8 @@ void detect_decode(const std::vector<Tensor>& outputs, const std::vector<int>& s
             const int64_t a = first + y * w + x;
             const T ax = T(x) + T(0.5), ay = T(y) + T(0.5);
             const T left = dfl_distance(cell), top = dfl_distance(cell + kDecodeBins);
-            const T right = dfl_distance(cell + 2 * kDecodeBins), bottom = dfl_distance(cell + 3 * kDecodeBins);
+            const T right = dfl_distance(cell + 2 * kDecodeBins),
+                    bottom = dfl_distance(cell + 3 * kDecodeBins);
             float* box = bp + (b * anchors + a) * 4;
             box[0] = static_cast<float>((ax - left) * stride);
             box[1] = static_cast<float>((ay - top) * stride);
@@ -95,8 +96,8 @@ void detect_decode(const std::vector<Tensor>& outputs, const std::vector<int>& s
   });
 }
 
-std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores, const NmsParams& p,
-                                                 const std::vector<ImageMap>& maps) {
+std::vector<std::vector<DetectedBox>> detect_nms(const Tensor& boxes, const Tensor& scores,
+                                                 const NmsParams& p, const std::vector<ImageMap>& maps) {
   const int64_t batch = boxes.dim(0), anchors = boxes.dim(1), nc = scores.dim(2);
   const bool multi_label = p.multi_label && nc > 1;
   std::vector<std::vector<DetectedBox>> result(batch);

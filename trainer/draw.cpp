@@ -115,13 +115,12 @@ constexpr uint8_t kGlyphs[kLast - kFirst + 1][kGlyphHeight] = {
     {0x00, 0x00, 0x08, 0x15, 0x02, 0x00, 0x00},  // ~
 };
 
-
 // Saturated, well separated hues first, then lighter and darker variants.
 constexpr Rgb kPalette[] = {
-    {230, 25, 75},  {60, 180, 75},  {255, 225, 25}, {0, 130, 200},   {245, 130, 48},
-    {145, 30, 180}, {70, 240, 240}, {240, 50, 230}, {210, 245, 60},  {250, 190, 212},
-    {0, 128, 128},  {220, 190, 255}, {170, 110, 40}, {255, 250, 200}, {128, 0, 0},
-    {170, 255, 195}, {128, 128, 0}, {255, 215, 180}, {0, 0, 128},    {128, 128, 128},
+    {230, 25, 75},   {60, 180, 75},   {255, 225, 25},  {0, 130, 200},   {245, 130, 48},
+    {145, 30, 180},  {70, 240, 240},  {240, 50, 230},  {210, 245, 60},  {250, 190, 212},
+    {0, 128, 128},   {220, 190, 255}, {170, 110, 40},  {255, 250, 200}, {128, 0, 0},
+    {170, 255, 195}, {128, 128, 0},   {255, 215, 180}, {0, 0, 128},     {128, 128, 128},
 };
 constexpr int kPaletteSize = sizeof(kPalette) / sizeof(kPalette[0]);
 
@@ -174,7 +173,9 @@ int text_width(const std::string& text, int scale) {
   return (static_cast<int>(text.size()) * (kGlyphWidth + 1) - 1) * scale;
 }
 
-int text_height(int scale) { return kGlyphHeight * scale; }
+int text_height(int scale) {
+  return kGlyphHeight * scale;
+}
 
 void draw_text(data::Image& img, int x, int y, const std::string& text, int scale, Rgb color) {
   for (size_t i = 0; i < text.size(); ++i) {
@@ -194,13 +195,14 @@ std::string detection_label(const DetectedBox& d, const std::vector<std::string>
   return (named ? names[d.cls] : std::to_string(d.cls)) + " " + score;
 }
 
-void draw_detections(data::Image& img, const std::vector<DetectedBox>& dets, const std::vector<std::string>& names,
-                     const DrawStyle& style) {
+void draw_detections(data::Image& img, const std::vector<DetectedBox>& dets,
+                     const std::vector<std::string>& names, const DrawStyle& style) {
   VT_CHECK(style.line_width >= 1 && style.font_scale >= 1, "draw_detections: line width ", style.line_width,
            " and font scale ", style.font_scale, " must be >= 1");
   std::vector<size_t> order(dets.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return dets[a].score < dets[b].score; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return dets[a].score < dets[b].score; });
   for (size_t i : order) {
     const DetectedBox& d = dets[i];
     const Rgb color = class_color(d.cls);
@@ -210,7 +212,8 @@ void draw_detections(data::Image& img, const std::vector<DetectedBox>& dets, con
     if (!style.labels) continue;
     const std::string label = detection_label(d, names);
     const int pad = style.font_scale;
-    const int tag_w = text_width(label, style.font_scale) + 2 * pad, tag_h = text_height(style.font_scale) + 2 * pad;
+    const int tag_w = text_width(label, style.font_scale) + 2 * pad,
+              tag_h = text_height(style.font_scale) + 2 * pad;
     const int tx = std::max(0, std::min(x0, img.w - tag_w));
     const int ty = y0 - tag_h >= 0 ? y0 - tag_h : y0;
     fill_rect(img, tx, ty, tx + tag_w, ty + tag_h, color);
@@ -223,9 +226,12 @@ void save_image(const std::string& path, const data::Image& img) {
   std::string ext = dot == std::string::npos ? "" : path.substr(dot);
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
   std::vector<uint8_t> bytes;
-  if (ext == ".png") bytes = data::encode_png(img);
-  else if (ext == ".jpg" || ext == ".jpeg") bytes = data::encode_jpeg(img, 95);
-  else VT_CHECK(false, "save_image: ", path, ": unknown image extension (use .png, .jpg or .jpeg)");
+  if (ext == ".png")
+    bytes = data::encode_png(img);
+  else if (ext == ".jpg" || ext == ".jpeg")
+    bytes = data::encode_jpeg(img, 95);
+  else
+    VT_CHECK(false, "save_image: ", path, ": unknown image extension (use .png, .jpg or .jpeg)");
   data::write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
 }
 

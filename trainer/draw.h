@@ -49,8 +49,8 @@ struct DrawStyle {
 // Draws each detection's box (coordinates rounded to whole pixels), then its tag: on the box's
 // top edge, outside above it when there is room, else inside below it; shifted left to stay
 // in the image. The lowest score is drawn first, so the best detections end up on top.
-void draw_detections(data::Image& img, const std::vector<DetectedBox>& dets, const std::vector<std::string>& names,
-                     const DrawStyle& style = {});
+void draw_detections(data::Image& img, const std::vector<DetectedBox>& dets,
+                     const std::vector<std::string>& names, const DrawStyle& style = {});
 
 // Writes img as PNG (.png) or JPEG of quality 95 (.jpg, .jpeg), chosen by the extension,
 // through a temporary file and a rename. Throws vt::Error naming the path otherwise.

@@ -14,7 +14,8 @@ namespace vt {
 namespace {
 
 Tensor nms_workspace(const Tensor& scores, const NmsParams& p) {
-  const size_t bytes = detect_nms_workspace_bytes(scores.dim(0), scores.dim(1), scores.dim(2), p, Device::kCUDA);
+  const size_t bytes =
+      detect_nms_workspace_bytes(scores.dim(0), scores.dim(1), scores.dim(2), p, Device::kCUDA);
   return Tensor::empty({static_cast<int64_t>((bytes + 3) / 4)}, DType::kF32, Device::kCUDA);
 }
 
@@ -23,7 +24,8 @@ struct Decoded {
 };
 
 Decoded decode_on(const std::vector<Tensor>& outputs, const std::vector<int>& strides, Device dev) {
-  const int64_t b = outputs[0].dim(0), a = detect_num_anchors(outputs), nc = outputs[0].dim(3) - 4 * kDecodeBins;
+  const int64_t b = outputs[0].dim(0), a = detect_num_anchors(outputs),
+                nc = outputs[0].dim(3) - 4 * kDecodeBins;
   Decoded d{Tensor::empty({b, a, 4}, DType::kF32, dev), Tensor::empty({b, a, nc}, DType::kF32, dev)};
   detect_decode(outputs, strides, d.boxes, d.scores);
   synchronize();
@@ -31,8 +33,8 @@ Decoded decode_on(const std::vector<Tensor>& outputs, const std::vector<int>& st
 }
 
 // Random raw head outputs for `levels` (h, w) pairs, logits in [lo, hi).
-std::vector<Tensor> random_outputs(int64_t batch, const std::vector<std::pair<int64_t, int64_t>>& levels, int64_t nc,
-                                   uint64_t seed, double lo, double hi) {
+std::vector<Tensor> random_outputs(int64_t batch, const std::vector<std::pair<int64_t, int64_t>>& levels,
+                                   int64_t nc, uint64_t seed, double lo, double hi) {
   std::vector<Tensor> out;
   for (const auto& [h, w] : levels)
     out.push_back(test::random_tensor({batch, h, w, 4 * kDecodeBins + nc}, DType::kF32, seed++, lo, hi));
@@ -50,8 +52,8 @@ void expect_same_detections(const std::vector<std::vector<DetectedBox>>& got,
       EXPECT_TRUE(g.x1 == w.x1 && g.y1 == w.y1 && g.x2 == w.x2 && g.y2 == w.y2 && g.score == w.score &&
                   g.cls == w.cls)
           << "image " << b << " detection " << k << ": gpu (" << g.x1 << ", " << g.y1 << ", " << g.x2 << ", "
-          << g.y2 << ", " << g.score << ", " << g.cls << ") cpu (" << w.x1 << ", " << w.y1 << ", " << w.x2 << ", "
-          << w.y2 << ", " << w.score << ", " << w.cls << ")";
+          << g.y2 << ", " << g.score << ", " << g.cls << ") cpu (" << w.x1 << ", " << w.y1 << ", " << w.x2
+          << ", " << w.y2 << ", " << w.score << ", " << w.cls << ")";
     }
   }
 }
@@ -121,7 +123,8 @@ TEST(DetectPostprocessGpu, NmsMatchesCpuOnDecodedOutputs) {
       p.iou = iou;
       p.multi_label = multi_label;
       SCOPED_TRACE(testing::Message() << "multi_label " << multi_label << " iou " << iou);
-      expect_same_detections(gpu_nms(d.boxes, d.scores, p, maps), detect_nms(d.boxes, d.scores, p, maps, Tensor{}));
+      expect_same_detections(gpu_nms(d.boxes, d.scores, p, maps),
+                             detect_nms(d.boxes, d.scores, p, maps, Tensor{}));
     }
 }
 
@@ -137,10 +140,12 @@ TEST(DetectPostprocessGpu, NmsMatchesCpuAtFullScale) {
   p.conf = 0.001f;
   p.iou = 0.7f;
   p.multi_label = true;
-  expect_same_detections(gpu_nms(d.boxes, d.scores, p, maps), detect_nms(d.boxes, d.scores, p, maps, Tensor{}));
+  expect_same_detections(gpu_nms(d.boxes, d.scores, p, maps),
+                         detect_nms(d.boxes, d.scores, p, maps, Tensor{}));
   p.multi_label = false;
   p.conf = 0.25f;
-  expect_same_detections(gpu_nms(d.boxes, d.scores, p, maps), detect_nms(d.boxes, d.scores, p, maps, Tensor{}));
+  expect_same_detections(gpu_nms(d.boxes, d.scores, p, maps),
+                         detect_nms(d.boxes, d.scores, p, maps, Tensor{}));
 }
 
 TEST(DetectPostprocessGpu, SmallWorkspaceIsRefused) {
@@ -148,8 +153,11 @@ TEST(DetectPostprocessGpu, SmallWorkspaceIsRefused) {
   const Tensor boxes = Tensor::empty({1, 10, 4}, DType::kF32, Device::kCUDA);
   const Tensor scores = Tensor::empty({1, 10, 3}, DType::kF32, Device::kCUDA);
   const Tensor small = Tensor::empty({4}, DType::kF32, Device::kCUDA);
-  test::expect_error([&] { detect_nms(boxes, scores, {}, {ImageMap{1, 0, 0, 8, 8}}, small); },
-                     {"detect_nms", "workspace must be a CUDA tensor of at least"});
+  test::expect_error(
+      [&] {
+        detect_nms(boxes, scores, {}, {ImageMap{1, 0, 0, 8, 8}}, small);
+      },
+      {"detect_nms", "workspace must be a CUDA tensor of at least"});
 }
 
 }  // namespace

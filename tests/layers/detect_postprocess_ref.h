@@ -43,7 +43,8 @@ inline RandomScene random_scene(std::mt19937& rng, int64_t batch, int64_t anchor
 }
 
 inline std::vector<std::vector<DetectedBox>> brute_force_nms(const Tensor& boxes, const Tensor& scores,
-                                                             const NmsParams& p, const std::vector<ImageMap>& maps) {
+                                                             const NmsParams& p,
+                                                             const std::vector<ImageMap>& maps) {
   struct Cand {
     float score;
     int64_t index, anchor;
@@ -82,8 +83,8 @@ inline std::vector<std::vector<DetectedBox>> brute_force_nms(const Tensor& boxes
       const double iw = std::max(0.0, double(std::min(x[2], y[2])) - std::max(x[0], y[0]));
       const double ih = std::max(0.0, double(std::min(x[3], y[3])) - std::max(x[1], y[1]));
       const double inter = iw * ih;
-      return inter / ((double(x[2]) - x[0]) * (double(x[3]) - x[1]) + (double(y[2]) - y[0]) * (double(y[3]) - y[1]) -
-                      inter);
+      return inter / ((double(x[2]) - x[0]) * (double(x[3]) - x[1]) +
+                      (double(y[2]) - y[0]) * (double(y[3]) - y[1]) - inter);
     };
     while (static_cast<int>(out[b].size()) < p.max_det) {
       int64_t best = -1;
@@ -93,13 +94,15 @@ inline std::vector<std::vector<DetectedBox>> brute_force_nms(const Tensor& boxes
       const Cand k = cands[best];
       live[best] = 0;
       for (size_t j = 0; j < cands.size(); ++j)
-        if (live[j] && (p.agnostic || cands[j].cls == k.cls) && iou(k.anchor, cands[j].anchor) > p.iou) live[j] = 0;
+        if (live[j] && (p.agnostic || cands[j].cls == k.cls) && iou(k.anchor, cands[j].anchor) > p.iou)
+          live[j] = 0;
       const float* kb = bx + k.anchor * 4;
       const ImageMap& m = maps[b];
       auto clip = [](float v, int hi) { return std::min(std::max(v, 0.f), static_cast<float>(hi)); };
-      out[b].push_back({clip((kb[0] - m.pad_x) / m.scale, m.width), clip((kb[1] - m.pad_y) / m.scale, m.height),
-                        clip((kb[2] - m.pad_x) / m.scale, m.width), clip((kb[3] - m.pad_y) / m.scale, m.height),
-                        k.score, k.cls});
+      out[b].push_back({clip((kb[0] - m.pad_x) / m.scale, m.width),
+                        clip((kb[1] - m.pad_y) / m.scale, m.height),
+                        clip((kb[2] - m.pad_x) / m.scale, m.width),
+                        clip((kb[3] - m.pad_y) / m.scale, m.height), k.score, k.cls});
     }
   }
   return out;

@@ -29,8 +29,10 @@ struct Decoded {
 };
 
 Decoded decode(const std::vector<Tensor>& outputs, const std::vector<int>& strides) {
-  const int64_t b = outputs[0].dim(0), a = detect_num_anchors(outputs), nc = outputs[0].dim(3) - 4 * kDecodeBins;
-  Decoded d{Tensor::empty({b, a, 4}, DType::kF32, Device::kCPU), Tensor::empty({b, a, nc}, DType::kF32, Device::kCPU)};
+  const int64_t b = outputs[0].dim(0), a = detect_num_anchors(outputs),
+                nc = outputs[0].dim(3) - 4 * kDecodeBins;
+  Decoded d{Tensor::empty({b, a, 4}, DType::kF32, Device::kCPU),
+            Tensor::empty({b, a, nc}, DType::kF32, Device::kCPU)};
   detect_decode(outputs, strides, d.boxes, d.scores);
   return d;
 }
@@ -224,9 +226,9 @@ TEST(DetectNms, EqualScoresKeepTheLowerIndexFirst) {
   const Scene s{{{5, 0, 15, 10}, {0, 0, 10, 10}, {50, 50, 60, 60}}, {{0.4, 0.6}, {0.6, 0.1}, {0.7, 0.7}}};
   NmsParams p = params(0.25f, 0.5f);
   p.agnostic = true;
-  EXPECT_EQ(rows(s.run(p)[0]), (std::vector<std::vector<double>>{{50, 50, 60, 60, 0.7f, 0},
-                                                                  {5, 0, 15, 10, 0.6f, 1},
-                                                                  {0, 0, 10, 10, 0.6f, 0}}));
+  EXPECT_EQ(rows(s.run(p)[0]),
+            (std::vector<std::vector<double>>{
+                {50, 50, 60, 60, 0.7f, 0}, {5, 0, 15, 10, 0.6f, 1}, {0, 0, 10, 10, 0.6f, 0}}));
   // When they suppress each other, the earlier anchor wins.
   p.iou = 0.3f;
   EXPECT_EQ(rows(s.run(p)[0]),
@@ -244,7 +246,8 @@ TEST(DetectNms, ImagesAreIndependentAndEmptyImagesGiveEmptyLists) {
   const Tensor boxes = from_values({2, 2, 4}, {0, 0, 10, 10, 1, 1, 11, 11, 0, 0, 10, 10, 1, 1, 11, 11});
   const Tensor scores = from_values({2, 2, 1}, {0.9, 0.8, 0.1, 0.2});
   // IoU 81/119 = .68 > .5: the second box goes; image 1 has nothing above conf.
-  const auto r = detect_nms(boxes, scores, params(0.25f, 0.5f), {{1, 0, 0, 64, 64}, {1, 0, 0, 64, 64}}, Tensor{});
+  const auto r =
+      detect_nms(boxes, scores, params(0.25f, 0.5f), {{1, 0, 0, 64, 64}, {1, 0, 0, 64, 64}}, Tensor{});
   ASSERT_EQ(r.size(), 2u);
   EXPECT_EQ(r[0].size(), 1u);
   EXPECT_TRUE(r[1].empty());
@@ -280,16 +283,24 @@ TEST(DetectPostprocess, BadArgumentsNameTheOpAndShapes) {
   const Tensor boxes = Tensor::empty({2, 16, 4}, DType::kF32, Device::kCPU);
   const Tensor scores = Tensor::empty({2, 16, 3}, DType::kF32, Device::kCPU);
   test::expect_error([&] { detect_decode({}, {}, boxes, scores); }, {"detect_decode", "no level outputs"});
-  test::expect_error([&] { detect_decode({o}, {8, 16}, boxes, scores); }, {"detect_decode", "1 levels but 2 strides"});
+  test::expect_error(
+      [&] {
+        detect_decode({o}, {8, 16}, boxes, scores);
+      },
+      {"detect_decode", "1 levels but 2 strides"});
   test::expect_error([&] { detect_decode({o}, {0}, boxes, scores); }, {"detect_decode", "strides[0]"});
   const Tensor few = Tensor::empty({2, 4, 4, 4 * kDecodeBins}, DType::kF32, Device::kCPU);
   test::expect_error([&] { detect_decode({few}, {8}, boxes, scores); },
                      {"detect_decode", "class channel", "(2, 4, 4, 64)"});
   const Tensor other = Tensor::empty({2, 2, 2, 4 * kDecodeBins + 5}, DType::kF32, Device::kCPU);
-  test::expect_error([&] { detect_decode({o, other}, {8, 16}, boxes, scores); },
-                     {"detect_decode", "channel count", "outputs[1]: (2, 2, 2, 69)"});
+  test::expect_error(
+      [&] {
+        detect_decode({o, other}, {8, 16}, boxes, scores);
+      },
+      {"detect_decode", "channel count", "outputs[1]: (2, 2, 2, 69)"});
   const Tensor wrong = Tensor::empty({2, 15, 4}, DType::kF32, Device::kCPU);
-  test::expect_error([&] { detect_decode({o}, {8}, wrong, scores); }, {"detect_decode", "boxes", "(2, 16, 4)"});
+  test::expect_error([&] { detect_decode({o}, {8}, wrong, scores); },
+                     {"detect_decode", "boxes", "(2, 16, 4)"});
   const Tensor f64 = Tensor::empty({2, 16, 3}, DType::kF64, Device::kCPU);
   test::expect_error([&] { detect_decode({o}, {8}, boxes, f64); }, {"detect_decode", "must be f32"});
 
@@ -309,7 +320,8 @@ TEST(DetectPostprocess, BadArgumentsNameTheOpAndShapes) {
   test::expect_error([&] { nms(p, maps); }, {"detect_nms", "max_nms 0"});
   test::expect_error([&] { nms({}, {maps[0]}); }, {"detect_nms", "1 image maps for a batch of 2"});
   test::expect_error([&] { nms({}, {maps[0], ImageMap{0, 0, 0, 32, 32}}); }, {"detect_nms", "maps[1]"});
-  test::expect_error([&] { detect_nms(wrong, scores, {}, maps, Tensor{}); }, {"detect_nms", "scores must have shape"});
+  test::expect_error([&] { detect_nms(wrong, scores, {}, maps, Tensor{}); },
+                     {"detect_nms", "scores must have shape"});
 }
 
 }  // namespace

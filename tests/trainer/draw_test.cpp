@@ -63,7 +63,8 @@ TEST(Draw, TextIsTheGlyphScaled) {
           const bool ink = rows[y / scale] & (1u << (kGlyphWidth - 1 - x / scale));
           const int px = 1 + ch * 6 * scale + x, py = 2 + y;
           if (px >= img.w) continue;
-          EXPECT_EQ(pixel(img, px, py)[0], ink ? 255 : 0) << "scale " << scale << " char " << ch << " at " << x << ", " << y;
+          EXPECT_EQ(pixel(img, px, py)[0], ink ? 255 : 0)
+              << "scale " << scale << " char " << ch << " at " << x << ", " << y;
         }
     }
   }
@@ -111,8 +112,8 @@ TEST(Draw, LabelTagSitsAboveTheBoxWithText) {
   EXPECT_EQ(bg + ink, (tag_x1 - tag_x0) * (tag_y1 - tag_y0));
   EXPECT_GT(ink, 100);  // 8 glyphs of several 2 x 2 dots
   EXPECT_GT(bg, ink);
-  EXPECT_EQ(pixel(img, tag_x0, tag_y0), c);  // the padding
-  EXPECT_EQ(pixel(img, tag_x1, tag_y0 + 5), kBlack);  // nothing right of the tag
+  EXPECT_EQ(pixel(img, tag_x0, tag_y0), c);              // the padding
+  EXPECT_EQ(pixel(img, tag_x1, tag_y0 + 5), kBlack);     // nothing right of the tag
   EXPECT_EQ(count_color(img, 0, 0, 120, tag_y0, c), 0);  // nor above it
   // 'c' (first glyph, row 2 = .###.) at (tag_x0 + 2, tag_y0 + 2): ink at font column 1.
   EXPECT_EQ(pixel(img, tag_x0 + 2 + 2, tag_y0 + 2 + 4), text);
@@ -134,9 +135,9 @@ TEST(Draw, TagGoesInsideAtTheTopAndLeftOfTheRightBorder) {
 TEST(Draw, BoxesAtAndPastTheBordersAreClipped) {
   data::Image img(5, 7);
   const std::vector<DetectedBox> dets = {
-      {-10, -10, 3, 3, 0.9f, 0},      {5, 2, 20, 30, 0.8f, 1},  {-50, -50, -40, -40, 0.7f, 2},
-      {100, 100, 200, 200, 0.6f, 3},  {2, 2, 2, 2, 0.5f, 4},    {-1e30f, -1e30f, 1e30f, 1e30f, 0.4f, 5},
-      {0, 0, 7, 5, 0.3f, -1},         {NAN, NAN, NAN, NAN, 0.2f, 6}};
+      {-10, -10, 3, 3, 0.9f, 0},     {5, 2, 20, 30, 0.8f, 1},      {-50, -50, -40, -40, 0.7f, 2},
+      {100, 100, 200, 200, 0.6f, 3}, {2, 2, 2, 2, 0.5f, 4},        {-1e30f, -1e30f, 1e30f, 1e30f, 0.4f, 5},
+      {0, 0, 7, 5, 0.3f, -1},        {NAN, NAN, NAN, NAN, 0.2f, 6}};
   for (int lw : {1, 3, 10}) draw_detections(img, dets, {"a"}, {lw, 2, true});
   EXPECT_EQ(img.w, 7);
   EXPECT_EQ(img.h, 5);
