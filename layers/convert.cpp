@@ -14,7 +14,9 @@ bool overlaps(const Tensor& a, const Tensor& b) {
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
-bool float_type(DType dt) { return dt == DType::kF32 || dt == DType::kBF16 || dt == DType::kF64; }
+bool float_type(DType dt) {
+  return dt == DType::kF32 || dt == DType::kBF16 || dt == DType::kF64;
+}
 
 void check_pair(const char* op, const Tensor& x, const Tensor& y) {
   op_check(x.device() == y.device(), op, "x and y are on different devices", {{"x", x}, {"y", y}});
@@ -31,8 +33,10 @@ void image_to_activation(const Tensor& x, const Tensor& y, Stream s) {
   check_pair(op, x, y);
   op_check(x.dtype() == DType::kU8, op, "x must be u8", {{"x", x}});
   check_types(op, {{"y", y}}, {});
-  if (x.is_cuda()) VT_CUDA_CALL(op, cuda::image_to_activation(x, y, s));
-  else cpu::image_to_activation(x, y);
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::image_to_activation(x, y, s));
+  else
+    cpu::image_to_activation(x, y);
 }
 
 void cast(const Tensor& x, const Tensor& y, Stream s) {
@@ -40,8 +44,10 @@ void cast(const Tensor& x, const Tensor& y, Stream s) {
   check_pair(op, x, y);
   op_check(float_type(x.dtype()) && float_type(y.dtype()), op, "x and y must be f32, bf16 or f64",
            {{"x", x}, {"y", y}});
-  if (x.is_cuda()) VT_CUDA_CALL(op, cuda::cast(x, y, s));
-  else cpu::cast(x, y);
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::cast(x, y, s));
+  else
+    cpu::cast(x, y);
 }
 
 }  // namespace vt

@@ -9,12 +9,16 @@ namespace {
 template <class T>
 __global__ void image_kernel(const uint8_t* x, T* y, int64_t n) {
   // IEEE division (no fast math in this build), as the CPU's fp32 quotient.
-  VT_GRID_STRIDE(i, n) { y[i] = from_f32<T>(static_cast<float>(x[i]) / 255.f); }
+  VT_GRID_STRIDE(i, n) {
+    y[i] = from_f32<T>(static_cast<float>(x[i]) / 255.f);
+  }
 }
 
 template <class S, class D>
 __global__ void cast_kernel(const S* x, D* y, int64_t n) {
-  VT_GRID_STRIDE(i, n) { y[i] = from_f32<D>(to_f32(x[i])); }
+  VT_GRID_STRIDE(i, n) {
+    y[i] = from_f32<D>(to_f32(x[i]));
+  }
 }
 
 }  // namespace

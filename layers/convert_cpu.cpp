@@ -10,10 +10,14 @@ namespace {
 // Element i of a float-like buffer as double (bf16 widened exactly).
 double load(const void* p, DType dt, int64_t i) {
   switch (dt) {
-    case DType::kF32: return static_cast<const float*>(p)[i];
-    case DType::kBF16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::kF64: return static_cast<const double*>(p)[i];
-    case DType::kU8: break;
+    case DType::kF32:
+      return static_cast<const float*>(p)[i];
+    case DType::kBF16:
+      return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::kF64:
+      return static_cast<const double*>(p)[i];
+    case DType::kU8:
+      break;
   }
   VT_CHECK(false, "cast: u8 is not a float type");
 }
@@ -23,10 +27,17 @@ double load(const void* p, DType dt, int64_t i) {
 // to agree with it.
 void store(void* p, DType dt, int64_t i, double v) {
   switch (dt) {
-    case DType::kF32: static_cast<float*>(p)[i] = static_cast<float>(v); return;
-    case DType::kBF16: static_cast<uint16_t*>(p)[i] = float_to_bf16(static_cast<float>(v)); return;
-    case DType::kF64: static_cast<double*>(p)[i] = v; return;
-    case DType::kU8: break;
+    case DType::kF32:
+      static_cast<float*>(p)[i] = static_cast<float>(v);
+      return;
+    case DType::kBF16:
+      static_cast<uint16_t*>(p)[i] = float_to_bf16(static_cast<float>(v));
+      return;
+    case DType::kF64:
+      static_cast<double*>(p)[i] = v;
+      return;
+    case DType::kU8:
+      break;
   }
   VT_CHECK(false, "cast: u8 is not a float type");
 }

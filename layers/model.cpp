@@ -21,8 +21,8 @@ namespace {
 constexpr int64_t kAlignBytes = 256;
 
 Tensor slice(const Tensor& flat, int64_t offset, const Shape& shape) {
-  VT_CHECK(offset >= 0 && offset + shape.numel() <= flat.numel(), "model: slice [", offset, ", +", shape.numel(),
-           ") outside ", flat.str("buffer"));
+  VT_CHECK(offset >= 0 && offset + shape.numel() <= flat.numel(), "model: slice [", offset, ", +",
+           shape.numel(), ") outside ", flat.str("buffer"));
   char* base = static_cast<char*>(flat.raw()) + offset * static_cast<int64_t>(dtype_size(flat.dtype()));
   return Tensor::view(base, shape, flat.dtype(), flat.device());
 }
@@ -34,8 +34,9 @@ const Activation kSiLU{ActKind::kSiLU};
 
 Model::Model(const ModelSpec& spec, const ModelOptions& options)
     : opt_(options), path_(spec.path), layers_(spec.layers), plan_(options.device) {
-  const bool ok = options.device == Device::kCPU ? (options.dtype == DType::kF32 || options.dtype == DType::kF64)
-                                                 : (options.dtype == DType::kF32 || options.dtype == DType::kBF16);
+  const bool ok = options.device == Device::kCPU
+                      ? (options.dtype == DType::kF32 || options.dtype == DType::kF64)
+                      : (options.dtype == DType::kF32 || options.dtype == DType::kBF16);
   VT_CHECK(ok, "model ", spec.path, ": activation type ", dtype_name(options.dtype), " is not supported on ",
            device_name(options.device), " (cpu: f32, f64; cuda: f32, bf16)");
   VT_CHECK(options.device == Device::kCPU || cuda_device_count() > 0, "model ", spec.path,
@@ -99,9 +100,10 @@ void Model::plan_memory() {
   size_t ws = 0;
   for (const GraphOp& o : graph_.ops)
     if (o.kind == OpKind::kConv)
-      ws = std::max(ws, conv2d_workspace_bytes(graph_.acts[o.inputs[0]].shape, graph_.params[o.weight].shape, o.conv,
-                                               dt, opt_.device));
-  if (ws > 0) workspace_id_ = plan_.request("conv_workspace", {static_cast<int64_t>((ws + 3) / 4)}, DType::kF32);
+      ws = std::max(ws, conv2d_workspace_bytes(graph_.acts[o.inputs[0]].shape, graph_.params[o.weight].shape,
+                                               o.conv, dt, opt_.device));
+  if (ws > 0)
+    workspace_id_ = plan_.request("conv_workspace", {static_cast<int64_t>((ws + 3) / 4)}, DType::kF32);
   plan_.allocate();
 }
 
@@ -118,7 +120,9 @@ void Model::bind() {
     act.push_back(plan_.get(act_ids_[a]));
     if (grad_offset_[a] >= 0) dact[a] = slice(arena_, grad_offset_[a], graph_.acts[a].shape);
   }
-  auto param = [&](const Tensor& flat, int id) { return slice(flat, param_offset_[id], graph_.params[id].shape); };
+  auto param = [&](const Tensor& flat, int id) {
+    return slice(flat, param_offset_[id], graph_.params[id].shape);
+  };
   const Tensor& conv_weights = weights_id_ >= 0 ? weights_ : params_;
 
   for (const GraphOp& op : graph_.ops) {
@@ -158,31 +162,48 @@ void Model::refresh_weights(Stream s) {
 
 void Model::forward_op(const BoundOp& o, bool train, Stream s) {
   switch (o.op->kind) {
-    case OpKind::kImageInput: image_to_activation(input_, o.y[0], s); break;
+    case OpKind::kImageInput:
+      image_to_activation(input_, o.y[0], s);
+      break;
     case OpKind::kConv:
       conv2d_forward(o.x[0], o.w, o.b.defined() ? &o.b : nullptr, o.y[0], o.op->conv, workspace_, s);
       break;
     case OpKind::kBatchNorm:
       if (train)
-        batchnorm_forward_train(o.x[0], o.w, o.b, o.y[0], o.run_mean, o.run_var, o.save_mean, o.save_invstd, kBn, s);
+        batchnorm_forward_train(o.x[0], o.w, o.b, o.y[0], o.run_mean, o.run_var, o.save_mean, o.save_invstd,
+                                kBn, s);
       else
         batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], kBn, s);
       break;
-    case OpKind::kSiLU: activation_forward(kSiLU, o.x[0], o.y[0], s); break;
-    case OpKind::kAdd: add_forward(o.x[0], o.x[1], o.y[0], s); break;
-    case OpKind::kSplit: split_forward(o.x[0], o.y, s); break;
-    case OpKind::kConcat: concat_forward(o.x, o.y[0], s); break;
-    case OpKind::kMaxPool: maxpool_forward(o.x[0], o.y[0], o.op->pool, s); break;
-    case OpKind::kUpsample: upsample_nearest_forward(o.x[0], o.y[0], o.op->scale, s); break;
+    case OpKind::kSiLU:
+      activation_forward(kSiLU, o.x[0], o.y[0], s);
+      break;
+    case OpKind::kAdd:
+      add_forward(o.x[0], o.x[1], o.y[0], s);
+      break;
+    case OpKind::kSplit:
+      split_forward(o.x[0], o.y, s);
+      break;
+    case OpKind::kConcat:
+      concat_forward(o.x, o.y[0], s);
+      break;
+    case OpKind::kMaxPool:
+      maxpool_forward(o.x[0], o.y[0], o.op->pool, s);
+      break;
+    case OpKind::kUpsample:
+      upsample_nearest_forward(o.x[0], o.y[0], o.op->scale, s);
+      break;
   }
 }
 
 void Model::backward_op(const BoundOp& o, bool train, Stream s) {
   const Tensor* dx = o.dx.empty() || !o.dx[0].defined() ? nullptr : &o.dx[0];
   switch (o.op->kind) {
-    case OpKind::kImageInput: break;
+    case OpKind::kImageInput:
+      break;
     case OpKind::kConv:
-      conv2d_backward(o.x[0], o.w, o.dy[0], dx, &o.dw, o.b.defined() ? &o.db : nullptr, o.op->conv, workspace_, s);
+      conv2d_backward(o.x[0], o.w, o.dy[0], dx, &o.dw, o.b.defined() ? &o.db : nullptr, o.op->conv,
+                      workspace_, s);
       break;
     case OpKind::kBatchNorm:
       if (train)
@@ -190,12 +211,24 @@ void Model::backward_op(const BoundOp& o, bool train, Stream s) {
       else
         batchnorm_backward_eval(o.x[0], o.dy[0], o.w, o.run_mean, o.run_var, dx, &o.dw, &o.db, kBn, s);
       break;
-    case OpKind::kSiLU: activation_backward(kSiLU, o.x[0], o.dy[0], o.dx[0], s); break;
-    case OpKind::kAdd: add_backward(o.dy[0], &o.dx[0], &o.dx[1], s); break;
-    case OpKind::kSplit: split_backward(o.dy, o.dx[0], s); break;
-    case OpKind::kConcat: concat_backward(o.dy[0], o.dx, s); break;
-    case OpKind::kMaxPool: maxpool_backward(o.x[0], o.dy[0], o.dx[0], o.op->pool, s); break;
-    case OpKind::kUpsample: upsample_nearest_backward(o.dy[0], o.dx[0], o.op->scale, s); break;
+    case OpKind::kSiLU:
+      activation_backward(kSiLU, o.x[0], o.dy[0], o.dx[0], s);
+      break;
+    case OpKind::kAdd:
+      add_backward(o.dy[0], &o.dx[0], &o.dx[1], s);
+      break;
+    case OpKind::kSplit:
+      split_backward(o.dy, o.dx[0], s);
+      break;
+    case OpKind::kConcat:
+      concat_backward(o.dy[0], o.dx, s);
+      break;
+    case OpKind::kMaxPool:
+      maxpool_backward(o.x[0], o.dy[0], o.dx[0], o.op->pool, s);
+      break;
+    case OpKind::kUpsample:
+      upsample_nearest_backward(o.dy[0], o.dx[0], o.op->scale, s);
+      break;
   }
 }
 
@@ -210,7 +243,9 @@ void Model::zero_grads(Stream s) {
   zero(arena_, s);
 }
 
-void Model::zero_activation_grads(Stream s) { zero(arena_, s); }
+void Model::zero_activation_grads(Stream s) {
+  zero(arena_, s);
+}
 
 void Model::backward(Stream s, const ReadyFn& on_ready) {
   VT_CHECK(has_forward_, "model ", path_, ": backward() before any forward()");

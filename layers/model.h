@@ -48,13 +48,13 @@ struct ModelOptions {
   DType dtype = DType::kF32;  // activations: f32 or f64 on the CPU, f32 or bf16 on CUDA
   int64_t batch = 1;
   int64_t imgsz = 640;
-  uint64_t seed = 0;          // initial weights (init())
+  uint64_t seed = 0;  // initial weights (init())
 };
 
 struct ParamInfo {
-  std::string name;      // "model.2.m.0.cv1.conv.weight", "model.22.cv3.1.2.bias", ...
-  Shape shape;           // conv weights (Cout, KH, KW, Cin / groups)
-  int64_t offset = -1;   // into the flat buffers; -1 for a constant
+  std::string name;     // "model.2.m.0.cv1.conv.weight", "model.22.cv3.1.2.bias", ...
+  Shape shape;          // conv weights (Cout, KH, KW, Cin / groups)
+  int64_t offset = -1;  // into the flat buffers; -1 for a constant
   ParamGroup group = kGroupWeight;
   bool constant = false;
 };

@@ -42,8 +42,8 @@ class Builder {
   }
 
   // nn.Conv2d(cin, cout, k, s, p, groups, bias) named <prefix>.weight / .bias; output <out>.
-  int conv2d(const std::string& prefix, const std::string& out, int x, int64_t cout, int k, int s, int p, int g,
-             bool bias) {
+  int conv2d(const std::string& prefix, const std::string& out, int x, int64_t cout, int k, int s, int p,
+             int g, bool bias) {
     const Conv2dParams cp{s, s, p, p, g};
     const int64_t cin = channels(x);
     if (cin % g != 0 || cout % g != 0)
@@ -72,7 +72,8 @@ class Builder {
     return a;
   }
 
-  int bottleneck(const std::string& prefix, int x, int64_t c2, bool shortcut, int g, int k1, int k2, double e) {
+  int bottleneck(const std::string& prefix, int x, int64_t c2, bool shortcut, int g, int k1, int k2,
+                 double e) {
     const int64_t c_ = static_cast<int64_t>(c2 * e);  // Python's int(c2 * e)
     if (c_ < 1) throw Error(cat(prefix, ": hidden channels int(", c2, " * ", e, ") = 0"));
     const int h = conv(prefix + ".cv1", x, c_, k1, 1, k1 / 2);
@@ -122,8 +123,9 @@ class Builder {
     s[3] = 0;
     for (int x : xs) {
       if (shape(x)[1] != s[1] || shape(x)[2] != s[2])
-        throw Error(cat(name, ": inputs of different sizes, ", g_.acts[xs[0]].name, " ", shape(xs[0]).str(), " and ",
-                        g_.acts[x].name, " ", shape(x).str(), " (is the image size a multiple of the largest stride?)"));
+        throw Error(cat(name, ": inputs of different sizes, ", g_.acts[xs[0]].name, " ", shape(xs[0]).str(),
+                        " and ", g_.acts[x].name, " ", shape(x).str(),
+                        " (is the image size a multiple of the largest stride?)"));
       s[3] += shape(x)[3];
     }
     const int y = act(name, s);
@@ -134,7 +136,8 @@ class Builder {
   void detect(const std::string& prefix, const std::vector<int>& xs, int nc) {
     const int reg_max = g_.reg_max;
     const int64_t c0 = channels(xs[0]);
-    const int64_t c2 = std::max<int64_t>({16, c0 / 4, 4 * reg_max}), c3 = std::max<int64_t>(c0, std::min(nc, 100));
+    const int64_t c2 = std::max<int64_t>({16, c0 / 4, 4 * reg_max}),
+                  c3 = std::max<int64_t>(c0, std::min(nc, 100));
     for (size_t l = 0; l < xs.size(); ++l) {
       auto branch = [&](const std::string& p, int64_t c, int64_t cout) {
         const int a = conv(p + ".0", xs[l], c, 3, 1, 1);
@@ -180,38 +183,56 @@ ModelGraph expand(const ModelSpec& spec, int64_t batch, int64_t imgsz, const std
         // nn.Sequential copies carry their index in parameter names.
         const std::string p = l.repeats > 1 ? cat(prefix, ".", j) : prefix;
         switch (l.module) {
-          case ModuleKind::kConv: y = b.conv(p, y, l.c2, l.k, l.s, l.p, l.g); break;
-          case ModuleKind::kBottleneck: y = b.bottleneck(p, y, l.c2, l.shortcut, l.g, l.k1, l.k2, l.e); break;
-          case ModuleKind::kSPPF: y = b.sppf(p, y, l.c2, l.k); break;
-          case ModuleKind::kC2f: y = b.c2f(p, y, l.c2, l.n, l.shortcut, l.g, l.e); break;
-          case ModuleKind::kUpsample: y = b.upsample(p, y, l.scale); break;
-          case ModuleKind::kConcat: y = b.concat(p, in); break;
-          case ModuleKind::kDetect: b.detect(p, in, l.nc), y = -1; break;
+          case ModuleKind::kConv:
+            y = b.conv(p, y, l.c2, l.k, l.s, l.p, l.g);
+            break;
+          case ModuleKind::kBottleneck:
+            y = b.bottleneck(p, y, l.c2, l.shortcut, l.g, l.k1, l.k2, l.e);
+            break;
+          case ModuleKind::kSPPF:
+            y = b.sppf(p, y, l.c2, l.k);
+            break;
+          case ModuleKind::kC2f:
+            y = b.c2f(p, y, l.c2, l.n, l.shortcut, l.g, l.e);
+            break;
+          case ModuleKind::kUpsample:
+            y = b.upsample(p, y, l.scale);
+            break;
+          case ModuleKind::kConcat:
+            y = b.concat(p, in);
+            break;
+          case ModuleKind::kDetect:
+            b.detect(p, in, l.nc), y = -1;
+            break;
         }
       }
       g.layer_outputs.push_back(y);
     } catch (const Error& e) {
-      throw Error(cat("model ", spec.path, ": layer ", l.index, " ", l.text, " at imgsz ", imgsz, ": ", e.what()));
+      throw Error(
+          cat("model ", spec.path, ": layer ", l.index, " ", l.text, " at imgsz ", imgsz, ": ", e.what()));
     }
   }
   // Convolutions can skip the gradient of their input; anything else reading the image
   // needs one (an unusual first layer such as Upsample).
   for (const GraphOp& o : g.ops)
-    if (o.kind != OpKind::kConv && std::count(o.inputs.begin(), o.inputs.end(), 0) > 0) g.acts[0].needs_grad = true;
+    if (o.kind != OpKind::kConv && std::count(o.inputs.begin(), o.inputs.end(), 0) > 0)
+      g.acts[0].needs_grad = true;
   return g;
 }
 
 }  // namespace
 
 ModelGraph build_model_graph(const ModelSpec& spec, int64_t batch, int64_t imgsz) {
-  VT_CHECK(batch >= 1 && imgsz >= 1, "model ", spec.path, ": batch ", batch, " and imgsz ", imgsz, " must be >= 1");
+  VT_CHECK(batch >= 1 && imgsz >= 1, "model ", spec.path, ": batch ", batch, " and imgsz ", imgsz,
+           " must be >= 1");
   // Strides as Ultralytics measures them: 256 / (level height) for a 256 x 256 input.
   const ModelGraph probe = expand(spec, 1, 256, {});
   std::vector<int> strides;
   for (int o : probe.outputs) {
     const int64_t h = probe.acts[o].shape[1];
     if (256 % h != 0)
-      throw Error(cat("model ", spec.path, ": a detection level is ", h, " cells high at 256 x 256: not an integer stride"));
+      throw Error(cat("model ", spec.path, ": a detection level is ", h,
+                      " cells high at 256 x 256: not an integer stride"));
     strides.push_back(static_cast<int>(256 / h));
   }
   ModelGraph g = expand(spec, batch, imgsz, strides);
@@ -219,8 +240,8 @@ ModelGraph build_model_graph(const ModelSpec& spec, int64_t batch, int64_t imgsz
   for (size_t l = 0; l < g.outputs.size(); ++l) {
     const Shape& s = g.acts[g.outputs[l]].shape;
     if (s[1] * strides[l] != imgsz || s[2] * strides[l] != imgsz)
-      throw Error(cat("model ", spec.path, ": imgsz ", imgsz, " gives detection level ", l, " a ", s[1], " x ", s[2],
-                      " grid, not ", imgsz, " / ", strides[l], ": imgsz must be a multiple of ",
+      throw Error(cat("model ", spec.path, ": imgsz ", imgsz, " gives detection level ", l, " a ", s[1],
+                      " x ", s[2], " grid, not ", imgsz, " / ", strides[l], ": imgsz must be a multiple of ",
                       *std::max_element(strides.begin(), strides.end())));
   }
   return g;

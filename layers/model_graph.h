@@ -64,14 +64,14 @@ enum class OpKind { kImageInput, kConv, kBatchNorm, kSiLU, kAdd, kSplit, kConcat
 
 struct GraphOp {
   OpKind kind = OpKind::kConv;
-  int layer = 0;                // the YAML row it came from
-  std::vector<int> inputs;      // activation ids
-  std::vector<int> outputs;     // activation ids (several for split)
-  int weight = -1, bias = -1;   // parameter ids: conv weight/bias, BN gamma/beta
-  int bn = -1;                  // BN index: running and saved statistics
+  int layer = 0;               // the YAML row it came from
+  std::vector<int> inputs;     // activation ids
+  std::vector<int> outputs;    // activation ids (several for split)
+  int weight = -1, bias = -1;  // parameter ids: conv weight/bias, BN gamma/beta
+  int bn = -1;                 // BN index: running and saved statistics
   Conv2dParams conv;
   MaxPoolParams pool;
-  int scale = 2;                // upsample factor
+  int scale = 2;  // upsample factor
 };
 
 struct GraphBn {
@@ -80,12 +80,12 @@ struct GraphBn {
 };
 
 struct ModelGraph {
-  std::vector<GraphAct> acts;    // acts[0]: the normalised image (B, S, S, 3)
+  std::vector<GraphAct> acts;  // acts[0]: the normalised image (B, S, S, 3)
   std::vector<GraphParam> params;
-  std::vector<GraphOp> ops;      // in forward order
+  std::vector<GraphOp> ops;  // in forward order
   std::vector<GraphBn> bns;
-  std::vector<int> outputs;      // per detection level: (B, H_l, W_l, 4 reg_max + nc)
-  std::vector<int> strides;      // per detection level
+  std::vector<int> outputs;        // per detection level: (B, H_l, W_l, 4 reg_max + nc)
+  std::vector<int> strides;        // per detection level
   std::vector<int> layer_outputs;  // per YAML row (-1 for Detect, whose outputs are `outputs`)
   int nc = 0;
   int reg_max = 16;

@@ -22,13 +22,20 @@ std::string join(const std::vector<int>& v) {
 std::string layer_args(const LayerSpec& l) {
   const char* sc = l.shortcut ? "True" : "False";
   switch (l.module) {
-    case ModuleKind::kConv: return cat("[", l.c1, ", ", l.c2, ", ", l.k, ", ", l.s, "]");
-    case ModuleKind::kC2f: return cat("[", l.c1, ", ", l.c2, ", ", l.n, ", ", sc, "]");
-    case ModuleKind::kBottleneck: return cat("[", l.c1, ", ", l.c2, ", ", sc, "]");
-    case ModuleKind::kSPPF: return cat("[", l.c1, ", ", l.c2, ", ", l.k, "]");
-    case ModuleKind::kUpsample: return cat("[None, ", l.scale, ", 'nearest']");
-    case ModuleKind::kConcat: return "[1]";
-    case ModuleKind::kDetect: return cat("[", l.nc, ", [", join(l.ch), "]]");
+    case ModuleKind::kConv:
+      return cat("[", l.c1, ", ", l.c2, ", ", l.k, ", ", l.s, "]");
+    case ModuleKind::kC2f:
+      return cat("[", l.c1, ", ", l.c2, ", ", l.n, ", ", sc, "]");
+    case ModuleKind::kBottleneck:
+      return cat("[", l.c1, ", ", l.c2, ", ", sc, "]");
+    case ModuleKind::kSPPF:
+      return cat("[", l.c1, ", ", l.c2, ", ", l.k, "]");
+    case ModuleKind::kUpsample:
+      return cat("[None, ", l.scale, ", 'nearest']");
+    case ModuleKind::kConcat:
+      return "[1]";
+    case ModuleKind::kDetect:
+      return cat("[", l.nc, ", [", join(l.ch), "]]");
   }
   return "";
 }
@@ -116,13 +123,17 @@ void Model::load_state(const NamedValues& values) {
     if (static_cast<int64_t>(v.size()) != place.count)
       throw Error(cat(where, ": '", name, "' has ", v.size(), " values, expected ", place.count));
     switch (place.kind) {
-      case Place::kParam: std::copy(v.begin(), v.end(), p.begin() + place.offset); break;
-      case Place::kStat: std::copy(v.begin(), v.end(), s.begin() + place.offset); break;
+      case Place::kParam:
+        std::copy(v.begin(), v.end(), p.begin() + place.offset);
+        break;
+      case Place::kStat:
+        std::copy(v.begin(), v.end(), s.begin() + place.offset);
+        break;
       case Place::kConstant:
         for (size_t i = 0; i < v.size(); ++i)
           if (v[i] != static_cast<float>(i))
-            throw Error(cat(where, ": '", name, "' is the constant DFL projection 0..", v.size() - 1, ", got ",
-                            v[i], " at ", i));
+            throw Error(cat(where, ": '", name, "' is the constant DFL projection 0..", v.size() - 1,
+                            ", got ", v[i], " at ", i));
         break;
     }
   }
@@ -137,7 +148,8 @@ std::string Model::summary() const {
   for (const GraphParam& p : graph_.params) per_layer[p.layer] += p.shape.numel();
   std::ostringstream os;
   char line[256];
-  std::snprintf(line, sizeof(line), "%4s %16s %3s %10s  %-11s %s\n", "", "from", "n", "params", "module", "arguments");
+  std::snprintf(line, sizeof(line), "%4s %16s %3s %10s  %-11s %s\n", "", "from", "n", "params", "module",
+                "arguments");
   os << line;
   for (const LayerSpec& l : layers_) {
     const std::string from = l.from.size() == 1 ? cat(l.from[0]) : cat("[", join(l.from), "]");

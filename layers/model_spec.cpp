@@ -15,13 +15,20 @@ namespace vt {
 
 const char* module_name(ModuleKind m) {
   switch (m) {
-    case ModuleKind::kConv: return "Conv";
-    case ModuleKind::kC2f: return "C2f";
-    case ModuleKind::kBottleneck: return "Bottleneck";
-    case ModuleKind::kSPPF: return "SPPF";
-    case ModuleKind::kUpsample: return "Upsample";
-    case ModuleKind::kConcat: return "Concat";
-    case ModuleKind::kDetect: return "Detect";
+    case ModuleKind::kConv:
+      return "Conv";
+    case ModuleKind::kC2f:
+      return "C2f";
+    case ModuleKind::kBottleneck:
+      return "Bottleneck";
+    case ModuleKind::kSPPF:
+      return "SPPF";
+    case ModuleKind::kUpsample:
+      return "Upsample";
+    case ModuleKind::kConcat:
+      return "Concat";
+    case ModuleKind::kDetect:
+      return "Detect";
   }
   return "?";
 }
@@ -124,14 +131,19 @@ class Row {
 };
 
 // Python's round() (half to even) of a double, as parse_model's depth gain uses it.
-int python_round(double x) { return static_cast<int>(std::nearbyint(x)); }
+int python_round(double x) {
+  return static_cast<int>(std::nearbyint(x));
+}
 
 // Ultralytics' make_divisible(x, 8): ceil(x / 8) * 8, in double as Python computes it.
-int make_divisible(double x, int divisor) { return static_cast<int>(std::ceil(x / divisor) * divisor); }
+int make_divisible(double x, int divisor) {
+  return static_cast<int>(std::ceil(x / divisor) * divisor);
+}
 
 // The scale letter of a file name, as Ultralytics' guess_model_scale: yolov8n.yaml -> "n".
 std::string scale_from_name(const std::string& path) {
-  std::string stem = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+  std::string stem =
+      path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
   stem = stem.substr(0, stem.find_last_of('.'));
   std::smatch m;
   static const std::regex re("yolov\\d+([nslmx])");
@@ -156,18 +168,21 @@ void read_multiples(const YAML::Node& doc, ModelSpec& spec) {
     if (doc["width_multiple"]) spec.width = number(doc["width_multiple"], where + ": width_multiple");
     if (doc["max_channels"]) spec.max_channels = number(doc["max_channels"], where + ": max_channels");
   } else {
-    if (!scales.IsMap() || scales.size() == 0) throw Error(where + ": scales must be a map of name: [depth, width, max_channels]");
+    if (!scales.IsMap() || scales.size() == 0)
+      throw Error(where + ": scales must be a map of name: [depth, width, max_channels]");
     const std::string named = scale_from_name(spec.path);
     const std::string keyed = doc["scale"] ? doc["scale"].as<std::string>() : "";
     if (!named.empty() && !keyed.empty() && named != keyed)
-      throw Error(cat(where, ": the file name says scale '", named, "' but its scale: key says '", keyed, "'"));
+      throw Error(
+          cat(where, ": the file name says scale '", named, "' but its scale: key says '", keyed, "'"));
     spec.scale = !named.empty() ? named : !keyed.empty() ? keyed : scales.begin()->first.as<std::string>();
     const YAML::Node s = scales[spec.scale];
     std::string known;
     for (const auto& kv : scales) known += (known.empty() ? "" : ", ") + kv.first.as<std::string>();
     if (!s) throw Error(cat(where, ": scale '", spec.scale, "' is not in scales (", known, ")"));
     if (!s.IsSequence() || s.size() != 3)
-      throw Error(cat(where, ": scales.", spec.scale, " must be [depth, width, max_channels], got ", flow(s)));
+      throw Error(
+          cat(where, ": scales.", spec.scale, " must be [depth, width, max_channels], got ", flow(s)));
     spec.depth = number(s[0], cat(where, ": scales.", spec.scale, " depth"));
     spec.width = number(s[1], cat(where, ": scales.", spec.scale, " width"));
     spec.max_channels = number(s[2], cat(where, ": scales.", spec.scale, " max_channels"));
@@ -179,7 +194,8 @@ void read_multiples(const YAML::Node& doc, ModelSpec& spec) {
 
 // `from` as absolute indices: -1 is the previous layer (the image for layer 0), other
 // negative values count back from this layer, as Python indexes the outputs so far.
-std::vector<int> resolve_from(const YAML::Node& node, int index, bool list_wanted, const char* module, const Row& row) {
+std::vector<int> resolve_from(const YAML::Node& node, int index, bool list_wanted, const char* module,
+                              const Row& row) {
   std::vector<int> out;
   auto one = [&](const YAML::Node& x) {
     const Value v = resolve(x, 0);
@@ -202,10 +218,14 @@ std::vector<int> resolve_from(const YAML::Node& node, int index, bool list_wante
 }
 
 bool parse_module(const std::string& name, ModuleKind* m) {
-  static const std::pair<const char*, ModuleKind> kModules[] = {
-      {"Conv", ModuleKind::kConv},         {"C2f", ModuleKind::kC2f},         {"Bottleneck", ModuleKind::kBottleneck},
-      {"SPPF", ModuleKind::kSPPF},         {"nn.Upsample", ModuleKind::kUpsample}, {"Upsample", ModuleKind::kUpsample},
-      {"Concat", ModuleKind::kConcat},     {"Detect", ModuleKind::kDetect}};
+  static const std::pair<const char*, ModuleKind> kModules[] = {{"Conv", ModuleKind::kConv},
+                                                                {"C2f", ModuleKind::kC2f},
+                                                                {"Bottleneck", ModuleKind::kBottleneck},
+                                                                {"SPPF", ModuleKind::kSPPF},
+                                                                {"nn.Upsample", ModuleKind::kUpsample},
+                                                                {"Upsample", ModuleKind::kUpsample},
+                                                                {"Concat", ModuleKind::kConcat},
+                                                                {"Detect", ModuleKind::kDetect}};
   for (const auto& [n, k] : kModules)
     if (name == n) {
       *m = k;
@@ -301,35 +321,30 @@ void resolve_row(const YAML::Node& node, Row& row, const ModelSpec& spec, const 
       layer.c2 = 0;
       break;
   }
-  if ((layer.module == ModuleKind::kC2f || layer.module == ModuleKind::kBottleneck) && !(layer.e > 0 && layer.e <= 1))
+  if ((layer.module == ModuleKind::kC2f || layer.module == ModuleKind::kBottleneck) &&
+      !(layer.e > 0 && layer.e <= 1))
     row.fail(cat("e = ", layer.e, " must be in (0, 1]"));
   const bool repeatable = layer.module == ModuleKind::kConv || layer.module == ModuleKind::kBottleneck ||
                           layer.module == ModuleKind::kSPPF;
   if (n > 1 && !repeatable) row.fail(cat(mod, " cannot be repeated: repeats must be 1"));
   if (n > 1 && layer.c1 != layer.c2)
-    row.fail(cat("repeats ", n, " chains the module, which needs c1 == c2 (got ", layer.c1, " -> ", layer.c2, ")"));
+    row.fail(cat("repeats ", n, " chains the module, which needs c1 == c2 (got ", layer.c1, " -> ", layer.c2,
+                 ")"));
   layer.repeats = n;
 }
 
-}  // namespace
-
-ModelSpec parse_model_spec(const std::string& yaml, const std::string& path, int nc) {
+ModelSpec resolve_spec(const YAML::Node& doc, const std::string& path, int nc) {
   ModelSpec spec;
   spec.path = path;
   const std::string where = cat("model ", path);
-  YAML::Node doc;
-  try {
-    doc = YAML::Load(yaml);
-  } catch (const YAML::Exception& e) {
-    throw Error(cat(where, ": not valid YAML (", e.what(), ")"));
-  }
   if (!doc.IsMap()) throw Error(where + ": expected a map with nc, backbone and head");
   if (nc > 0) {
     spec.nc = nc;
   } else {
     if (!doc["nc"]) throw Error(where + ": no nc: entry (number of classes)");
     const Value v = resolve(doc["nc"], 0);
-    if (v.kind != Value::kInt || v.i < 1) throw Error(cat(where, ": nc must be an integer >= 1, got ", flow(doc["nc"])));
+    if (v.kind != Value::kInt || v.i < 1)
+      throw Error(cat(where, ": nc must be an integer >= 1, got ", flow(doc["nc"])));
     spec.nc = static_cast<int>(v.i);
   }
   if (doc["activation"]) throw Error(where + ": activation: is not supported (Conv always uses SiLU)");
@@ -341,7 +356,8 @@ ModelSpec parse_model_spec(const std::string& yaml, const std::string& path, int
   for (const char* section : {"backbone", "head"}) {
     const YAML::Node rows = doc[section];
     if (!rows || !rows.IsSequence() || rows.size() == 0)
-      throw Error(cat(where, ": ", section, " must be a non-empty list of [from, repeats, module, args] rows"));
+      throw Error(
+          cat(where, ": ", section, " must be a non-empty list of [from, repeats, module, args] rows"));
     int pos = 0;
     for (const YAML::Node& node : rows) {
       Row row(path, section, pos++, index, node);
@@ -357,6 +373,18 @@ ModelSpec parse_model_spec(const std::string& yaml, const std::string& path, int
   }
   if (spec.layers.back().module != ModuleKind::kDetect) throw Error(where + ": the last row must be Detect");
   return spec;
+}
+
+}  // namespace
+
+ModelSpec parse_model_spec(const std::string& yaml, const std::string& path, int nc) {
+  // yaml-cpp throws its own exceptions for malformed text and for values of the wrong kind
+  // (a map where a string was expected); both become errors that name the file.
+  try {
+    return resolve_spec(YAML::Load(yaml), path, nc);
+  } catch (const YAML::Exception& e) {
+    throw Error(cat("model ", path, ": not valid YAML for a model (", e.what(), ")"));
+  }
 }
 
 ModelSpec load_model_spec(const std::string& path, int nc) {

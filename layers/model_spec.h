@@ -41,13 +41,13 @@ const char* module_name(ModuleKind m);
 
 // One row, resolved: channels known, arguments defaulted and checked.
 struct LayerSpec {
-  int index = 0;            // position in backbone + head: the <i> of "model.<i>...." names
-  std::vector<int> from;    // absolute layer indices of the inputs; -1 is the image (layer 0)
-  int repeats = 1;          // copies chained in sequence (1 for C2f, which takes n instead)
+  int index = 0;          // position in backbone + head: the <i> of "model.<i>...." names
+  std::vector<int> from;  // absolute layer indices of the inputs; -1 is the image (layer 0)
+  int repeats = 1;        // copies chained in sequence (1 for C2f, which takes n instead)
   ModuleKind module = ModuleKind::kConv;
-  std::string text;         // the row as written, for messages
-  int c1 = 0;               // input channels (of the first input)
-  int c2 = 0;               // output channels
+  std::string text;  // the row as written, for messages
+  int c1 = 0;        // input channels (of the first input)
+  int c2 = 0;        // output channels
   // Conv: kernel, stride, padding (resolved), groups. SPPF: k is the pool size.
   int k = 1, s = 1, p = 0, g = 1;
   // C2f: n bottlenecks; C2f and Bottleneck: shortcut, expansion e, Bottleneck kernels k1, k2.
@@ -55,9 +55,9 @@ struct LayerSpec {
   bool shortcut = false;
   double e = 0.5;
   int k1 = 3, k2 = 3;
-  int scale = 2;            // Upsample factor
-  int nc = 0;               // Detect classes
-  std::vector<int> ch;      // Detect input channels, one per level
+  int scale = 2;        // Upsample factor
+  int nc = 0;           // Detect classes
+  std::vector<int> ch;  // Detect input channels, one per level
 };
 
 struct ModelSpec {

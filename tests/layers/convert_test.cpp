@@ -63,8 +63,11 @@ TEST(Convert, BadArguments) {
                      {"image_to_activation", "x must be u8"});
   test::expect_error([&] { image_to_activation(u8, Tensor::empty({4}, DType::kBF16, Device::kCPU)); },
                      {"image_to_activation", "bf16", "cpu"});
-  test::expect_error([&] { image_to_activation(u8, Tensor::empty({2, 3}, DType::kF32, Device::kCPU)); },
-                     {"image_to_activation", "same number of elements"});
+  test::expect_error(
+      [&] {
+        image_to_activation(u8, Tensor::empty({2, 3}, DType::kF32, Device::kCPU));
+      },
+      {"image_to_activation", "same number of elements"});
 }
 
 TEST(Convert, GpuMatchesCpu) {
@@ -72,7 +75,8 @@ TEST(Convert, GpuMatchesCpu) {
   for (const Shape& s : {Shape{1, 13, 17, 3}, Shape{3, 13, 17, 3}, Shape{1001}}) {
     SCOPED_TRACE(s.str());
     Tensor img = Tensor::empty(s, DType::kU8, Device::kCPU);
-    for (int64_t i = 0; i < img.numel(); ++i) img.data<uint8_t>()[i] = static_cast<uint8_t>((i * 37 + 11) % 256);
+    for (int64_t i = 0; i < img.numel(); ++i)
+      img.data<uint8_t>()[i] = static_cast<uint8_t>((i * 37 + 11) % 256);
     Tensor ref = Tensor::empty(s, DType::kF32, Device::kCPU);
     image_to_activation(img, ref);
     const Tensor x = test::random_tensor(s, DType::kF32, 3, -100, 100);
@@ -88,7 +92,8 @@ TEST(Convert, GpuMatchesCpu) {
       test::expect_close(y, dt == DType::kF32 ? ref : test::round_to_bf16(ref), 0, 0, "image");
     }
     // f32 -> bf16 -> f32 on the device, each step exact against the CPU.
-    const Tensor xb = Tensor::empty(s, DType::kBF16, Device::kCUDA), xf = Tensor::empty(s, DType::kF32, Device::kCUDA);
+    const Tensor xb = Tensor::empty(s, DType::kBF16, Device::kCUDA),
+                 xf = Tensor::empty(s, DType::kF32, Device::kCUDA);
     cast(x.to(Device::kCUDA), xb);
     cast(xb, xf);
     synchronize();

@@ -21,7 +21,9 @@ std::string with_row(const std::string& row, const std::string& top = "nc: 4\n")
          "  - [-1, 1, Conv, [16, 3, 2]]\n"
          "  - [-1, 1, Conv, [32, 3, 2]]\n"
          "head:\n"
-         "  - " + row + "\n"
+         "  - " +
+         row +
+         "\n"
          "  - [[-1], 1, Detect, [nc]]\n";
 }
 
@@ -33,7 +35,7 @@ TEST(ModelSpec, Yolov8nMatchesUltralytics) {
   EXPECT_DOUBLE_EQ(s.width, 0.25);
   ASSERT_EQ(s.layers.size(), 23u);
   // Ultralytics' model table for yolov8n: c2 per layer, and C2f's n after the depth gain.
-  const std::vector<int> c2 = {16, 32, 32, 64, 64, 128, 128, 256, 256, 256, 256, 384,
+  const std::vector<int> c2 = {16,  32,  32,  64, 64, 128, 128, 256, 256, 256, 256, 384,
                                128, 128, 192, 64, 64, 192, 128, 128, 384, 256, 0};
   for (size_t i = 0; i < c2.size(); ++i) EXPECT_EQ(s.layers[i].c2, c2[i]) << "layer " << i;
   EXPECT_EQ(s.layers[2].n, 1);
@@ -85,9 +87,10 @@ TEST(ModelSpec, ScaleSelection) {
                      {"cfg/yolov8n.yaml", "scale 'n'", "'s'"});
   test::expect_error([&] { parse_model_spec(text, "yolov8x.yaml"); }, {"yolov8x.yaml", "scale 'x'", "n, s"});
   // Explicit multiples without scales; max_channels caps before the width.
-  const ModelSpec m = parse_model_spec(
-      with_row("[-1, 1, Conv, [512, 1, 1]]", "nc: 4\ndepth_multiple: 0.5\nwidth_multiple: 0.5\nmax_channels: 256\n"),
-      "yolov8n.yaml");
+  const ModelSpec m =
+      parse_model_spec(with_row("[-1, 1, Conv, [512, 1, 1]]",
+                                "nc: 4\ndepth_multiple: 0.5\nwidth_multiple: 0.5\nmax_channels: 256\n"),
+                       "yolov8n.yaml");
   EXPECT_EQ(m.scale, "");
   EXPECT_EQ(m.layers[2].c2, 128);
   EXPECT_EQ(m.layers[0].c2, 8);
@@ -110,7 +113,8 @@ TEST(ModelSpec, ChannelAndRepeatRules) {
   EXPECT_EQ(r.layers[2].repeats, 4);
   // Bottleneck args: shortcut, groups, kernels, expansion.
   const LayerSpec b =
-      parse_model_spec(with_row("[-1, 1, Bottleneck, [32, False, 2, [1, 3], 0.25]]", "nc: 4\n"), "m.yaml").layers[2];
+      parse_model_spec(with_row("[-1, 1, Bottleneck, [32, False, 2, [1, 3], 0.25]]", "nc: 4\n"), "m.yaml")
+          .layers[2];
   EXPECT_FALSE(b.shortcut);
   EXPECT_EQ(b.g, 2);
   EXPECT_EQ(b.k1, 1);
@@ -155,18 +159,32 @@ TEST(ModelSpec, BadConfigsNameFileRowAndProblem) {
   test::expect_error([] { parse_model_spec(with_row("[[-1], 1, Detect, [nc]]"), "cfg/bad.yaml"); },
                      {"cfg/bad.yaml", "head row 1 (layer 3)", "Detect must be the last row"});
 
-  test::expect_error([] { parse_model_spec("nc: [", "cfg/broken.yaml"); }, {"cfg/broken.yaml", "not valid YAML"});
-  test::expect_error([] { parse_model_spec(with_row("[-1, 1, Conv, [8]]", ""), "a.yaml"); }, {"a.yaml", "no nc"});
-  test::expect_error([] { parse_model_spec(with_row("[-1, 1, Conv, [8]]", "nc: 0\n"), "a.yaml"); }, {"nc must be"});
-  test::expect_error([] { parse_model_spec(with_row("[-1, 1, Conv, [8]]", "nc: 4\nactivation: nn.ReLU()\n"), "a.yaml"); },
-                     {"a.yaml", "activation"});
+  test::expect_error([] { parse_model_spec("nc: [", "cfg/broken.yaml"); },
+                     {"cfg/broken.yaml", "not valid YAML"});
+  test::expect_error([] { parse_model_spec(with_row("[-1, 1, Conv, [8]]", ""), "a.yaml"); },
+                     {"a.yaml", "no nc"});
+  test::expect_error([] { parse_model_spec(with_row("[-1, 1, Conv, [8]]", "nc: 0\n"), "a.yaml"); },
+                     {"nc must be"});
+  test::expect_error(
+      [] { parse_model_spec(with_row("[-1, 1, Conv, [8]]", "nc: 4\nactivation: nn.ReLU()\n"), "a.yaml"); },
+      {"a.yaml", "activation"});
   test::expect_error([] { parse_model_spec("nc: 4\nbackbone:\n  - [-1, 1, Conv, [8]]\n", "a.yaml"); },
                      {"a.yaml", "head must be a non-empty list"});
   test::expect_error(
-      [] { parse_model_spec("nc: 4\nbackbone:\n  - [-1, 1, Conv, [8]]\nhead:\n  - [-1, 1, Conv, [8]]\n", "a.yaml"); },
+      [] {
+        parse_model_spec("nc: 4\nbackbone:\n  - [-1, 1, Conv, [8]]\nhead:\n  - [-1, 1, Conv, [8]]\n",
+                         "a.yaml");
+      },
       {"a.yaml", "last row must be Detect"});
-  test::expect_error([] { parse_model_spec(with_row("[-1, 1, Conv, [8]]", "nc: 4\nscales: {n: [1, 2]}\n"), "a.yaml"); },
-                     {"scales.n must be [depth, width, max_channels]"});
+  test::expect_error(
+      [] { parse_model_spec(with_row("[-1, 1, Conv, [8]]", "nc: 4\nscales: {n: [1, 2]}\n"), "a.yaml"); },
+      {"scales.n must be [depth, width, max_channels]"});
+  test::expect_error(
+      [] {
+        parse_model_spec(with_row("[-1, 1, Conv, [8]]", "nc: 4\nscales: {n: [1, 1, 64]}\nscale: {x: 1}\n"),
+                         "a.yaml");
+      },
+      {"a.yaml", "not valid YAML for a model"});
   test::expect_error([] { load_model_spec("/nonexistent/m.yaml"); }, {"/nonexistent/m.yaml", "cannot open"});
 }
 

@@ -19,7 +19,9 @@ namespace {
 
 const std::string kConfigs = VT_SOURCE_DIR "/configs/";
 
-ModelSpec spec(const std::string& name, int nc = 0) { return load_model_spec(kConfigs + name, nc); }
+ModelSpec spec(const std::string& name, int nc = 0) {
+  return load_model_spec(kConfigs + name, nc);
+}
 
 ModelOptions options(Device dev, DType dt, int64_t batch, int64_t imgsz, uint64_t seed = 1) {
   ModelOptions o;
@@ -38,7 +40,8 @@ void set_images(const Model& m, uint64_t seed) {
 // Fixed random weights r_l for the loss L = sum_l <r_l, outputs_l>, set as d(L)/d(outputs).
 std::vector<Tensor> loss_weights(const Model& m) {
   std::vector<Tensor> r;
-  for (size_t l = 0; l < m.outputs().size(); ++l) r.push_back(test::random_tensor(m.outputs()[l].shape(), DType::kF64, 50 + l));
+  for (size_t l = 0; l < m.outputs().size(); ++l)
+    r.push_back(test::random_tensor(m.outputs()[l].shape(), DType::kF64, 50 + l));
   return r;
 }
 
@@ -71,9 +74,9 @@ TEST(Model, ParameterCountsMatchUltralytics) {
   EXPECT_EQ(n.num_params(), 3157200);
   EXPECT_EQ(n.flat_size(), 3157200 - 16);  // the DFL projection is not trained
   // Ultralytics' model table for yolov8n, layer by layer.
-  const std::vector<int64_t> expected = {464,    4672,   7360, 18560,  49664, 73984, 197632, 295424,
-                                         460288, 164608, 0,    0,      148224, 0,    0,      37248,
-                                         36992,  0,      123648, 147712, 0,    493056, 897664};
+  const std::vector<int64_t> expected = {464,    4672,   7360,   18560,  49664,  73984,  197632, 295424,
+                                         460288, 164608, 0,      0,      148224, 0,      0,      37248,
+                                         36992,  0,      123648, 147712, 0,      493056, 897664};
   EXPECT_EQ(per_layer(n, 23), expected);
   const Model s(spec("yolov8s.yaml"), options(Device::kCPU, DType::kF32, 1, 32));
   EXPECT_EQ(s.num_params(), 11166560);
@@ -86,7 +89,8 @@ TEST(Model, OutputShapes) {
     const ModelGraph g = build_model_graph(spec("yolov8n.yaml"), 2, s);
     EXPECT_EQ(g.strides, (std::vector<int>{8, 16, 32}));
     ASSERT_EQ(g.outputs.size(), 3u);
-    for (int l = 0; l < 3; ++l) EXPECT_EQ(g.acts[g.outputs[l]].shape, Shape({2, s >> (3 + l), s >> (3 + l), 144}));
+    for (int l = 0; l < 3; ++l)
+      EXPECT_EQ(g.acts[g.outputs[l]].shape, Shape({2, s >> (3 + l), s >> (3 + l), 144}));
   }
   const Model m(spec("yolov8-tiny.yaml", 4), options(Device::kCPU, DType::kF32, 3, 96));
   EXPECT_EQ(m.nc(), 4);
@@ -156,7 +160,8 @@ TEST(Model, ParameterTable) {
   EXPECT_EQ(bns, 57);
   EXPECT_EQ(m.state().size(), t.size() + 2 * bns);
   int64_t bn_channels = 0;
-  for (const ParamInfo& p : t) bn_channels += p.name.find(".bn.weight") != std::string::npos ? p.shape.numel() : 0;
+  for (const ParamInfo& p : t)
+    bn_channels += p.name.find(".bn.weight") != std::string::npos ? p.shape.numel() : 0;
   EXPECT_EQ(m.bn_stats().numel(), 2 * bn_channels);
 }
 
@@ -172,11 +177,14 @@ TEST(Model, InitFollowsPyTorchAndBiasInit) {
       EXPECT_EQ(*std::min_element(v.begin(), v.end()), 1.f) << n;
       EXPECT_EQ(*std::max_element(v.begin(), v.end()), 1.f) << n;
     } else if (n.find(".bn.bias") != std::string::npos) {
-      EXPECT_EQ(*std::max_element(v.begin(), v.end(), [](float a, float b) { return std::abs(a) < std::abs(b); }), 0.f);
+      EXPECT_EQ(
+          *std::max_element(v.begin(), v.end(), [](float a, float b) { return std::abs(a) < std::abs(b); }),
+          0.f);
     } else if (n.find(".2.bias") != std::string::npos) {
       // Detect.bias_init: box logits 1, class logits log(5 / nc / (640 / stride)^2).
       const int level = n[n.size() - 8] - '0', stride = 8 << level;
-      const double want = n.find(".cv2.") != std::string::npos ? 1.0 : std::log(5.0 / 4 / std::pow(640.0 / stride, 2));
+      const double want =
+          n.find(".cv2.") != std::string::npos ? 1.0 : std::log(5.0 / 4 / std::pow(640.0 / stride, 2));
       for (float x : v) EXPECT_FLOAT_EQ(x, static_cast<float>(want)) << n;
     } else {
       // Conv weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = KH KW Cin/groups.
@@ -192,7 +200,8 @@ TEST(Model, InitFollowsPyTorchAndBiasInit) {
     }
   }
   for (const auto& [name, v] : s) {
-    const bool mean = name.find("running_mean") != std::string::npos, var = name.find("running_var") != std::string::npos;
+    const bool mean = name.find("running_mean") != std::string::npos,
+               var = name.find("running_var") != std::string::npos;
     if (mean || var) {
       for (float x : v) EXPECT_EQ(x, mean ? 0.f : 1.f) << name;
     }
@@ -214,7 +223,8 @@ TEST(Model, StateRoundTripAndErrors) {
   EXPECT_EQ(b.state(), s);
   a.forward(false);
   b.forward(false);
-  for (size_t l = 0; l < 3; ++l) test::expect_close(b.outputs()[l], a.outputs()[l], 0, 0, "outputs after load");
+  for (size_t l = 0; l < 3; ++l)
+    test::expect_close(b.outputs()[l], a.outputs()[l], 0, 0, "outputs after load");
 
   // PyTorch's counters are ignored and the DFL constant is optional.
   s["model.0.bn.num_batches_tracked"] = {5};
@@ -222,7 +232,8 @@ TEST(Model, StateRoundTripAndErrors) {
   b.load_state(s);
   NamedValues bad = s;
   bad["model.22.dfl.conv.weight"] = std::vector<float>(16, 1.f);
-  test::expect_error([&] { b.load_state(bad); }, {"yolov8-tiny.yaml", "model.22.dfl.conv.weight", "constant"});
+  test::expect_error([&] { b.load_state(bad); },
+                     {"yolov8-tiny.yaml", "model.22.dfl.conv.weight", "constant"});
   bad = s;
   bad.erase("model.5.bn.running_var");
   test::expect_error([&] { b.load_state(bad); }, {"no values for 'model.5.bn.running_var'"});
@@ -279,7 +290,8 @@ TEST(Model, OnReadyRangesAreFinalAndCoverOnce) {
   for (size_t l = 0; l < r.size(); ++l) copy(r[l], m.output_grads()[l]);
   m.backward();
   const std::vector<double> twice = test::values(m.grads());
-  for (size_t i = 0; i < once.size(); i += 97) EXPECT_NEAR(twice[i], 2 * once[i], 1e-4 * (1 + std::abs(once[i])));
+  for (size_t i = 0; i < once.size(); i += 97)
+    EXPECT_NEAR(twice[i], 2 * once[i], 1e-4 * (1 + std::abs(once[i])));
 }
 
 // Central differences of the whole model's loss in f64 on ~60 parameters spread over the
@@ -392,7 +404,8 @@ TEST(Model, GpuMatchesCpu) {
     // relative) at each of ~40 layers, errors adding up like a random walk (~1e-2).
     const double tol = dt == DType::kF32 ? 1e-3 : 5e-2;
     for (size_t l = 0; l < 3; ++l)
-      EXPECT_LT(relative_l2(test::values(gpu.outputs()[l]), test::values(cpu.outputs()[l])), tol) << "output " << l;
+      EXPECT_LT(relative_l2(test::values(gpu.outputs()[l]), test::values(cpu.outputs()[l])), tol)
+          << "output " << l;
     EXPECT_LT(relative_l2(test::values(gpu.grads()), test::values(cpu.grads())), tol) << "grads";
     EXPECT_LT(relative_l2(test::values(gpu.bn_stats()), test::values(cpu.bn_stats())), tol) << "bn_stats";
     // Per parameter tensor too, so a small layer's error is not hidden by the big ones.
@@ -405,7 +418,8 @@ TEST(Model, GpuMatchesCpu) {
     cpu.forward(false), gpu.forward(false);
     synchronize();
     for (size_t l = 0; l < 3; ++l)
-      EXPECT_LT(relative_l2(test::values(gpu.outputs()[l]), test::values(cpu.outputs()[l])), tol) << "eval " << l;
+      EXPECT_LT(relative_l2(test::values(gpu.outputs()[l]), test::values(cpu.outputs()[l])), tol)
+          << "eval " << l;
     // The GPU runs the same step with nothing allocated.
     const int64_t before = allocation_count();
     train_step(gpu, r);
