@@ -1,0 +1,258 @@
+// Model: memory planning, binding and the forward / backward passes (see model.h).
+#include "layers/model.h"
+
+#include <algorithm>
+
+#include "layers/activation.h"
+#include "layers/add.h"
+#include "layers/batchnorm.h"
+#include "layers/check.h"
+#include "layers/concat.h"
+#include "layers/conv2d.h"
+#include "layers/convert.h"
+#include "layers/maxpool.h"
+#include "layers/op.h"
+#include "layers/upsample.h"
+
+namespace vt {
+namespace {
+
+// Views are carved out of the gradient arena at 256-byte boundaries, as the plan aligns.
+constexpr int64_t kAlignBytes = 256;
+
+Tensor slice(const Tensor& flat, int64_t offset, const Shape& shape) {
+  VT_CHECK(offset >= 0 && offset + shape.numel() <= flat.numel(), "model: slice [", offset, ", +",
+           shape.numel(), ") outside ", flat.str("buffer"));
+  char* base = static_cast<char*>(flat.raw()) + offset * static_cast<int64_t>(dtype_size(flat.dtype()));
+  return Tensor::view(base, shape, flat.dtype(), flat.device());
+}
+
+const BatchNormParams kBn{0.03f, 1e-3f};  // Ultralytics' initialize_weights
+const Activation kSiLU{ActKind::kSiLU};
+
+}  // namespace
+
+Model::Model(const ModelSpec& spec, const ModelOptions& options)
+    : opt_(options), path_(spec.path), layers_(spec.layers), plan_(options.device) {
+  const bool ok = options.device == Device::kCPU
+                      ? (options.dtype == DType::kF32 || options.dtype == DType::kF64)
+                      : (options.dtype == DType::kF32 || options.dtype == DType::kBF16);
+  VT_CHECK(ok, "model ", spec.path, ": activation type ", dtype_name(options.dtype), " is not supported on ",
+           device_name(options.device), " (cpu: f32, f64; cuda: f32, bf16)");
+  VT_CHECK(options.device == Device::kCPU || cuda_device_count() > 0, "model ", spec.path,
+           ": CUDA requested but no CUDA device is available");
+  graph_ = build_model_graph(spec, options.batch, options.imgsz);
+  plan_memory();
+  bind();
+  init(options.seed);
+}
+
+int64_t Model::num_params() const {
+  int64_t n = 0;
+  for (const GraphParam& p : graph_.params) n += p.shape.numel();
+  return n;
+}
+
+void Model::plan_memory() {
+  const DType dt = opt_.dtype, pt = param_dtype(dt);
+  // Flat layout: ops in backward order (last first), each op's weight then bias, so the
+  // ranges backward finishes are consecutive.
+  param_offset_.assign(graph_.params.size(), -1);
+  bn_offset_.assign(graph_.bns.size(), -1);
+  for (auto it = graph_.ops.rbegin(); it != graph_.ops.rend(); ++it) {
+    for (int id : {it->weight, it->bias}) {
+      if (id < 0) continue;
+      const GraphParam& p = graph_.params[id];
+      param_offset_[id] = flat_size_;
+      table_.push_back({p.name, p.shape, flat_size_, p.group, false});
+      flat_size_ += p.shape.numel();
+    }
+    if (it->bn >= 0) {
+      bn_offset_[it->bn] = stats_size_;
+      stats_size_ += 2 * graph_.bns[it->bn].channels;
+    }
+  }
+  for (size_t id = 0; id < graph_.params.size(); ++id) {
+    const GraphParam& p = graph_.params[id];
+    VT_CHECK(p.constant == (param_offset_[id] < 0), "model: parameter ", p.name, " has no op");
+    if (p.constant) table_.push_back({p.name, p.shape, -1, p.group, true});
+  }
+
+  // Activation gradients: one arena, so zeroing them is one call.
+  const int64_t align = kAlignBytes / static_cast<int64_t>(dtype_size(dt));
+  int64_t arena = 0;
+  grad_offset_.assign(graph_.acts.size(), -1);
+  for (size_t a = 0; a < graph_.acts.size(); ++a) {
+    if (!graph_.acts[a].needs_grad) continue;
+    grad_offset_[a] = arena;
+    arena += (graph_.acts[a].shape.numel() + align - 1) / align * align;
+  }
+
+  input_id_ = plan_.request("input", {opt_.batch, opt_.imgsz, opt_.imgsz, 3}, DType::kU8);
+  for (const GraphAct& a : graph_.acts) act_ids_.push_back(plan_.request(a.name, a.shape, dt));
+  arena_id_ = plan_.request("activation_grads", {arena}, dt);
+  params_id_ = plan_.request("params", {flat_size_}, pt);
+  grads_id_ = plan_.request("grads", {flat_size_}, pt);
+  groups_id_ = plan_.request("groups", {flat_size_}, DType::kU8);
+  stats_id_ = plan_.request("bn_stats", {stats_size_}, pt);
+  saved_id_ = plan_.request("bn_saved", {stats_size_}, pt);
+  if (dt == DType::kBF16) weights_id_ = plan_.request("weights_bf16", {flat_size_}, DType::kBF16);
+  size_t ws = 0;
+  for (const GraphOp& o : graph_.ops)
+    if (o.kind == OpKind::kConv)
+      ws = std::max(ws, conv2d_workspace_bytes(graph_.acts[o.inputs[0]].shape, graph_.params[o.weight].shape,
+                                               o.conv, dt, opt_.device));
+  if (ws > 0)
+    workspace_id_ = plan_.request("conv_workspace", {static_cast<int64_t>((ws + 3) / 4)}, DType::kF32);
+  plan_.allocate();
+}
+
+void Model::bind() {
+  input_ = plan_.get(input_id_);
+  params_ = plan_.get(params_id_), grads_ = plan_.get(grads_id_), groups_ = plan_.get(groups_id_);
+  bn_stats_ = plan_.get(stats_id_), arena_ = plan_.get(arena_id_);
+  const Tensor saved = plan_.get(saved_id_);
+  if (weights_id_ >= 0) weights_ = plan_.get(weights_id_);
+  if (workspace_id_ >= 0) workspace_ = plan_.get(workspace_id_);
+
+  std::vector<Tensor> act, dact(graph_.acts.size());
+  for (size_t a = 0; a < graph_.acts.size(); ++a) {
+    act.push_back(plan_.get(act_ids_[a]));
+    if (grad_offset_[a] >= 0) dact[a] = slice(arena_, grad_offset_[a], graph_.acts[a].shape);
+  }
+  auto param = [&](const Tensor& flat, int id) {
+    return slice(flat, param_offset_[id], graph_.params[id].shape);
+  };
+  const Tensor& conv_weights = weights_id_ >= 0 ? weights_ : params_;
+
+  for (const GraphOp& op : graph_.ops) {
+    BoundOp b;
+    b.op = &op;
+    for (int a : op.inputs) b.x.push_back(act[a]), b.dx.push_back(dact[a]);
+    for (int a : op.outputs) b.y.push_back(act[a]), b.dy.push_back(dact[a]);
+    if (op.weight >= 0) {
+      b.w = param(op.kind == OpKind::kConv ? conv_weights : params_, op.weight);
+      b.dw = param(grads_, op.weight);
+      b.param_offset = param_offset_[op.weight];
+      b.param_count = graph_.params[op.weight].shape.numel();
+    }
+    if (op.bias >= 0) {
+      b.b = param(params_, op.bias);
+      b.db = param(grads_, op.bias);
+      b.param_count += graph_.params[op.bias].shape.numel();
+    }
+    if (op.bn >= 0) {
+      const int64_t c = graph_.bns[op.bn].channels, off = bn_offset_[op.bn];
+      b.run_mean = slice(bn_stats_, off, {c}), b.run_var = slice(bn_stats_, off + c, {c});
+      b.save_mean = slice(saved, off, {c}), b.save_invstd = slice(saved, off + c, {c});
+    }
+    ops_.push_back(std::move(b));
+  }
+  for (int o : graph_.outputs) outputs_.push_back(act[o]), output_grads_.push_back(dact[o]);
+
+  std::vector<uint8_t> groups(static_cast<size_t>(flat_size_));
+  for (const ParamInfo& p : table_)
+    if (!p.constant) std::fill_n(groups.begin() + p.offset, p.shape.numel(), static_cast<uint8_t>(p.group));
+  copy(Tensor::view(groups.data(), {flat_size_}, DType::kU8, Device::kCPU), groups_);
+}
+
+void Model::refresh_weights(Stream s) {
+  if (weights_.defined()) cast(params_, weights_, s);
+}
+
+void Model::forward_op(const BoundOp& o, bool train, Stream s) {
+  switch (o.op->kind) {
+    case OpKind::kImageInput:
+      image_to_activation(input_, o.y[0], s);
+      break;
+    case OpKind::kConv:
+      conv2d_forward(o.x[0], o.w, o.b.defined() ? &o.b : nullptr, o.y[0], o.op->conv, workspace_, s);
+      break;
+    case OpKind::kBatchNorm:
+      if (train)
+        batchnorm_forward_train(o.x[0], o.w, o.b, o.y[0], o.run_mean, o.run_var, o.save_mean, o.save_invstd,
+                                kBn, s);
+      else
+        batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], kBn, s);
+      break;
+    case OpKind::kSiLU:
+      activation_forward(kSiLU, o.x[0], o.y[0], s);
+      break;
+    case OpKind::kAdd:
+      add_forward(o.x[0], o.x[1], o.y[0], s);
+      break;
+    case OpKind::kSplit:
+      split_forward(o.x[0], o.y, s);
+      break;
+    case OpKind::kConcat:
+      concat_forward(o.x, o.y[0], s);
+      break;
+    case OpKind::kMaxPool:
+      maxpool_forward(o.x[0], o.y[0], o.op->pool, s);
+      break;
+    case OpKind::kUpsample:
+      upsample_nearest_forward(o.x[0], o.y[0], o.op->scale, s);
+      break;
+  }
+}
+
+void Model::backward_op(const BoundOp& o, bool train, Stream s) {
+  const Tensor* dx = o.dx.empty() || !o.dx[0].defined() ? nullptr : &o.dx[0];
+  switch (o.op->kind) {
+    case OpKind::kImageInput:
+      break;
+    case OpKind::kConv:
+      conv2d_backward(o.x[0], o.w, o.dy[0], dx, &o.dw, o.b.defined() ? &o.db : nullptr, o.op->conv,
+                      workspace_, s);
+      break;
+    case OpKind::kBatchNorm:
+      if (train)
+        batchnorm_backward(o.x[0], o.dy[0], o.w, o.save_mean, o.save_invstd, dx, &o.dw, &o.db, kBn, s);
+      else
+        batchnorm_backward_eval(o.x[0], o.dy[0], o.w, o.run_mean, o.run_var, dx, &o.dw, &o.db, kBn, s);
+      break;
+    case OpKind::kSiLU:
+      activation_backward(kSiLU, o.x[0], o.dy[0], o.dx[0], s);
+      break;
+    case OpKind::kAdd:
+      add_backward(o.dy[0], &o.dx[0], &o.dx[1], s);
+      break;
+    case OpKind::kSplit:
+      split_backward(o.dy, o.dx[0], s);
+      break;
+    case OpKind::kConcat:
+      concat_backward(o.dy[0], o.dx, s);
+      break;
+    case OpKind::kMaxPool:
+      maxpool_backward(o.x[0], o.dy[0], o.dx[0], o.op->pool, s);
+      break;
+    case OpKind::kUpsample:
+      upsample_nearest_backward(o.dy[0], o.dx[0], o.op->scale, s);
+      break;
+  }
+}
+
+void Model::forward(bool train, Stream s) {
+  for (const BoundOp& o : ops_) forward_op(o, train, s);
+  has_forward_ = true;
+  last_train_ = train;
+}
+
+void Model::zero_grads(Stream s) {
+  zero(grads_, s);
+  zero(arena_, s);
+}
+
+void Model::zero_activation_grads(Stream s) {
+  zero(arena_, s);
+}
+
+void Model::backward(Stream s, const ReadyFn& on_ready) {
+  VT_CHECK(has_forward_, "model ", path_, ": backward() before any forward()");
+  for (auto it = ops_.rbegin(); it != ops_.rend(); ++it) {
+    backward_op(*it, last_train_, s);
+    if (it->param_count > 0 && on_ready) on_ready(it->param_offset, it->param_count);
+  }
+}
+
+}  // namespace vt
