@@ -38,18 +38,33 @@ Image resize_bilinear(const Image& src, int out_h, int out_w) {
   return dst;
 }
 
+namespace {
+// The resized image's size inside the canvas.
+void fitted_size(int h, int w, int size, int* fh, int* fw) {
+  const float scale = std::min(float(size) / h, float(size) / w);
+  *fh = std::max(1, std::min(size, static_cast<int>(std::lround(h * scale))));
+  *fw = std::max(1, std::min(size, static_cast<int>(std::lround(w * scale))));
+}
+}  // namespace
+
+Letterbox letterbox_mapping(int h, int w, int size) {
+  VT_CHECK(size > 0 && h > 0 && w > 0, "letterbox: ", h, "x", w, " into ", size);
+  int fh, fw;
+  fitted_size(h, w, size, &fh, &fw);
+  // The actual resized width sets the scale, so box edges land on the image's edges.
+  return {float(fw) / w, float((size - fw) / 2), float((size - fh) / 2)};
+}
+
 Image letterbox(const Image& src, int size, Letterbox* mapping, uint8_t fill) {
-  VT_CHECK(size > 0, "letterbox: size ", size);
-  const float scale = std::min(float(size) / src.h, float(size) / src.w);
-  const int h = std::max(1, std::min(size, static_cast<int>(std::lround(src.h * scale))));
-  const int w = std::max(1, std::min(size, static_cast<int>(std::lround(src.w * scale))));
+  const Letterbox m = letterbox_mapping(src.h, src.w, size);
+  int h, w;
+  fitted_size(src.h, src.w, size, &h, &w);
   const Image resized = (h == src.h && w == src.w) ? src : resize_bilinear(src, h, w);
   Image canvas(size, size);
   std::fill(canvas.rgb.begin(), canvas.rgb.end(), fill);
-  const int top = (size - h) / 2, left = (size - w) / 2;
+  const int top = static_cast<int>(m.pad_y), left = static_cast<int>(m.pad_x);
   for (int y = 0; y < h; ++y) std::copy_n(resized.px(y, 0), static_cast<size_t>(w) * 3, canvas.px(top + y, left));
-  // Box mapping uses the actual resized size, so box edges land on the image's edges.
-  if (mapping) *mapping = {float(w) / src.w, float(left), float(top)};
+  if (mapping) *mapping = m;
   return canvas;
 }
 

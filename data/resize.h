@@ -16,6 +16,10 @@ struct Letterbox {
   Box apply(const Box& b) const { return {b.x1 * scale + pad_x, b.y1 * scale + pad_y, b.x2 * scale + pad_x, b.y2 * scale + pad_y, b.cls}; }
 };
 
+// The mapping letterbox() uses for an h x w image: detections on the canvas map back to the
+// image through it (x = (x' - pad_x) / scale).
+Letterbox letterbox_mapping(int h, int w, int size);
+
 // Fits src into a size x size canvas filled with `fill`; returns the canvas and the mapping.
 Image letterbox(const Image& src, int size, Letterbox* mapping, uint8_t fill = 114);
 
