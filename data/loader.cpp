@@ -108,8 +108,7 @@ void Loader::start(const LoaderState& s) {
     state_ = sampler_->state();
     total_ = -1;
   } else {
-    VT_CHECK(s.epoch == 0 && s.cursor >= 0 && s.cursor <= range_.size(), "loader: cannot resume evaluation at epoch ",
-             s.epoch, " cursor ", s.cursor, " (rank ", cfg_.rank, " evaluates ", range_.size(), " samples)");
+    check_eval_state(s);
     state_ = s;
     eval_cursor_ = s.cursor;
     total_ = (range_.size() - s.cursor + rank_batch_ - 1) / rank_batch_;
@@ -119,15 +118,25 @@ void Loader::start(const LoaderState& s) {
   fatal_.clear();
   task_seq_ = task_pos_ = released_ = next_seq_ = 0;
   const int n = cfg_.threads > 0 ? cfg_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int t = 0; t < n; ++t) threads_.emplace_back([this] { reader(); });
+  try {
+    for (int t = 0; t < n; ++t) threads_.emplace_back([this] { reader(); });
+  } catch (...) {
+    stop();  // never leave a joinable thread behind
+    throw;
+  }
+}
+
+void Loader::check_eval_state(const LoaderState& s) const {
+  VT_CHECK(s.epoch == 0 && s.cursor >= 0 && s.cursor <= range_.size(), "loader: cannot resume evaluation at epoch ",
+           s.epoch, " cursor ", s.cursor, " (rank ", cfg_.rank, " evaluates ", range_.size(), " samples)");
 }
 
 void Loader::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
+    work_cv_.notify_all();
   }
-  work_cv_.notify_all();
   for (std::thread& t : threads_) t.join();
   threads_.clear();
 #ifdef VT_WITH_CUDA
@@ -137,6 +146,11 @@ void Loader::stop() {
 }
 
 void Loader::seek(const LoaderState& s) {
+  // A state the sampler refuses must fail before the running pipeline is stopped.
+  if (sampler_)
+    Sampler(dataset_.size(), cfg_.global_batch, cfg_.world_size, cfg_.rank, cfg_.seed).seek(s);
+  else
+    check_eval_state(s);
   stop();
   start(s);
 }
@@ -343,10 +357,8 @@ const Batch* Loader::next_cuda() {
 
 void Loader::on_copied(void* self) {
   Loader* l = static_cast<Loader*>(self);
-  {
-    std::lock_guard<std::mutex> lock(l->mu_);
-    ++l->released_;
-  }
+  std::lock_guard<std::mutex> lock(l->mu_);
+  ++l->released_;
   l->work_cv_.notify_all();
 }
 #endif  // VT_WITH_CUDA

@@ -136,6 +136,7 @@ class Loader {
   };
 
   void start(const LoaderState& s);
+  void check_eval_state(const LoaderState& s) const;
   void stop();
   void reader();
   void plan(Slot& slot, int64_t seq);

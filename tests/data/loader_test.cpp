@@ -239,6 +239,8 @@ TEST(Loader, ResumeAtStateIsExact) {
   c.seek(saved);  // restarts a running pipeline
   EXPECT_EQ(c.state(), saved);
   EXPECT_TRUE(take(c, 4) == rest);
+  expect_error([&] { c.seek({0, 99}); }, {"cannot resume", "cursor 99"});
+  EXPECT_NE(c.next(), nullptr);  // a refused seek leaves the pipeline running
 }
 
 TEST(Loader, EvalCoversEverySampleOnceWithAPartialLastBatch) {
