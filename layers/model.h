@@ -116,6 +116,8 @@ class Model {
 
   // Parameters and BN statistics by name, DFL constant included. Synchronous.
   NamedValues state() const;
+  // The same for other buffers laid out like params() and bn_stats() (the EMA's).
+  NamedValues state_of(const Tensor& params, const Tensor& bn_stats) const;
   // Sets them from `values`, which must hold every parameter and statistic of the table with
   // its exact size; the DFL constant may be given (it must then be 0..15) or left out, and
   // PyTorch's "*.num_batches_tracked" counters are ignored. Unknown names are an error.

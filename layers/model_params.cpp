@@ -72,8 +72,13 @@ void Model::init(uint64_t seed) {
   synchronize();
 }
 
-NamedValues Model::state() const {
-  const Tensor p = params_.to(Device::kCPU, DType::kF32), s = bn_stats_.to(Device::kCPU, DType::kF32);
+NamedValues Model::state() const { return state_of(params_, bn_stats_); }
+
+NamedValues Model::state_of(const Tensor& params, const Tensor& bn_stats) const {
+  VT_CHECK(params.numel() == flat_size_ && bn_stats.numel() == stats_size_, "model ", path_, ": state_of: ",
+           params.str("params"), " and ", bn_stats.str("bn_stats"), " are not laid out like this model's (",
+           flat_size_, " and ", stats_size_, " values)");
+  const Tensor p = params.to(Device::kCPU, DType::kF32), s = bn_stats.to(Device::kCPU, DType::kF32);
   NamedValues out;
   for (const ParamInfo& info : table_) {
     std::vector<float>& v = out[info.name];

@@ -20,6 +20,9 @@ const Command kCommands[] = {
     {"selftest", vt::cmd_selftest, "run every op forward and backward on this machine's backends and compare them"},
     {"convert", vt::cmd_convert, "convert a YOLO, COCO or Pascal VOC dataset into HDF5 shards"},
     {"synth", vt::cmd_synth, "write a synthetic detection dataset (shapes on textures) as shards"},
+    {"train", vt::cmd_train, "train a detector on HDF5 shards, validating with COCO mAP every epoch"},
+    {"eval", vt::cmd_eval, "COCO mAP of a trained run file on a dataset split, per class"},
+    {"detect", vt::cmd_detect, "detect objects in images: boxes as JSON and drawn on the images"},
     {"inspect", vt::cmd_inspect, "show a dataset's counts, classes and boxes, and verify its checksums"},
 };
 

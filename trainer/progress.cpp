@@ -36,6 +36,7 @@ std::string ProgressBar::line(int64_t done, bool final) const {
     s += "  in " + human_duration(secs);
   else if (rate > 0 && done < total_)
     s += "  ETA " + human_duration((total_ - done) / rate);
+  if (!suffix_.empty()) s += "  " + suffix_;
   return s;
 }
 

@@ -18,13 +18,15 @@ class ProgressBar {
   ProgressBar& operator=(const ProgressBar&) = delete;
 
   void update(int64_t done);
+  // Text shown after the rate and ETA (training: losses, lr, data-wait); kept until replaced.
+  void set_suffix(std::string suffix) { suffix_ = std::move(suffix); }
   // Prints the final state with total time and mean rate, and ends the line.
   void finish();
 
  private:
   std::string line(int64_t done, bool final) const;
 
-  std::string label_, unit_;
+  std::string label_, unit_, suffix_;
   int64_t total_;
   std::FILE* out_;
   bool tty_;

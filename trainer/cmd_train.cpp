@@ -1,0 +1,78 @@
+// `visiontrain train`: options -> TrainOptions -> run_training.
+#include <cxxopts.hpp>
+#include <iostream>
+
+#include "trainer/commands.h"
+#include "trainer/train.h"
+
+namespace vt {
+
+int cmd_train(int argc, char** argv) {
+  TrainOptions d;  // defaults shown in --help
+  cxxopts::Options opts(argv[0],
+                        "Train a detector on HDF5 shards (visiontrain convert/synth make them). Writes "
+                        "metrics.jsonl, last.h5 and best.h5 to --out; validates every epoch with COCO mAP.");
+  // clang-format off
+  opts.add_options()
+    ("data", "dataset root with train/ and val/ (e.g. from visiontrain synth --out)", cxxopts::value<std::string>())
+    ("model", "model spec (Ultralytics-style YAML)", cxxopts::value<std::string>()->default_value(d.model))
+    ("out", "run directory", cxxopts::value<std::string>()->default_value(d.out))
+    ("epochs", "epochs", cxxopts::value<int64_t>()->default_value(std::to_string(d.epochs)))
+    ("batch", "images per step", cxxopts::value<int64_t>()->default_value(std::to_string(d.batch)))
+    ("imgsz", "training image size (a multiple of 32)", cxxopts::value<int64_t>()->default_value(std::to_string(d.imgsz)))
+    ("workers", "loader threads (0: one per hardware thread)", cxxopts::value<int>()->default_value("0"))
+    ("seed", "seed of the weights, the sample order and every augmentation draw", cxxopts::value<uint64_t>()->default_value("0"))
+    ("device", "auto, cpu or cuda", cxxopts::value<std::string>()->default_value(d.device))
+    ("precision", "auto (bf16 on the GPU, fp32 on the CPU), fp32 or bf16", cxxopts::value<std::string>()->default_value(d.precision))
+    ("optimizer", "auto (Ultralytics' rule), sgd or adamw", cxxopts::value<std::string>()->default_value(d.optimizer))
+    ("lr0", "initial learning rate (ignored by --optimizer auto)", cxxopts::value<double>()->default_value(std::to_string(d.schedule.lr0)))
+    ("lrf", "final learning rate as a fraction of lr0", cxxopts::value<double>()->default_value(std::to_string(d.schedule.lrf)))
+    ("momentum", "SGD momentum / AdamW beta1", cxxopts::value<double>()->default_value(std::to_string(d.schedule.momentum)))
+    ("weight-decay", "weight decay (scaled by batch / 64 as Ultralytics does)", cxxopts::value<double>()->default_value(std::to_string(d.schedule.weight_decay)))
+    ("warmup-epochs", "warmup length in epochs (at least 100 steps)", cxxopts::value<double>()->default_value(std::to_string(d.schedule.warmup_epochs)))
+    ("cos-lr", "cosine learning-rate decay instead of linear")
+    ("close-mosaic", "last epochs trained without mosaic", cxxopts::value<int64_t>()->default_value(std::to_string(d.close_mosaic)))
+    ("mosaic", "mosaic probability", cxxopts::value<float>()->default_value(std::to_string(d.augment.mosaic)))
+    ("scale", "random zoom range +-", cxxopts::value<float>()->default_value(std::to_string(d.augment.scale)))
+    ("translate", "random shift range +- (fraction of the image)", cxxopts::value<float>()->default_value(std::to_string(d.augment.translate)))
+    ("fliplr", "horizontal flip probability", cxxopts::value<float>()->default_value(std::to_string(d.augment.fliplr)))
+    ("max-norm", "clip gradients to this global norm", cxxopts::value<double>()->default_value(std::to_string(d.max_norm)))
+    ("no-val", "skip validation")
+    ("quiet", "no progress bars")
+    ("h,help", "show this help");
+  // clang-format on
+  const auto a = opts.parse(argc, argv);
+  if (a.count("help")) {
+    std::cout << opts.help() << "\n";
+    return 0;
+  }
+  TrainOptions o;
+  o.data = a.count("data") ? a["data"].as<std::string>() : "";
+  o.model = a["model"].as<std::string>();
+  o.out = a["out"].as<std::string>();
+  o.epochs = a["epochs"].as<int64_t>();
+  o.batch = a["batch"].as<int64_t>();
+  o.imgsz = a["imgsz"].as<int64_t>();
+  o.threads = a["workers"].as<int>();
+  o.seed = a["seed"].as<uint64_t>();
+  o.device = a["device"].as<std::string>();
+  o.precision = a["precision"].as<std::string>();
+  o.optimizer = a["optimizer"].as<std::string>();
+  o.schedule.lr0 = a["lr0"].as<double>();
+  o.schedule.lrf = a["lrf"].as<double>();
+  o.schedule.momentum = a["momentum"].as<double>();
+  o.schedule.weight_decay = a["weight-decay"].as<double>();
+  o.schedule.warmup_epochs = a["warmup-epochs"].as<double>();
+  o.schedule.cos_lr = a.count("cos-lr") > 0;
+  o.close_mosaic = a["close-mosaic"].as<int64_t>();
+  o.augment.mosaic = a["mosaic"].as<float>();
+  o.augment.scale = a["scale"].as<float>();
+  o.augment.translate = a["translate"].as<float>();
+  o.augment.fliplr = a["fliplr"].as<float>();
+  o.max_norm = a["max-norm"].as<double>();
+  o.val = a.count("no-val") == 0;
+  o.progress = a.count("quiet") == 0;
+  return run_training(o);
+}
+
+}  // namespace vt
