@@ -45,12 +45,26 @@ T act_derivative(const Activation& a, T x) {
 
 }  // namespace
 
+// One loop per kind, so that each is a plain vectorisable loop; elements are independent,
+// so splitting them over OpenMP threads changes no result.
+template <class T, class F>
+void for_each_element(int64_t n, F f) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) f(i);
+}
+
 void activation_forward(const Activation& act, const Tensor& x, const Tensor& y) {
   dispatch_cpu("activation_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
     T* yp = y.data<T>();
-    for (int64_t i = 0; i < x.numel(); ++i) yp[i] = act_value(act, xp[i]);
+    const Activation a = act;
+    switch (a.kind) {
+      case ActKind::kReLU: for_each_element<T>(x.numel(), [=](int64_t i) { yp[i] = act_value({ActKind::kReLU}, xp[i]); }); break;
+      case ActKind::kSiLU: for_each_element<T>(x.numel(), [=](int64_t i) { yp[i] = act_value({ActKind::kSiLU}, xp[i]); }); break;
+      case ActKind::kLeakyReLU: for_each_element<T>(x.numel(), [=](int64_t i) { yp[i] = act_value(a, xp[i]); }); break;
+      case ActKind::kSigmoid: for_each_element<T>(x.numel(), [=](int64_t i) { yp[i] = act_value({ActKind::kSigmoid}, xp[i]); }); break;
+    }
   });
 }
 
@@ -60,7 +74,8 @@ void activation_backward(const Activation& act, const Tensor& x, const Tensor& d
     const T* xp = x.data<T>();
     const T* gp = dy.data<T>();
     T* dxp = dx.data<T>();
-    for (int64_t i = 0; i < x.numel(); ++i) dxp[i] += gp[i] * act_derivative(act, xp[i]);
+    const Activation a = act;
+    for_each_element<T>(x.numel(), [=](int64_t i) { dxp[i] += gp[i] * act_derivative(a, xp[i]); });
   });
 }
 

@@ -10,7 +10,7 @@ void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
     const T* ap = a.data<T>();
     const T* bp = b.data<T>();
     T* yp = y.data<T>();
-    for (int64_t i = 0; i < a.numel(); ++i) yp[i] = ap[i] + bp[i];
+    for (int64_t i = 0, n_ = a.numel(); i < n_; ++i) yp[i] = ap[i] + bp[i];
   });
 }
 
@@ -19,7 +19,7 @@ void accumulate(const Tensor& src, const Tensor& dst) {
     using T = decltype(tag);
     const T* sp = src.data<T>();
     T* dp = dst.data<T>();
-    for (int64_t i = 0; i < src.numel(); ++i) dp[i] += sp[i];
+    for (int64_t i = 0, n_ = src.numel(); i < n_; ++i) dp[i] += sp[i];
   });
 }
 

@@ -12,11 +12,22 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <mutex>
 
 #include "layers/conv2d.h"
 #include "layers/op.h"
 
 namespace vt::cpu {
+
+namespace {
+// The GEMMs here are one image's worth: OpenBLAS's own threads only contend with the OpenMP
+// elementwise ops and the loader's threads (measured: more system time, no speed-up).
+void single_threaded_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+}  // namespace
+
 namespace {
 
 // Row-major C (m, n) = alpha op(A) op(B) + beta C.
@@ -186,6 +197,7 @@ void backward_grouped(const Conv2dDims& d, const T* x, const T* w, const T* dy, 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
                     const Tensor& workspace) {
   const char* op = "conv2d_forward";
+  single_threaded_blas();
   const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
   if (y.numel() == 0) return;
   dispatch_cpu(op, x.dtype(), [&](auto tag) {
@@ -203,6 +215,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
                      const Tensor* db, const Conv2dParams& p, const Tensor& workspace) {
   const char* op = "conv2d_backward";
+  single_threaded_blas();
   const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
   if (dy.numel() == 0) return;
   dispatch_cpu(op, x.dtype(), [&](auto tag) {

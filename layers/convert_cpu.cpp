@@ -56,7 +56,7 @@ void image_to_activation(const Tensor& x, const Tensor& y) {
 }
 
 void cast(const Tensor& x, const Tensor& y) {
-  for (int64_t i = 0; i < x.numel(); ++i) store(y.raw(), y.dtype(), i, load(x.raw(), x.dtype(), i));
+  for (int64_t i = 0, n_ = x.numel(); i < n_; ++i) store(y.raw(), y.dtype(), i, load(x.raw(), x.dtype(), i));
 }
 
 }  // namespace vt::cpu

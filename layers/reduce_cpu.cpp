@@ -13,7 +13,7 @@ void reduce_sum(const Tensor& x, const Tensor& out) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
     double acc = 0;
-    for (int64_t i = 0; i < x.numel(); ++i) acc += static_cast<double>(xp[i]);
+    for (int64_t i = 0, n_ = x.numel(); i < n_; ++i) acc += static_cast<double>(xp[i]);
     out.data<T>()[0] = static_cast<T>(acc);
   });
 }
@@ -23,7 +23,7 @@ void reduce_sum_backward(const Tensor& dout, const Tensor& dx) {
     using T = decltype(tag);
     const T d = dout.data<T>()[0];
     T* dxp = dx.data<T>();
-    for (int64_t i = 0; i < dx.numel(); ++i) dxp[i] += d;
+    for (int64_t i = 0, n_ = dx.numel(); i < n_; ++i) dxp[i] += d;
   });
 }
 
@@ -32,7 +32,7 @@ void reduce_sum_squares(const Tensor& x, const Tensor& out) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
     double acc = 0;
-    for (int64_t i = 0; i < x.numel(); ++i) {
+    for (int64_t i = 0, n_ = x.numel(); i < n_; ++i) {
       const double v = static_cast<double>(xp[i]);
       acc += v * v;
     }
@@ -46,7 +46,7 @@ void reduce_sum_squares_backward(const Tensor& x, const Tensor& dout, const Tens
     const T d = dout.data<T>()[0];
     const T* xp = x.data<T>();
     T* dxp = dx.data<T>();
-    for (int64_t i = 0; i < x.numel(); ++i) dxp[i] += T(2) * xp[i] * d;
+    for (int64_t i = 0, n_ = x.numel(); i < n_; ++i) dxp[i] += T(2) * xp[i] * d;
   });
 }
 
@@ -55,7 +55,7 @@ void reduce_max_abs(const Tensor& x, const Tensor& out) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
     T m = 0;  // the value for an empty x
-    for (int64_t i = 0; i < x.numel(); ++i) {
+    for (int64_t i = 0, n_ = x.numel(); i < n_; ++i) {
       const T a = std::abs(xp[i]);
       if (std::isnan(a)) {
         m = a;  // NaN wins over everything: a diagnostic must not hide it
@@ -72,7 +72,7 @@ void count_nonfinite(const Tensor& x, const Tensor& out) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
     int64_t count = 0;
-    for (int64_t i = 0; i < x.numel(); ++i) count += std::isfinite(xp[i]) ? 0 : 1;
+    for (int64_t i = 0, n_ = x.numel(); i < n_; ++i) count += std::isfinite(xp[i]) ? 0 : 1;
     out.data<T>()[0] = static_cast<T>(count);
   });
 }

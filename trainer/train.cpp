@@ -167,7 +167,10 @@ int run_training(TrainOptions opt) {
       std::printf("epoch %lld: mosaic closed for the last %lld epochs\n", (long long)epoch + 1,
                   (long long)opt.close_mosaic);
     }
-    ProgressBar bar("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opt.epochs), nb, "step");
+    std::unique_ptr<ProgressBar> bar;
+    if (opt.progress)
+      bar = std::make_unique<ProgressBar>("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opt.epochs), nb,
+                                          "step");
     double sum[4] = {0, 0, 0, 0}, wait_s = 0;
     const auto t_epoch = Clock::now();
     for (int64_t i = 0; i < nb; ++i) {
@@ -214,13 +217,18 @@ int run_training(TrainOptions opt) {
       std::snprintf(suffix, sizeof(suffix), "box %.3f cls %.3f dfl %.3f  lr %.2g  %.0f img/s  data %.0f%%",
                     sum[1] / n, sum[2] / n, sum[3] / n, hyper.lr[0], opt.batch / step_s,
                     100.0 * wait_s / std::max(1e-9, since(t_epoch)));
-      bar.set_suffix(suffix);
-      if (opt.progress) bar.update(i + 1);
+      if (bar) {
+        bar->set_suffix(suffix);
+        bar->update(i + 1);
+      }
       log.write({{"step", ni}, {"epoch", epoch}, {"loss", lv[0]}, {"box", lv[1]}, {"cls", lv[2]}, {"dfl", lv[3]},
                  {"lr", hyper.lr[0]}, {"images_per_s", opt.batch / step_s},
                  {"data_wait_s", loader->stats().last_wait_s}, {"step_s", step_s}});
     }
-    bar.finish();
+    if (bar) bar->finish();
+    std::printf("epoch %lld/%lld: box %.3f cls %.3f dfl %.3f  %.1f img/s  data-wait %.1f%%  (%.1f s)\n",
+                (long long)epoch + 1, (long long)opt.epochs, sum[1] / nb, sum[2] / nb, sum[3] / nb,
+                nb * opt.batch / since(t_epoch), 100.0 * wait_s / std::max(1e-9, since(t_epoch)), since(t_epoch));
 
     info.epoch = epoch + 1;
     info.step = (epoch + 1) * nb;
