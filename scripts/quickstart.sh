@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds visiontrain, and runs its main job on the built-in
-# default. Until training lands (issue 4) the main job is: synthesize the default dataset
-# (shapes on textures, HDF5 shards), inspect and verify it, and run the self-test (every op
-# forward and backward on the CPU, and on each GPU found, compared with the CPU).
+# default: synthesize the default dataset (shapes on textures, HDF5 shards), train the tiny
+# detector on it (configs/synth-cpu.args: a few minutes on 2 CPU cores), evaluate it with
+# COCO mAP, draw its detections on validation images, and plot the training curves.
 #   BUILD_DIR   build folder (default: build)
 #   RUN_DIR     where the dataset goes (default: runs/quickstart)
 set -euo pipefail
@@ -12,7 +12,19 @@ run="${RUN_DIR:-$VT_ROOT/runs/quickstart}"
 
 vt_install_deps
 vt_build "$build" --target visiontrain
-"$build/visiontrain" info
-"$build/visiontrain" synth --out "$run/data" --overwrite
-"$build/visiontrain" inspect "$run/data/train"
-"$build/visiontrain" selftest
+vt_python_env  # matplotlib for the plot
+vt="$build/visiontrain"
+"$vt" info
+"$vt" synth --out "$run/data" --overwrite --quiet
+"$vt" inspect "$run/data/train"
+rm -f "$run/train/metrics.jsonl"
+"$vt" train --data "$run/data" --model "$VT_ROOT/configs/yolov8-tiny.yaml" --out "$run/train" \
+  $(cat "$VT_ROOT/configs/synth-cpu.args")
+"$vt" eval --weights "$run/train/best.h5" --data "$run/data/val"
+"$vt" detect --weights "$run/train/best.h5" --images "$run/data/val" --limit 16 --out "$run/detect"
+"$VT_ROOT/.venv/bin/python3" "$VT_ROOT/scripts/plot_metrics.py" "$run/train/metrics.jsonl" -o "$run/train/curves.png"
+echo
+echo "quickstart done:"
+echo "  weights      $run/train/best.h5"
+echo "  detections   $run/detect/grid.jpg"
+echo "  curves       $run/train/curves.png"

@@ -6,9 +6,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "data/codec.h"
+#include "data/dataset.h"
 #include "data/fileio.h"
 #include "data/resize.h"
 #include "layers/check.h"
@@ -22,39 +24,54 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Image files named on the command line, directories expanded (sorted, .jpg/.jpeg/.png).
-std::vector<std::string> list_images(const std::vector<std::string>& args) {
-  std::vector<std::string> out;
+// One input: a name for the outputs and where its pixels come from.
+struct Input {
+  std::string name;                     // file path, or "<dataset dir>:<source file name>"
+  const data::Dataset* dataset = nullptr;  // null: read the file `name`
+  int64_t index = 0;
+};
+
+// Image files named on the command line, directories expanded (sorted, .jpg/.jpeg/.png); a
+// dataset directory (with manifest.json) gives its first `limit` images.
+std::vector<Input> list_inputs(const std::vector<std::string>& args, int64_t limit,
+                               std::vector<std::unique_ptr<data::Dataset>>& datasets) {
+  std::vector<Input> out;
   auto is_image = [](const fs::path& p) {
     std::string e = p.extension().string();
     std::transform(e.begin(), e.end(), e.begin(), ::tolower);
     return e == ".jpg" || e == ".jpeg" || e == ".png";
   };
   for (const std::string& a : args) {
-    if (fs::is_directory(a)) {
+    if (fs::exists(fs::path(a) / "manifest.json")) {
+      datasets.push_back(std::make_unique<data::Dataset>(data::Dataset::open(a)));
+      const data::Dataset* ds = datasets.back().get();
+      for (int64_t i = 0; i < std::min(limit, ds->size()); ++i) out.push_back({a + ":" + ds->meta(i).file_name, ds, i});
+    } else if (fs::is_directory(a)) {
       std::vector<std::string> found;
       for (const auto& e : fs::directory_iterator(a))
         if (e.is_regular_file() && is_image(e.path())) found.push_back(e.path().string());
       std::sort(found.begin(), found.end());
-      out.insert(out.end(), found.begin(), found.end());
+      for (const std::string& f : found) out.push_back({f});
     } else {
       VT_CHECK(fs::exists(a), "detect: no such image or directory: ", a);
-      out.push_back(a);
+      out.push_back({a});
     }
   }
-  VT_CHECK(!out.empty(), "detect: no .jpg, .jpeg or .png images in ", args.size(), " argument(s)");
+  VT_CHECK(!out.empty(), "detect: no images (.jpg, .jpeg, .png, or a dataset) in ", args.size(), " argument(s)");
   return out;
 }
 
 }  // namespace
 
 int cmd_detect(int argc, char** argv) {
-  cxxopts::Options opts(argv[0], "Detect objects in images with a trained run file; write detections.json and the "
-                                 "images with their boxes drawn to --out.");
+  cxxopts::Options opts(argv[0], "Detect objects in images with a trained run file; write detections.json, the "
+                                 "images with their boxes drawn, and grid.jpg (a contact sheet) to --out.");
   // clang-format off
   opts.add_options()
     ("weights", "run file written by visiontrain train", cxxopts::value<std::string>())
-    ("images", "image files or directories (repeatable)", cxxopts::value<std::vector<std::string>>())
+    ("images", "image files, directories of them, or dataset directories (repeatable)",
+     cxxopts::value<std::vector<std::string>>())
+    ("limit", "images taken from each dataset directory", cxxopts::value<int64_t>()->default_value("16"))
     ("out", "output directory", cxxopts::value<std::string>()->default_value("runs/detect"))
     ("conf", "score threshold", cxxopts::value<float>()->default_value("0.25"))
     ("iou", "NMS IoU threshold", cxxopts::value<float>()->default_value("0.7"))
@@ -72,7 +89,9 @@ int cmd_detect(int argc, char** argv) {
     return 0;
   }
   VT_CHECK(a.count("weights") && a.count("images"), "detect: --weights and images are required (see --help)");
-  const std::vector<std::string> files = list_images(a["images"].as<std::vector<std::string>>());
+  std::vector<std::unique_ptr<data::Dataset>> datasets;
+  const std::vector<Input> inputs =
+      list_inputs(a["images"].as<std::vector<std::string>>(), a["limit"].as<int64_t>(), datasets);
   const std::string dev_name = a["device"].as<std::string>();
   VT_CHECK(dev_name == "auto" || dev_name == "cpu" || dev_name == "cuda", "--device must be auto, cpu or cuda");
   const Device dev = dev_name == "cpu" || cuda_device_count() == 0 ? Device::kCPU : Device::kCUDA;
@@ -98,9 +117,20 @@ int cmd_detect(int argc, char** argv) {
   const std::string out = a["out"].as<std::string>();
   fs::create_directories(out);
   nlohmann::json all = nlohmann::json::array();
-  for (const std::string& file : files) {
-    const std::vector<uint8_t> bytes = data::read_file(file);
-    data::Image img = data::decode_image(bytes.data(), bytes.size(), file);
+  // A contact sheet of the first 16 drawn images, 4 per row, each fitted into 256 x 256.
+  constexpr int kTile = 256, kCols = 4, kTiles = 16;
+  const int tiles = static_cast<int>(std::min<size_t>(inputs.size(), kTiles));
+  data::Image grid(kTile * ((tiles + kCols - 1) / kCols), kTile * std::min(tiles, kCols));
+  for (size_t n = 0; n < inputs.size(); ++n) {
+    const Input& in = inputs[n];
+    const std::string& file = in.name;
+    data::Image img;
+    if (in.dataset) {
+      img = in.dataset->read_image(in.index);
+    } else {
+      const std::vector<uint8_t> bytes = data::read_file(file);
+      img = data::decode_image(bytes.data(), bytes.size(), file);
+    }
     data::Letterbox lb;
     data::Image input = data::letterbox(img, size, &lb);
     copy(Tensor::view(input.rgb.data(), {1, size, size, 3}, DType::kU8, Device::kCPU), model->input());
@@ -113,12 +143,20 @@ int cmd_detect(int argc, char** argv) {
                                  {"name", d.cls < (int)info.class_names.size() ? info.class_names[d.cls] : ""}});
     all.push_back(j);
     draw_detections(img, dets, info.class_names);
-    const std::string drawn = (fs::path(out) / (fs::path(file).stem().string() + ".jpg")).string();
+    const std::string stem = in.dataset ? cat(n, "_", fs::path(in.dataset->meta(in.index).file_name).stem().string())
+                                        : fs::path(file).stem().string();
+    const std::string drawn = (fs::path(out) / (stem + ".jpg")).string();
     save_image(drawn, img);
+    if (static_cast<int>(n) < tiles) {
+      const data::Image tile = data::letterbox(img, kTile, nullptr, 0);
+      const int gy = static_cast<int>(n) / kCols * kTile, gx = static_cast<int>(n) % kCols * kTile;
+      for (int y = 0; y < kTile; ++y) std::copy_n(tile.px(y, 0), kTile * 3, grid.px(gy + y, gx));
+    }
     std::printf("%s: %zu detections -> %s\n", file.c_str(), dets.size(), drawn.c_str());
   }
   std::ofstream(out + "/detections.json") << all.dump(1) << "\n";
-  std::printf("wrote %s/detections.json\n", out.c_str());
+  save_image(out + "/grid.jpg", grid);
+  std::printf("wrote %s/detections.json and %s/grid.jpg (the first %d images)\n", out.c_str(), out.c_str(), tiles);
   return 0;
 }
 
