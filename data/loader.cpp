@@ -96,7 +96,15 @@ Loader::Loader(LoaderConfig cfg, const LoaderState& start)
   this->start(start);
 }
 
-Loader::~Loader() { stop(); }
+Loader::~Loader() {
+  // Destructors only print. The threads are joined before anything in stop() can throw
+  // (the CUDA calls that follow, e.g. on a compute stream the caller already destroyed).
+  try {
+    stop();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "loader: shutting down: %s\n", e.what());
+  }
+}
 
 int64_t Loader::num_batches() const {
   return sampler_ ? sampler_->steps_per_epoch() : (range_.size() + rank_batch_ - 1) / rank_batch_;
