@@ -17,9 +17,7 @@
 // shared with other work still shows whether the code scales.
 // Prints a table and writes JSON (--out) with the machine, the date, the command and the
 // load average before and after, since a shared machine's load moves the figures.
-#include <cxxopts.hpp>
 #include <fcntl.h>
-#include <nlohmann/json.hpp>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -28,10 +26,12 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <cxxopts.hpp>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -48,7 +48,9 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // CPU seconds used by the whole process so far (all threads, user + system).
 double cpu_seconds() {
@@ -156,16 +158,20 @@ Row bench_read(const Dataset& ds, int threads, double min_s, bool cold) {
   if (raw)
     for (auto& b : buf) b.resize(static_cast<size_t>(ds.imgsz()) * ds.imgsz() * 3);
   std::vector<int64_t> bytes(static_cast<size_t>(threads), 0);
-  const Passes p = run_passes(threads, ds.size(), min_s, [&](int t, int64_t i) {
-    if (raw)
-      ds.read_raw(i, buf[t].data());
-    else
-      ds.read_encoded(i, buf[t]);
-    bytes[t] += static_cast<int64_t>(buf[t].size());
-  }, cold ? std::function<void()>([&] { evict(ds); }) : nullptr);
+  const Passes p = run_passes(
+      threads, ds.size(), min_s,
+      [&](int t, int64_t i) {
+        if (raw)
+          ds.read_raw(i, buf[t].data());
+        else
+          ds.read_encoded(i, buf[t]);
+        bytes[t] += static_cast<int64_t>(buf[t].size());
+      },
+      cold ? std::function<void()>([&] { evict(ds); }) : nullptr);
   double total = 0;
   for (int64_t b : bytes) total += double(b);
-  return {storage_name(ds.storage()), cold ? "read-cold" : "read", threads, p.items, p.wall, total / 1e6, p.cpu};
+  return {
+      storage_name(ds.storage()), cold ? "read-cold" : "read", threads, p.items, p.wall, total / 1e6, p.cpu};
 }
 
 Row bench_decode(const Dataset& ds, int threads, double min_s) {
@@ -179,11 +185,17 @@ Row bench_decode(const Dataset& ds, int threads, double min_s) {
     const Image img = decode_image(payloads[i].data(), payloads[i].size(), "bench");
     VT_CHECK(img.h > 0, "bench: empty image");
   });
-  return {storage_name(ds.storage()), "decode", threads, p.items, p.wall, pass_mb * double(p.items) / double(ds.size()),
+  return {storage_name(ds.storage()),
+          "decode",
+          threads,
+          p.items,
+          p.wall,
+          pass_mb * double(p.items) / double(ds.size()),
           p.cpu};
 }
 
-Row bench_loader(const std::string& dir, Storage storage, int threads, int64_t batch, int imgsz, double min_s) {
+Row bench_loader(const std::string& dir, Storage storage, int threads, int64_t batch, int imgsz,
+                 double min_s) {
   LoaderConfig cfg;
   cfg.dir = dir;
   cfg.verify = Verify::kStructure;  // checksums are a start-up cost, not throughput
@@ -202,8 +214,8 @@ Row bench_loader(const std::string& dir, Storage storage, int threads, int64_t b
 }
 
 // The benchmark's dataset in work/<storage>/train: coco128's train split, or synth at imgsz.
-std::string prepare(const std::string& coco128, const std::string& work, Storage storage, int imgsz, int64_t synth_n,
-                    std::string& source) {
+std::string prepare(const std::string& coco128, const std::string& work, Storage storage, int imgsz,
+                    int64_t synth_n, std::string& source) {
   const std::string dir = (fs::path(work) / storage_name(storage) / "train").string();
   if (!coco128.empty() && fs::exists(fs::path(coco128) / "data.yaml")) {
     for (auto& [split, src] : yolo_from_data_yaml((fs::path(coco128) / "data.yaml").string()))
@@ -252,7 +264,8 @@ std::vector<int> parse_threads(const std::string& list) {
 int run(int argc, char** argv) {
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
-  cxxopts::Options opts("loader_bench", "Loader throughput for raw and JPEG shards, next to read and decode rates.");
+  cxxopts::Options opts("loader_bench",
+                        "Loader throughput for raw and JPEG shards, next to read and decode rates.");
   // clang-format off
   opts.add_options()
     ("data", "coco128 directory (YOLO, with data.yaml); synth when absent", cxxopts::value<std::string>()->default_value(VT_COCO128_DIR))
@@ -301,10 +314,13 @@ int run(int argc, char** argv) {
   std::vector<std::vector<double>> runs;  // images/s of every run behind each row
   std::string source;
   const std::vector<std::string> stages = split_list(args["stages"].as<std::string>());
-  const auto wanted = [&](const char* stage) { return std::find(stages.begin(), stages.end(), stage) != stages.end(); };
+  const auto wanted = [&](const char* stage) {
+    return std::find(stages.begin(), stages.end(), stage) != stages.end();
+  };
   for (const std::string& name : split_list(args["storage"].as<std::string>())) {
     const Storage storage = parse_storage(name);
-    const std::string dir = prepare(coco128, work, storage, imgsz, args["synth-images"].as<int64_t>(), source);
+    const std::string dir =
+        prepare(coco128, work, storage, imgsz, args["synth-images"].as<int64_t>(), source);
     const Dataset ds = Dataset::open(dir, Verify::kStructure);
     const int64_t batch = args["batch"].as<int64_t>();
     const auto measure = [&](const std::function<Row()>& fn) {
@@ -312,13 +328,14 @@ int run(int argc, char** argv) {
       rows.push_back(best_of(repeat, fn, all));
       runs.push_back(all);
       const Row& r = rows.back();
-      std::cerr << "  " << r.storage << " " << r.stage << ", " << r.threads << " threads: " << r.images_per_s()
-                << " images/s\n";
+      std::cerr << "  " << r.storage << " " << r.stage << ", " << r.threads
+                << " threads: " << r.images_per_s() << " images/s\n";
     };
     for (int t : thread_counts) {
       if (wanted("read-cold")) measure([&] { return bench_read(ds, t, min_s, /*cold=*/true); });
       if (wanted("read")) measure([&] { return bench_read(ds, t, min_s, /*cold=*/false); });
-      if (wanted("decode") && storage == Storage::kEncoded) measure([&] { return bench_decode(ds, t, min_s); });
+      if (wanted("decode") && storage == Storage::kEncoded)
+        measure([&] { return bench_decode(ds, t, min_s); });
       if (wanted("loader")) measure([&] { return bench_loader(dir, storage, t, batch, imgsz, min_s); });
     }
   }
@@ -327,18 +344,19 @@ int run(int argc, char** argv) {
   out["imgsz"] = imgsz;
   out["global_batch"] = args["batch"].as<int64_t>();
 
-  std::printf("\n%s on %s (%u hardware threads), %s\n", source.c_str(), out["machine"]["cpu"].get<std::string>().c_str(),
-              std::thread::hardware_concurrency(), out["date"].get<std::string>().c_str());
+  std::printf("\n%s on %s (%u hardware threads), %s\n", source.c_str(),
+              out["machine"]["cpu"].get<std::string>().c_str(), std::thread::hardware_concurrency(),
+              out["date"].get<std::string>().c_str());
   std::printf("load average before %s, after %s\n\n", out["load_average_before"].get<std::string>().c_str(),
               out["load_average_after"].get<std::string>().c_str());
-  std::printf("%-8s %-9s %7s %10s %11s %12s %8s %9s\n", "storage", "stage", "threads", "images/s", "per thread",
-              "per CPU-s", "CPUs", "MB/s");
+  std::printf("%-8s %-9s %7s %10s %11s %12s %8s %9s\n", "storage", "stage", "threads", "images/s",
+              "per thread", "per CPU-s", "CPUs", "MB/s");
   for (size_t k = 0; k < rows.size(); ++k) {
     const Row& r = rows[k];
     const std::string mb = r.mbytes > 0 ? cat(int64_t(r.mbytes / r.seconds + 0.5)) : "-";
-    std::printf("%-8s %-9s %7d %10.1f %11.1f %12.1f %8.2f %9s\n", r.storage.c_str(), r.stage.c_str(), r.threads,
-                r.images_per_s(), r.images_per_s() / r.threads, r.images_per_cpu_s(), r.cpu_seconds / r.seconds,
-                mb.c_str());
+    std::printf("%-8s %-9s %7d %10.1f %11.1f %12.1f %8.2f %9s\n", r.storage.c_str(), r.stage.c_str(),
+                r.threads, r.images_per_s(), r.images_per_s() / r.threads, r.images_per_cpu_s(),
+                r.cpu_seconds / r.seconds, mb.c_str());
     out["results"].push_back({{"storage", r.storage},
                               {"stage", r.stage},
                               {"threads", r.threads},
