@@ -11,12 +11,13 @@
 //   loader     the Loader in train mode with YOLOv8 augmentation (mosaic, affine, HSV,
 //              flip), batches taken as fast as it delivers them (images/s).
 // Each figure runs for at least --seconds (whole timed passes; the loader after a warm-up),
-// --repeat times; the best run is reported, all of them are in the JSON.
+// --repeat times; the best run is reported, all of them are in the JSON. Next to the
+// wall-clock rate stand the process's CPU seconds: images per CPU-second, and CPUs (CPU
+// seconds / wall seconds, the cores the run actually got), so that a run on a machine
+// shared with other work still shows whether the code scales.
 // Prints a table and writes JSON (--out) with the machine, the date, the command and the
 // load average before and after, since a shared machine's load moves the figures.
-#include <cxxopts.hpp>
 #include <fcntl.h>
-#include <nlohmann/json.hpp>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -25,10 +26,12 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <cxxopts.hpp>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -45,14 +48,34 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// CPU seconds used by the whole process so far (all threads, user + system).
+double cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// A timed interval in wall-clock and CPU seconds: on a machine shared with other work, the
+// CPU seconds say how many cores the run actually got.
+struct Timer {
+  Clock::time_point wall0 = Clock::now();
+  double cpu0 = cpu_seconds();
+  double wall() const { return seconds_since(wall0); }
+  double cpu() const { return cpu_seconds() - cpu0; }
+};
 
 struct Row {
   std::string storage, stage;
   int threads = 0;
   int64_t images = 0;
   double seconds = 0, mbytes = 0;
+  double cpu_seconds = 0;
   double images_per_s() const { return images / seconds; }
+  double images_per_cpu_s() const { return images / cpu_seconds; }
 };
 
 // The best of `repeat` runs: on a shared machine, other work only ever slows a run down.
@@ -101,17 +124,19 @@ void evict(const Dataset& ds) {
   }
 }
 
+struct Passes {
+  int64_t items = 0;
+  double wall = 0, cpu = 0;
+};
+
 // Runs fn(thread, item) over items [0, n) on `threads` threads, pass after pass, until at
-// least min_s have passed; returns the items done and the seconds taken. `before_pass`, when
-// given, runs untimed before each pass.
-std::pair<int64_t, double> run_passes(int threads, int64_t n, double min_s,
-                                      const std::function<void(int, int64_t)>& fn,
-                                      const std::function<void()>& before_pass = nullptr) {
-  int64_t done = 0;
-  double timed = 0;
+// least min_s have passed. `before_pass`, when given, runs untimed before each pass.
+Passes run_passes(int threads, int64_t n, double min_s, const std::function<void(int, int64_t)>& fn,
+                  const std::function<void()>& before_pass = nullptr) {
+  Passes out;
   do {
     if (before_pass) before_pass();
-    const Clock::time_point t0 = Clock::now();
+    const Timer timer;
     std::atomic<int64_t> next{0};
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t)
@@ -119,10 +144,11 @@ std::pair<int64_t, double> run_passes(int threads, int64_t n, double min_s,
         for (int64_t i; (i = next++) < n;) fn(t, i);
       });
     for (std::thread& th : pool) th.join();
-    done += n;
-    timed += seconds_since(t0);
-  } while (timed < min_s);
-  return {done, timed};
+    out.items += n;
+    out.wall += timer.wall();
+    out.cpu += timer.cpu();
+  } while (out.wall < min_s);
+  return out;
 }
 
 // cold: every pass starts with the shards evicted from the page cache.
@@ -132,16 +158,20 @@ Row bench_read(const Dataset& ds, int threads, double min_s, bool cold) {
   if (raw)
     for (auto& b : buf) b.resize(static_cast<size_t>(ds.imgsz()) * ds.imgsz() * 3);
   std::vector<int64_t> bytes(static_cast<size_t>(threads), 0);
-  const auto [images, s] = run_passes(threads, ds.size(), min_s, [&](int t, int64_t i) {
-    if (raw)
-      ds.read_raw(i, buf[t].data());
-    else
-      ds.read_encoded(i, buf[t]);
-    bytes[t] += static_cast<int64_t>(buf[t].size());
-  }, cold ? std::function<void()>([&] { evict(ds); }) : nullptr);
+  const Passes p = run_passes(
+      threads, ds.size(), min_s,
+      [&](int t, int64_t i) {
+        if (raw)
+          ds.read_raw(i, buf[t].data());
+        else
+          ds.read_encoded(i, buf[t]);
+        bytes[t] += static_cast<int64_t>(buf[t].size());
+      },
+      cold ? std::function<void()>([&] { evict(ds); }) : nullptr);
   double total = 0;
   for (int64_t b : bytes) total += double(b);
-  return {storage_name(ds.storage()), cold ? "read-cold" : "read", threads, images, s, total / 1e6};
+  return {
+      storage_name(ds.storage()), cold ? "read-cold" : "read", threads, p.items, p.wall, total / 1e6, p.cpu};
 }
 
 Row bench_decode(const Dataset& ds, int threads, double min_s) {
@@ -151,14 +181,21 @@ Row bench_decode(const Dataset& ds, int threads, double min_s) {
     ds.read_encoded(i, payloads[i]);
     pass_mb += double(payloads[i].size()) / 1e6;
   }
-  const auto [images, s] = run_passes(threads, ds.size(), min_s, [&](int, int64_t i) {
+  const Passes p = run_passes(threads, ds.size(), min_s, [&](int, int64_t i) {
     const Image img = decode_image(payloads[i].data(), payloads[i].size(), "bench");
     VT_CHECK(img.h > 0, "bench: empty image");
   });
-  return {storage_name(ds.storage()), "decode", threads, images, s, pass_mb * double(images) / double(ds.size())};
+  return {storage_name(ds.storage()),
+          "decode",
+          threads,
+          p.items,
+          p.wall,
+          pass_mb * double(p.items) / double(ds.size()),
+          p.cpu};
 }
 
-Row bench_loader(const std::string& dir, Storage storage, int threads, int64_t batch, int imgsz, double min_s) {
+Row bench_loader(const std::string& dir, Storage storage, int threads, int64_t batch, int imgsz,
+                 double min_s) {
   LoaderConfig cfg;
   cfg.dir = dir;
   cfg.verify = Verify::kStructure;  // checksums are a start-up cost, not throughput
@@ -170,15 +207,15 @@ Row bench_loader(const std::string& dir, Storage storage, int threads, int64_t b
   Loader loader(cfg);
   for (int k = 0; k < 2; ++k) loader.next();  // warm-up: the ring fills, threads settle
   int64_t images = 0;
-  const Clock::time_point t0 = Clock::now();
+  const Timer timer;
   do images += loader.next()->valid;
-  while (seconds_since(t0) < min_s);
-  return {storage_name(storage), "loader", threads, images, seconds_since(t0), 0};
+  while (timer.wall() < min_s);
+  return {storage_name(storage), "loader", threads, images, timer.wall(), 0, timer.cpu()};
 }
 
 // The benchmark's dataset in work/<storage>/train: coco128's train split, or synth at imgsz.
-std::string prepare(const std::string& coco128, const std::string& work, Storage storage, int imgsz, int64_t synth_n,
-                    std::string& source) {
+std::string prepare(const std::string& coco128, const std::string& work, Storage storage, int imgsz,
+                    int64_t synth_n, std::string& source) {
   const std::string dir = (fs::path(work) / storage_name(storage) / "train").string();
   if (!coco128.empty() && fs::exists(fs::path(coco128) / "data.yaml")) {
     for (auto& [split, src] : yolo_from_data_yaml((fs::path(coco128) / "data.yaml").string()))
@@ -227,7 +264,8 @@ std::vector<int> parse_threads(const std::string& list) {
 int run(int argc, char** argv) {
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
-  cxxopts::Options opts("loader_bench", "Loader throughput for raw and JPEG shards, next to read and decode rates.");
+  cxxopts::Options opts("loader_bench",
+                        "Loader throughput for raw and JPEG shards, next to read and decode rates.");
   // clang-format off
   opts.add_options()
     ("data", "coco128 directory (YOLO, with data.yaml); synth when absent", cxxopts::value<std::string>()->default_value(VT_COCO128_DIR))
@@ -276,10 +314,13 @@ int run(int argc, char** argv) {
   std::vector<std::vector<double>> runs;  // images/s of every run behind each row
   std::string source;
   const std::vector<std::string> stages = split_list(args["stages"].as<std::string>());
-  const auto wanted = [&](const char* stage) { return std::find(stages.begin(), stages.end(), stage) != stages.end(); };
+  const auto wanted = [&](const char* stage) {
+    return std::find(stages.begin(), stages.end(), stage) != stages.end();
+  };
   for (const std::string& name : split_list(args["storage"].as<std::string>())) {
     const Storage storage = parse_storage(name);
-    const std::string dir = prepare(coco128, work, storage, imgsz, args["synth-images"].as<int64_t>(), source);
+    const std::string dir =
+        prepare(coco128, work, storage, imgsz, args["synth-images"].as<int64_t>(), source);
     const Dataset ds = Dataset::open(dir, Verify::kStructure);
     const int64_t batch = args["batch"].as<int64_t>();
     const auto measure = [&](const std::function<Row()>& fn) {
@@ -287,13 +328,14 @@ int run(int argc, char** argv) {
       rows.push_back(best_of(repeat, fn, all));
       runs.push_back(all);
       const Row& r = rows.back();
-      std::cerr << "  " << r.storage << " " << r.stage << ", " << r.threads << " threads: " << r.images_per_s()
-                << " images/s\n";
+      std::cerr << "  " << r.storage << " " << r.stage << ", " << r.threads
+                << " threads: " << r.images_per_s() << " images/s\n";
     };
     for (int t : thread_counts) {
       if (wanted("read-cold")) measure([&] { return bench_read(ds, t, min_s, /*cold=*/true); });
       if (wanted("read")) measure([&] { return bench_read(ds, t, min_s, /*cold=*/false); });
-      if (wanted("decode") && storage == Storage::kEncoded) measure([&] { return bench_decode(ds, t, min_s); });
+      if (wanted("decode") && storage == Storage::kEncoded)
+        measure([&] { return bench_decode(ds, t, min_s); });
       if (wanted("loader")) measure([&] { return bench_loader(dir, storage, t, batch, imgsz, min_s); });
     }
   }
@@ -302,16 +344,19 @@ int run(int argc, char** argv) {
   out["imgsz"] = imgsz;
   out["global_batch"] = args["batch"].as<int64_t>();
 
-  std::printf("\n%s on %s (%u hardware threads), %s\n", source.c_str(), out["machine"]["cpu"].get<std::string>().c_str(),
-              std::thread::hardware_concurrency(), out["date"].get<std::string>().c_str());
+  std::printf("\n%s on %s (%u hardware threads), %s\n", source.c_str(),
+              out["machine"]["cpu"].get<std::string>().c_str(), std::thread::hardware_concurrency(),
+              out["date"].get<std::string>().c_str());
   std::printf("load average before %s, after %s\n\n", out["load_average_before"].get<std::string>().c_str(),
               out["load_average_after"].get<std::string>().c_str());
-  std::printf("%-8s %-9s %7s %10s %12s %9s\n", "storage", "stage", "threads", "images/s", "per thread", "MB/s");
+  std::printf("%-8s %-9s %7s %10s %11s %12s %8s %9s\n", "storage", "stage", "threads", "images/s",
+              "per thread", "per CPU-s", "CPUs", "MB/s");
   for (size_t k = 0; k < rows.size(); ++k) {
     const Row& r = rows[k];
     const std::string mb = r.mbytes > 0 ? cat(int64_t(r.mbytes / r.seconds + 0.5)) : "-";
-    std::printf("%-8s %-9s %7d %10.1f %12.1f %9s\n", r.storage.c_str(), r.stage.c_str(), r.threads, r.images_per_s(),
-                r.images_per_s() / r.threads, mb.c_str());
+    std::printf("%-8s %-9s %7d %10.1f %11.1f %12.1f %8.2f %9s\n", r.storage.c_str(), r.stage.c_str(),
+                r.threads, r.images_per_s(), r.images_per_s() / r.threads, r.images_per_cpu_s(),
+                r.cpu_seconds / r.seconds, mb.c_str());
     out["results"].push_back({{"storage", r.storage},
                               {"stage", r.stage},
                               {"threads", r.threads},
@@ -319,6 +364,8 @@ int run(int argc, char** argv) {
                               {"seconds", r.seconds},
                               {"images_per_s", r.images_per_s()},
                               {"images_per_s_all_runs", runs[k]},
+                              {"cpu_seconds", r.cpu_seconds},
+                              {"images_per_cpu_s", r.images_per_cpu_s()},
                               {"mb_per_s", r.mbytes > 0 ? r.mbytes / r.seconds : 0.0}});
   }
   if (args.count("out")) {

@@ -12,8 +12,12 @@
 namespace vt::data {
 namespace {
 
-cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
-cudaEvent_t as_event(void* e) { return static_cast<cudaEvent_t>(e); }
+cudaStream_t as_stream(void* s) {
+  return static_cast<cudaStream_t>(s);
+}
+cudaEvent_t as_event(void* e) {
+  return static_cast<cudaEvent_t>(e);
+}
 
 }  // namespace
 
@@ -40,7 +44,8 @@ BatchCopier::BatchCopier(size_t image_bytes, size_t target_bytes, Callback copie
 BatchCopier::~BatchCopier() {
   // Destructors only print: a failure here must not throw out of the loader's destructor.
   if (cudaStreamSynchronize(as_stream(stream_)) != cudaSuccess)
-    std::fprintf(stderr, "loader: waiting for the copy stream failed: %s\n", cudaGetErrorString(cudaGetLastError()));
+    std::fprintf(stderr, "loader: waiting for the copy stream failed: %s\n",
+                 cudaGetErrorString(cudaGetLastError()));
   for (int b = 0; b < 2; ++b) {
     if (copy_done_[b]) cudaEventDestroy(as_event(copy_done_[b]));
     if (released_[b]) cudaEventDestroy(as_event(released_[b]));
@@ -60,7 +65,8 @@ void BatchCopier::stage(const void* images, const void* targets) {
   // The host callback runs after the copies: the pinned slot can then be refilled. The
   // function pointer and context never change, so one static trampoline serves every call.
   CUDA_CHECK(cudaLaunchHostFunc(
-      s, [](void* self) { static_cast<BatchCopier*>(self)->copied_(static_cast<BatchCopier*>(self)->ctx_); }, this));
+      s, [](void* self) { static_cast<BatchCopier*>(self)->copied_(static_cast<BatchCopier*>(self)->ctx_); },
+      this));
   consumer_[b] = nullptr;
   staged_ = b;
 }

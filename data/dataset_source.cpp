@@ -34,8 +34,8 @@ std::pair<Labeled, int64_t> DatasetSource::load_or_replace(int64_t index, std::v
       failed.push_back({j, -1, e.what()});
     }
   }
-  throw Error(cat("dataset ", ds_.dir(), ": none of its ", n, " images can be loaded; the first, ", describe(index),
-                  ", failed with: ", first_reason));
+  throw Error(cat("dataset ", ds_.dir(), ": none of its ", n, " images can be loaded; the first, ",
+                  describe(index), ", failed with: ", first_reason));
 }
 
 std::string DatasetSource::describe(int64_t index) const {
@@ -56,8 +56,8 @@ Labeled RecordingSource::load(int64_t index) const {
 }
 
 int64_t RecordingSource::resolved(int64_t index) const {
-  const auto it =
-      std::find_if(loads_.begin(), loads_.end(), [&](const std::pair<int64_t, int64_t>& l) { return l.first == index; });
+  const auto it = std::find_if(loads_.begin(), loads_.end(),
+                               [&](const std::pair<int64_t, int64_t>& l) { return l.first == index; });
   VT_CHECK(it != loads_.end(), "RecordingSource: image ", index, " was never loaded");
   return it->second;
 }

@@ -23,7 +23,9 @@ namespace {
 
 constexpr size_t kAlign = 256;  // slot parts start on this boundary (pinned DMA, cache lines)
 
-size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+size_t align_up(size_t n) {
+  return (n + kAlign - 1) / kAlign * kAlign;
+}
 
 // Target rows of one image: the first n from `boxes`, the rest padding (cls -1, zeros).
 void write_targets(float* rows, int64_t max_boxes, const std::vector<Box>& boxes, int64_t n) {
@@ -56,13 +58,14 @@ void Batch::wait(vt::Stream compute) const {
 Loader::Loader(LoaderConfig cfg, const LoaderState& start)
     : cfg_(std::move(cfg)), dataset_(Dataset::open(cfg_.dir, cfg_.verify, cfg_.threads)), source_(dataset_) {
   const LoaderConfig& c = cfg_;
-  VT_CHECK(c.world_size >= 1 && c.rank >= 0 && c.rank < c.world_size, "loader: rank ", c.rank, " of world size ",
-           c.world_size);
+  VT_CHECK(c.world_size >= 1 && c.rank >= 0 && c.rank < c.world_size, "loader: rank ", c.rank,
+           " of world size ", c.world_size);
   VT_CHECK(c.global_batch > 0 && c.global_batch % c.world_size == 0, "loader: global batch ", c.global_batch,
            " does not split evenly over ", c.world_size, " ranks");
-  VT_CHECK(c.prefetch >= 1 && c.max_boxes >= 1 && c.threads >= 0 && c.augment.imgsz > 0, "loader: bad config for ",
-           c.dir, " (prefetch ", c.prefetch, ", max_boxes ", c.max_boxes, ", threads ", c.threads, ", imgsz ",
-           c.augment.imgsz, "): prefetch and max_boxes must be >= 1, threads >= 0, imgsz > 0");
+  VT_CHECK(c.prefetch >= 1 && c.max_boxes >= 1 && c.threads >= 0 && c.augment.imgsz > 0,
+           "loader: bad config for ", c.dir, " (prefetch ", c.prefetch, ", max_boxes ", c.max_boxes,
+           ", threads ", c.threads, ", imgsz ", c.augment.imgsz,
+           "): prefetch and max_boxes must be >= 1, threads >= 0, imgsz > 0");
   rank_batch_ = c.global_batch / c.world_size;
   imgsz_ = c.augment.imgsz;
   if (c.augment.train)
@@ -96,7 +99,15 @@ Loader::Loader(LoaderConfig cfg, const LoaderState& start)
   this->start(start);
 }
 
-Loader::~Loader() { stop(); }
+Loader::~Loader() {
+  // Destructors only print. The threads are joined before anything in stop() can throw
+  // (the CUDA calls that follow, e.g. on a compute stream the caller already destroyed).
+  try {
+    stop();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "loader: shutting down: %s\n", e.what());
+  }
+}
 
 int64_t Loader::num_batches() const {
   return sampler_ ? sampler_->steps_per_epoch() : (range_.size() + rank_batch_ - 1) / rank_batch_;
@@ -117,7 +128,8 @@ void Loader::start(const LoaderState& s) {
   stop_ = false;
   fatal_.clear();
   task_seq_ = task_pos_ = released_ = next_seq_ = 0;
-  const int n = cfg_.threads > 0 ? cfg_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int n =
+      cfg_.threads > 0 ? cfg_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   try {
     for (int t = 0; t < n; ++t) threads_.emplace_back([this] { reader(); });
   } catch (...) {
@@ -127,8 +139,9 @@ void Loader::start(const LoaderState& s) {
 }
 
 void Loader::check_eval_state(const LoaderState& s) const {
-  VT_CHECK(s.epoch == 0 && s.cursor >= 0 && s.cursor <= range_.size(), "loader: cannot resume evaluation at epoch ",
-           s.epoch, " cursor ", s.cursor, " (rank ", cfg_.rank, " evaluates ", range_.size(), " samples)");
+  VT_CHECK(s.epoch == 0 && s.cursor >= 0 && s.cursor <= range_.size(),
+           "loader: cannot resume evaluation at epoch ", s.epoch, " cursor ", s.cursor, " (rank ", cfg_.rank,
+           " evaluates ", range_.size(), " samples)");
 }
 
 void Loader::stop() {
@@ -162,9 +175,8 @@ void Loader::reader() {
       int64_t pos = 0;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        work_cv_.wait(lock, [&] {
-          return stop_ || (!finished(task_seq_) && task_seq_ < released_ + cfg_.prefetch);
-        });
+        work_cv_.wait(
+            lock, [&] { return stop_ || (!finished(task_seq_) && task_seq_ < released_ + cfg_.prefetch); });
         if (stop_) return;
         s = &slot(task_seq_);
         if (task_pos_ == 0) plan(*s, task_seq_);
@@ -229,8 +241,8 @@ void Loader::fill(Slot& slot, int64_t pos) {
     slot.bad[p] = src.bad();
     const int64_t loaded = src.resolved(ref.index);
     if (!cfg_.augment.train && loaded != ref.index) return leave_empty();  // scored nowhere, not twice
-    VT_CHECK(out.image.h == imgsz_ && out.image.w == imgsz_, "loader: sample is ", out.image.h, "x", out.image.w,
-             ", expected ", imgsz_, "x", imgsz_);
+    VT_CHECK(out.image.h == imgsz_ && out.image.w == imgsz_, "loader: sample is ", out.image.h, "x",
+             out.image.w, ", expected ", imgsz_, "x", imgsz_);
     std::memcpy(image, out.image.rgb.data(), pixels);
     const int64_t n = std::min<int64_t>(static_cast<int64_t>(out.boxes.size()), m);
     write_targets(rows, m, out.boxes, n);
@@ -239,8 +251,8 @@ void Loader::fill(Slot& slot, int64_t pos) {
     slot.over_max[p] = static_cast<int64_t>(out.boxes.size()) - n;
     slot.box_stats[p] = stats;
   } catch (const std::exception& e) {
-    slot.error[p] = sampler_ ? cat("loader: ", source_.describe(ref.index), " (epoch ", ref.key.epoch, ", position ",
-                                   ref.key.position, "): ", e.what())
+    slot.error[p] = sampler_ ? cat("loader: ", source_.describe(ref.index), " (epoch ", ref.key.epoch,
+                                   ", position ", ref.key.position, "): ", e.what())
                              : cat("loader: ", source_.describe(ref.index), " (evaluation): ", e.what());
   }
 }
@@ -283,7 +295,8 @@ void Loader::account(const Harvest& h) {
     if (!reported_.insert(b.index).second) continue;
     const std::string line =
         cat("loader: skipped ", source_.describe(b.index), ": it cannot be loaded (", b.reason, "); ",
-            sampler_ ? cat("replaced by ", source_.describe(b.replacement)) : std::string("left out of evaluation"));
+            sampler_ ? cat("replaced by ", source_.describe(b.replacement))
+                     : std::string("left out of evaluation"));
     if (cfg_.warn)
       cfg_.warn(line);
     else
@@ -334,7 +347,8 @@ const Batch* Loader::next_cuda() {
   account(current_);
   const Device dev = Device::kCUDA;
   out_.images = Tensor::view(copier_->images(b), {batch_size(), imgsz_, imgsz_, 3}, DType::kU8, dev, copier_);
-  out_.targets = Tensor::view(copier_->targets(b), {batch_size(), cfg_.max_boxes, 5}, DType::kF32, dev, copier_);
+  out_.targets =
+      Tensor::view(copier_->targets(b), {batch_size(), cfg_.max_boxes, 5}, DType::kF32, dev, copier_);
   out_.copier_ = copier_.get();
   out_.buffer_ = b;
   ++next_seq_;
@@ -344,8 +358,9 @@ const Batch* Loader::next_cuda() {
   if (!finished(next_seq_)) {
     std::unique_lock<std::mutex> lock(mu_);
     Slot& s = slot(next_seq_);
-    const bool ok = s.seq == next_seq_ && s.pending == 0 && fatal_.empty() &&
-                    std::all_of(s.error.begin(), s.error.end(), [](const std::string& e) { return e.empty(); });
+    const bool ok =
+        s.seq == next_seq_ && s.pending == 0 && fatal_.empty() &&
+        std::all_of(s.error.begin(), s.error.end(), [](const std::string& e) { return e.empty(); });
     if (ok) {
       harvest(s, staged_);
       lock.unlock();

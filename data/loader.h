@@ -38,16 +38,16 @@ namespace vt::data {
 class BatchCopier;
 
 struct LoaderConfig {
-  std::string dir;                 // dataset directory (manifest.json and shards)
-  Verify verify = Verify::kFull;   // checksums are verified before training starts
-  int64_t global_batch = 16;       // B x world_size
+  std::string dir;                // dataset directory (manifest.json and shards)
+  Verify verify = Verify::kFull;  // checksums are verified before training starts
+  int64_t global_batch = 16;      // B x world_size
   int world_size = 1, rank = 0;
   uint64_t seed = 0;
-  int threads = 0;                 // reader threads; 0: one per hardware thread
-  int prefetch = 4;                // K: batch slots in the pinned ring (>= 1)
-  AugmentConfig augment;           // train (augmented, sampled) or eval (letterboxed, in order)
-  int max_boxes = 300;             // M
-  Device device = Device::kCPU;    // kCUDA: batches are delivered in device memory
+  int threads = 0;               // reader threads; 0: one per hardware thread
+  int prefetch = 4;              // K: batch slots in the pinned ring (>= 1)
+  AugmentConfig augment;         // train (augmented, sampled) or eval (letterboxed, in order)
+  int max_boxes = 300;           // M
+  Device device = Device::kCPU;  // kCUDA: batches are delivered in device memory
   // One line per image that could not be loaded; null: written to stderr.
   std::function<void(const std::string&)> warn;
 };
@@ -108,10 +108,10 @@ class Loader {
  private:
   // One batch in the ring: its plan, and per sample what the reader thread found.
   struct Slot {
-    int64_t seq = -1;      // batch number since the last seek
-    int64_t pending = 0;   // samples not yet written
+    int64_t seq = -1;     // batch number since the last seek
+    int64_t pending = 0;  // samples not yet written
     int64_t valid = 0;
-    LoaderState after;     // the loader's state once this batch is delivered
+    LoaderState after;  // the loader's state once this batch is delivered
     std::vector<SampleRef> refs;
     std::vector<int64_t> index;
     std::vector<int32_t> num_boxes;
@@ -167,15 +167,15 @@ class Loader {
   std::mutex mu_;
   std::condition_variable work_cv_, ready_cv_;
   bool stop_ = false;
-  std::string fatal_;      // a reader thread could not plan a batch
-  int64_t total_ = -1;     // batches until the end of an eval pass (-1: train, no end)
-  int64_t task_seq_ = 0;   // the next sample to hand out: batch task_seq_, position task_pos_
+  std::string fatal_;     // a reader thread could not plan a batch
+  int64_t total_ = -1;    // batches until the end of an eval pass (-1: train, no end)
+  int64_t task_seq_ = 0;  // the next sample to hand out: batch task_seq_, position task_pos_
   int64_t task_pos_ = 0;
-  int64_t released_ = 0;   // batches whose slot may be refilled; slot of seq is free iff seq < released_ + K
+  int64_t released_ = 0;  // batches whose slot may be refilled; slot of seq is free iff seq < released_ + K
   std::vector<std::thread> threads_;
 
   // Consumer side.
-  int64_t next_seq_ = 0;   // the batch next() delivers
+  int64_t next_seq_ = 0;  // the batch next() delivers
   LoaderState state_;
   LoaderStats stats_;
   std::set<int64_t> reported_;

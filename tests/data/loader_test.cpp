@@ -78,7 +78,8 @@ void write_dataset(const std::string& dir, int64_t train, int64_t val, Storage s
   write_synth(dir, o);
 }
 
-LoaderConfig config(const std::string& dir, int64_t global_batch, int threads, int prefetch, bool train = true) {
+LoaderConfig config(const std::string& dir, int64_t global_batch, int threads, int prefetch,
+                    bool train = true) {
   LoaderConfig c;
   c.dir = dir;
   c.global_batch = global_batch;
@@ -297,7 +298,7 @@ TEST(Loader, EvalCoversEverySampleOnceWithAPartialLastBatch) {
 TEST(Loader, CorruptImageIsSkippedCountedAndNamed) {
   TempDir tmp;
   write_dataset(tmp.path(), 12, 0, Storage::kEncoded, 4);  // shards of 4 images
-  corrupt_image(tmp / "train", 5);                          // image 1 of shard 1
+  corrupt_image(tmp / "train", 5);                         // image 1 of shard 1
   const std::string shard = tmp / "train/train-00001.h5";
   const std::string file_name = Dataset::open(tmp / "train").meta(5).file_name;
 
@@ -317,7 +318,8 @@ TEST(Loader, CorruptImageIsSkippedCountedAndNamed) {
   }
   EXPECT_EQ(loader.stats().images_skipped, 1);
   ASSERT_EQ(warnings.size(), 1u);  // reported once, not once per use
-  for (const std::string& part : {shard, file_name, std::string("image 5"), std::string("replaced by image 6")})
+  for (const std::string& part :
+       {shard, file_name, std::string("image 5"), std::string("replaced by image 6")})
     EXPECT_NE(warnings[0].find(part), std::string::npos) << "missing \"" << part << "\" in: " << warnings[0];
 
   // Evaluation leaves the slot empty rather than scoring another image twice.
