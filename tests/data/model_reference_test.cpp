@@ -408,8 +408,10 @@ double alpha_drift(const std::vector<Aspect>& now, const std::vector<Aspect>& at
 // the loss with the TAL assignment (anchors, rows, target scores and their sum) and CIoU's
 // alpha held constant, as Ultralytics' autograd does, so the differences are taken of that
 // function: cpu::detect_loss_assigned with the assignment made at the expansion point, minus
-// the alpha drift. The live loss's differences are recorded too (live_vs_analytic): they
-// also carry the target scores' dependence on the predictions, which Ultralytics detaches.
+// the alpha drift. Two other differences are recorded for the report: with the assignment
+// frozen but alpha live (assigned_vs_analytic, 1.1e-2: alpha's share), and of the live loss
+// (live_vs_analytic, O(1): it also carries the target scores' dependence on the
+// predictions, which Ultralytics detaches).
 TEST(ModelReference, WholeModelLossMatchesFiniteDifferences) {
   const Reference& r = reference();
   std::unique_ptr<Model> m = make_model(r, DType::kF64);
