@@ -179,7 +179,7 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
     using T = decltype(tag);
     forward_train_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
         x.data<T>(), gamma.data<float>(), beta.data<float>(), y.data<T>(), running_mean.data<float>(),
-        running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(), p.momentum, p.eps,
+        running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(), float(p.momentum), float(p.eps),
         m_count, c_count);
   });
   VT_LAUNCH_CHECK();
@@ -194,7 +194,7 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
     using T = decltype(tag);
     forward_eval_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
         x.data<T>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
-        running_var.data<float>(), y.data<T>(), p.eps, n, x.dim(3));
+        running_var.data<float>(), y.data<T>(), float(p.eps), n, x.dim(3));
   });
   VT_LAUNCH_CHECK();
 }
@@ -223,11 +223,11 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
     using T = decltype(tag);
     if (dx) {
       backward_eval_dx_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
-          dy.data<T>(), gamma.data<float>(), running_var.data<float>(), dx->data<T>(), p.eps, n, c_count);
+          dy.data<T>(), gamma.data<float>(), running_var.data<float>(), dx->data<T>(), float(p.eps), n, c_count);
       VT_LAUNCH_CHECK();
     }
     if (dgamma || dbeta) {
-      const Stats st{running_mean.data<float>(), nullptr, running_var.data<float>(), p.eps};
+      const Stats st{running_mean.data<float>(), nullptr, running_var.data<float>(), float(p.eps)};
       backward_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
           x.data<T>(), dy.data<T>(), gamma.data<float>(), st, nullptr, data_or_null(dgamma),
           data_or_null(dbeta), m_count, c_count);

@@ -23,8 +23,8 @@
 namespace vt {
 
 struct BatchNormParams {
-  float momentum = 0.03f;  // weight of the batch statistic in the running update, in [0, 1]
-  float eps = 1e-3f;       // added to the variance, > 0
+  double momentum = 0.03;  // weight of the batch statistic in the running update, in [0, 1]
+  double eps = 1e-3;       // added to the variance, > 0
 };
 
 // Training forward. Overwrites y, save_mean (= mean_c) and save_invstd (= invstd_c, with

@@ -27,7 +27,7 @@ Tensor slice(const Tensor& flat, int64_t offset, const Shape& shape) {
   return Tensor::view(base, shape, flat.dtype(), flat.device());
 }
 
-const BatchNormParams kBn{0.03f, 1e-3f};  // Ultralytics' initialize_weights
+const BatchNormParams kBn{0.03, 1e-3};  // Ultralytics' initialize_weights
 const Activation kSiLU{ActKind::kSiLU};
 
 }  // namespace
