@@ -60,16 +60,19 @@ Loader::Loader(LoaderConfig cfg, const LoaderState& start)
   const LoaderConfig& c = cfg_;
   VT_CHECK(c.world_size >= 1 && c.rank >= 0 && c.rank < c.world_size, "loader: rank ", c.rank,
            " of world size ", c.world_size);
-  VT_CHECK(c.global_batch > 0 && c.global_batch % c.world_size == 0, "loader: global batch ", c.global_batch,
-           " does not split evenly over ", c.world_size, " ranks");
+  const int64_t split = int64_t(c.world_size) * (c.augment.train ? c.micro_steps : 1);
+  VT_CHECK(c.micro_steps >= 1 && c.global_batch > 0 && c.global_batch % split == 0, "loader: global batch ",
+           c.global_batch, " does not split evenly over ", c.world_size, " ranks x ", c.micro_steps,
+           " micro-steps");
   VT_CHECK(c.prefetch >= 1 && c.max_boxes >= 1 && c.threads >= 0 && c.augment.imgsz > 0,
            "loader: bad config for ", c.dir, " (prefetch ", c.prefetch, ", max_boxes ", c.max_boxes,
            ", threads ", c.threads, ", imgsz ", c.augment.imgsz,
            "): prefetch and max_boxes must be >= 1, threads >= 0, imgsz > 0");
-  rank_batch_ = c.global_batch / c.world_size;
+  rank_batch_ = c.global_batch / split;
   imgsz_ = c.augment.imgsz;
   if (c.augment.train)
-    sampler_ = std::make_unique<Sampler>(dataset_.size(), c.global_batch, c.world_size, c.rank, c.seed);
+    sampler_ = std::make_unique<Sampler>(dataset_.size(), c.global_batch, c.world_size, c.rank, c.seed,
+                                         c.micro_steps);
   else
     range_ = validation_range(dataset_.size(), c.world_size, c.rank);
 
@@ -161,7 +164,7 @@ void Loader::stop() {
 void Loader::seek(const LoaderState& s) {
   // A state the sampler refuses must fail before the running pipeline is stopped.
   if (sampler_)
-    Sampler(dataset_.size(), cfg_.global_batch, cfg_.world_size, cfg_.rank, cfg_.seed).seek(s);
+    Sampler(dataset_.size(), cfg_.global_batch, cfg_.world_size, cfg_.rank, cfg_.seed, cfg_.micro_steps).seek(s);
   else
     check_eval_state(s);
   stop();

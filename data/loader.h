@@ -2,8 +2,8 @@
 // pinned host slots ahead of the trainer, and (on a GPU) copied to the device on a stream of
 // their own.
 //
-// Train mode (augment.train): the Sampler gives each step's samples; make_sample augments
-// them. Eval mode: this rank's validation_range in file order, letterboxed, in batches of B
+// Train mode (augment.train): the Sampler gives each micro-step's samples (B / (N k) of them:
+// global batch B, N ranks, k micro-steps per step); make_sample augments them. Eval mode: this rank's validation_range in file order, letterboxed, in batches of B
 // with the last one partial. A batch:
 //   images  (B, S, S, 3) u8 RGB, S = augment.imgsz
 //   targets (B, M, 5) f32 rows (cls, x1, y1, x2, y2) in pixels of the S x S image; rows with
@@ -40,8 +40,9 @@ class BatchCopier;
 struct LoaderConfig {
   std::string dir;                // dataset directory (manifest.json and shards)
   Verify verify = Verify::kFull;  // checksums are verified before training starts
-  int64_t global_batch = 16;      // B x world_size
-  int world_size = 1, rank = 0;
+  int64_t global_batch = 16;      // B: samples of one step, over all ranks and micro-steps
+  int world_size = 1, rank = 0;   // N ranks
+  int micro_steps = 1;            // k: train batches per step and rank (gradient accumulation)
   uint64_t seed = 0;
   int threads = 0;               // reader threads; 0: one per hardware thread
   int prefetch = 4;              // K: batch slots in the pinned ring (>= 1)
@@ -89,7 +90,7 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  // Blocks until the next batch is complete; valid until the following next() or seek().
+  // Blocks until the next batch (train: micro-batch) is complete; valid until the following next() or seek().
   // Eval mode returns null after the last batch of the pass; train mode never does.
   // A sample that failed in a reader thread throws vt::Error here, naming the record.
   const Batch* next();
@@ -101,8 +102,8 @@ class Loader {
 
   const LoaderStats& stats() const { return stats_; }
   const Dataset& dataset() const { return dataset_; }
-  int64_t batch_size() const { return rank_batch_; }  // B, per rank
-  // Train: steps per epoch; eval: batches of this rank's whole validation range.
+  int64_t batch_size() const { return rank_batch_; }  // per next(): B / (N k) in train, B / N in eval
+  // Train: steps per epoch (each k batches); eval: batches of this rank's validation range.
   int64_t num_batches() const;
 
  private:

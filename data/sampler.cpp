@@ -18,11 +18,18 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
   return order;
 }
 
-Sampler::Sampler(int64_t num_samples, int64_t global_batch, int world_size, int rank, uint64_t seed)
-    : num_samples_(num_samples), global_batch_(global_batch), world_size_(world_size), rank_(rank), seed_(seed) {
+Sampler::Sampler(int64_t num_samples, int64_t global_batch, int world_size, int rank, uint64_t seed,
+                 int micro_steps)
+    : num_samples_(num_samples),
+      global_batch_(global_batch),
+      world_size_(world_size),
+      rank_(rank),
+      seed_(seed),
+      micro_steps_(micro_steps) {
   VT_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "sampler: rank ", rank, " of world size ", world_size);
-  VT_CHECK(global_batch > 0 && global_batch % world_size == 0, "sampler: global batch ", global_batch,
-           " does not split evenly over ", world_size, " ranks");
+  VT_CHECK(micro_steps >= 1, "sampler: ", micro_steps, " micro-steps per step (at least 1)");
+  VT_CHECK(global_batch > 0 && global_batch % (int64_t(world_size) * micro_steps) == 0, "sampler: global batch ",
+           global_batch, " does not split evenly over ", world_size, " ranks x ", micro_steps, " micro-steps");
   VT_CHECK(num_samples >= global_batch, "sampler: ", num_samples, " training samples, fewer than one global batch of ",
            global_batch);
   VT_CHECK(num_samples <= 0xFFFFFFFFll, "sampler: ", num_samples, " samples (at most 2^32 - 1)");
@@ -32,6 +39,7 @@ void Sampler::seek(const LoaderState& s) {
   VT_CHECK(s.epoch >= 0 && s.epoch <= 0xFFFFFFFFll && s.cursor >= 0 && s.cursor <= num_samples_,
            "sampler: cannot resume at epoch ", s.epoch, " cursor ", s.cursor, " of ", num_samples_, " samples");
   state_ = s;
+  micro_ = 0;
   roll_over();
 }
 
@@ -47,11 +55,14 @@ std::vector<SampleRef> Sampler::next() {
     order_ = epoch_order(num_samples_, seed_, state_.epoch);
     order_epoch_ = state_.epoch;
   }
-  const int64_t b = rank_batch(), first = state_.cursor + rank_ * b;
+  const int64_t b = rank_batch(), first = state_.cursor + (int64_t(micro_) * world_size_ + rank_) * b;
   std::vector<SampleRef> refs(static_cast<size_t>(b));
   for (int64_t i = 0; i < b; ++i) refs[i] = {order_[first + i], {seed_, state_.epoch, first + i}};
-  state_.cursor += global_batch_;
-  roll_over();
+  if (++micro_ == micro_steps_) {
+    micro_ = 0;
+    state_.cursor += global_batch_;
+    roll_over();
+  }
   return refs;
 }
 

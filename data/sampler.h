@@ -2,8 +2,11 @@
 // slice of every global batch, and the validation split.
 //
 // The order of epoch e is a permutation of [0, N) drawn from (seed, e) alone, so every rank
-// computes the same one. A training step consumes the next global batch B (= per-rank batch
-// x world size) of that order, and rank r reads positions [cursor + r*b, cursor + (r+1)*b).
+// computes the same one. A training step consumes the next global batch B of that order in
+// k micro-steps (gradient accumulation, k >= 1) on each of the N ranks, b = B / (N k) samples
+// each: micro-step j of rank r reads positions [cursor + m*b, cursor + (m+1)*b), m = j*N + r.
+// Any (N, k) with the same N k therefore reads the same micro-batches, only dealt out
+// differently: 1 rank with k = 2 computes exactly what 2 ranks with k = 1 do.
 // The last N mod B samples of an epoch are dropped, so every rank takes the same number of
 // steps; the next epoch then reshuffles, and the dropped samples differ from epoch to epoch.
 // The whole state is (epoch, cursor), counted in global samples: resuming at the same state
@@ -38,21 +41,25 @@ struct SampleRef {
 
 class Sampler {
  public:
-  // Throws unless 0 < global_batch <= num_samples < 2^32, world_size divides global_batch,
-  // and 0 <= rank < world_size.
-  Sampler(int64_t num_samples, int64_t global_batch, int world_size, int rank, uint64_t seed);
+  // Throws unless 0 < global_batch <= num_samples < 2^32, world_size x micro_steps divides
+  // global_batch, and 0 <= rank < world_size.
+  Sampler(int64_t num_samples, int64_t global_batch, int world_size, int rank, uint64_t seed,
+          int micro_steps = 1);
 
   int64_t num_samples() const { return num_samples_; }
   int64_t global_batch() const { return global_batch_; }
-  int64_t rank_batch() const { return global_batch_ / world_size_; }
+  int micro_steps() const { return micro_steps_; }
+  int64_t rank_batch() const { return global_batch_ / (int64_t(world_size_) * micro_steps_); }  // b
   int64_t steps_per_epoch() const { return num_samples_ / global_batch_; }
 
+  // The state at the start of the current step (micro-steps do not move it until the last).
   const LoaderState& state() const { return state_; }
-  // Continues from `s`; a cursor with less than a global batch left (possible after a change
+  // Continues from `s`, at its first micro-step; a cursor with less than a global batch left (possible after a change
   // of global batch) moves to the start of the next epoch, as next() would.
   void seek(const LoaderState& s);
 
-  // This rank's rank_batch() samples of the current step; then advances by a global batch.
+  // This rank's rank_batch() samples of the current micro-step; after the last micro-step of
+  // a step, advances by a global batch.
   std::vector<SampleRef> next();
 
  private:
@@ -61,6 +68,7 @@ class Sampler {
   int64_t num_samples_, global_batch_;
   int world_size_, rank_;
   uint64_t seed_;
+  int micro_steps_, micro_ = 0;  // k, and the next micro-step of the current step
   LoaderState state_;
   int64_t order_epoch_ = -1;  // the epoch `order_` belongs to
   std::vector<int64_t> order_;

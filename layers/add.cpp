@@ -33,4 +33,10 @@ void add_backward(const Tensor& dy, const Tensor* da, const Tensor* db, Stream s
   }
 }
 
+void scale(const Tensor& x, double alpha, Stream s) {
+  check_types("scale", {{"x", x}}, {});
+  if (x.is_cuda()) VT_CUDA_CALL("scale", cuda::scale(x, alpha, s));
+  else cpu::scale(x, alpha);
+}
+
 }  // namespace vt

@@ -16,6 +16,11 @@ __global__ void accumulate_kernel(const T* src, T* dst, int64_t n) {
   VT_GRID_STRIDE(i, n) { dst[i] = from_f32<T>(to_f32(dst[i]) + to_f32(src[i])); }
 }
 
+template <class T>
+__global__ void scale_kernel(T* x, float alpha, int64_t n) {
+  VT_GRID_STRIDE(i, n) { x[i] = from_f32<T>(to_f32(x[i]) * alpha); }
+}
+
 }  // namespace
 
 void add_forward(const Tensor& a, const Tensor& b, const Tensor& y, Stream s) {
@@ -34,6 +39,16 @@ void accumulate(const Tensor& src, const Tensor& dst, Stream s) {
   dispatch("add_backward", src.dtype(), [&](auto tag) {
     using T = decltype(tag);
     accumulate_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(src.data<T>(), dst.data<T>(), n);
+  });
+  VT_LAUNCH_CHECK();
+}
+
+void scale(const Tensor& x, double alpha, Stream s) {
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  dispatch("scale", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    scale_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(x.data<T>(), static_cast<float>(alpha), n);
   });
   VT_LAUNCH_CHECK();
 }

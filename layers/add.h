@@ -14,16 +14,20 @@ namespace vt {
 void add_forward(const Tensor& a, const Tensor& b, const Tensor& y, Stream s = {});
 // dy, *da, *db: the same shape; *da += dy, *db += dy (each when not null)
 void add_backward(const Tensor& dy, const Tensor* da, const Tensor* db, Stream s = {});
+// x *= alpha, in place (fp32 arithmetic for f32 and bf16, fp64 for f64): averaging sums.
+void scale(const Tensor& x, double alpha, Stream s = {});
 
 namespace cpu {
 void add_forward(const Tensor& a, const Tensor& b, const Tensor& y);
 // dst += src
 void accumulate(const Tensor& src, const Tensor& dst);
+void scale(const Tensor& x, double alpha);
 }  // namespace cpu
 namespace cuda {
 void add_forward(const Tensor& a, const Tensor& b, const Tensor& y, Stream s);
 // dst += src
 void accumulate(const Tensor& src, const Tensor& dst, Stream s);
+void scale(const Tensor& x, double alpha, Stream s);
 }  // namespace cuda
 
 }  // namespace vt

@@ -23,4 +23,13 @@ void accumulate(const Tensor& src, const Tensor& dst) {
   });
 }
 
+void scale(const Tensor& x, double alpha) {
+  dispatch_cpu("scale", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = x.data<T>();
+    const T a = static_cast<T>(alpha);
+    for (int64_t i = 0, n_ = x.numel(); i < n_; ++i) p[i] *= a;
+  });
+}
+
 }  // namespace vt::cpu

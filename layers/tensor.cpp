@@ -231,6 +231,13 @@ int cuda_device_count() {
 #endif
 }
 
+void cuda_set_device(int i) {
+  VT_CHECK(i >= 0 && i < cuda_device_count(), "cuda_set_device: device ", i, " of ", cuda_device_count());
+#ifdef VT_WITH_CUDA
+  CUDA_CHECK(cudaSetDevice(i));
+#endif
+}
+
 std::string cuda_device_description(int i) {
 #ifdef VT_WITH_CUDA
   cudaDeviceProp p{};

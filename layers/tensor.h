@@ -110,6 +110,8 @@ void zero(const Tensor& t, Stream stream = {});
 
 // Number of usable CUDA devices: 0 when built without CUDA, or with no driver or device.
 int cuda_device_count();
+// Makes device i current for this thread (each rank picks its GPU from its local rank).
+void cuda_set_device(int i);
 // "NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB" for device i.
 std::string cuda_device_description(int i);
 // Waits for all work on `stream` (CUDA) to finish; no-op without CUDA or without a device.

@@ -1,4 +1,5 @@
-// `visiontrain train`: options -> TrainOptions -> run_training.
+// `visiontrain train`: options -> TrainOptions -> run_training. Under mpirun or srun every
+// rank runs this with the same options.
 #include <cxxopts.hpp>
 #include <iostream>
 
@@ -11,14 +12,18 @@ int cmd_train(int argc, char** argv) {
   TrainOptions d;  // defaults shown in --help
   cxxopts::Options opts(argv[0],
                         "Train a detector on HDF5 shards (visiontrain convert/synth make them). Writes "
-                        "metrics.jsonl, last.h5 and best.h5 to --out; validates every epoch with COCO mAP.");
+                        "metrics.jsonl, last.h5 and best.h5 to --out; validates every epoch with COCO mAP.\n"
+                        "Data-parallel: mpirun -np N visiontrain train ... (one rank per GPU; --batch is global).");
   // clang-format off
   opts.add_options()
     ("data", "dataset root with train/ and val/ (e.g. from visiontrain synth --out)", cxxopts::value<std::string>())
     ("model", "model spec (Ultralytics-style YAML)", cxxopts::value<std::string>()->default_value(d.model))
     ("out", "run directory", cxxopts::value<std::string>()->default_value(d.out))
     ("epochs", "epochs", cxxopts::value<int64_t>()->default_value(std::to_string(d.epochs)))
-    ("batch", "images per step", cxxopts::value<int64_t>()->default_value(std::to_string(d.batch)))
+    ("steps", "stop after this many steps (0: all epochs)", cxxopts::value<int64_t>()->default_value("0"))
+    ("batch", "images per step, all ranks together", cxxopts::value<int64_t>()->default_value(std::to_string(d.batch)))
+    ("accumulate", "micro-steps per step and rank (batch / (ranks x accumulate) images each)", cxxopts::value<int>()->default_value("1"))
+    ("nbs", "nominal batch: the optimizer steps every max(round(nbs / batch), 1) steps", cxxopts::value<int64_t>()->default_value(std::to_string(d.schedule.nbs)))
     ("imgsz", "training image size (a multiple of 32)", cxxopts::value<int64_t>()->default_value(std::to_string(d.imgsz)))
     ("workers", "loader threads (0: one per hardware thread)", cxxopts::value<int>()->default_value("0"))
     ("seed", "seed of the weights, the sample order and every augmentation draw", cxxopts::value<uint64_t>()->default_value("0"))
@@ -38,6 +43,12 @@ int cmd_train(int argc, char** argv) {
     ("fliplr", "horizontal flip probability", cxxopts::value<float>()->default_value(std::to_string(d.augment.fliplr)))
     ("max-norm", "clip gradients to this global norm", cxxopts::value<double>()->default_value(std::to_string(d.max_norm)))
     ("no-val", "skip validation")
+    ("comm", "gradient all-reduce backend: auto (nccl on GPUs when built, else mpi), nccl or mpi", cxxopts::value<std::string>()->default_value(d.comm))
+    ("bucket-mb", "gradient bucket size, MB", cxxopts::value<double>()->default_value("25"))
+    ("first-bucket-mb", "size of the first (earliest-ready) bucket, MB", cxxopts::value<double>()->default_value("1"))
+    ("comm-timeout", "seconds a collective may take before the watchdog aborts the job (0: never)", cxxopts::value<double>()->default_value("300"))
+    ("trace", "write a Chrome trace (Perfetto) of the first --trace-steps steps of every rank", cxxopts::value<std::string>())
+    ("trace-steps", "steps to trace", cxxopts::value<int64_t>()->default_value("20"))
     ("quiet", "no progress bars")
     ("h,help", "show this help");
   // clang-format on
@@ -51,7 +62,10 @@ int cmd_train(int argc, char** argv) {
   o.model = a["model"].as<std::string>();
   o.out = a["out"].as<std::string>();
   o.epochs = a["epochs"].as<int64_t>();
+  o.steps = a["steps"].as<int64_t>();
   o.batch = a["batch"].as<int64_t>();
+  o.accumulate = a["accumulate"].as<int>();
+  o.schedule.nbs = a["nbs"].as<int64_t>();
   o.imgsz = a["imgsz"].as<int64_t>();
   o.threads = a["workers"].as<int>();
   o.seed = a["seed"].as<uint64_t>();
@@ -72,6 +86,12 @@ int cmd_train(int argc, char** argv) {
   o.max_norm = a["max-norm"].as<double>();
   o.val = a.count("no-val") == 0;
   o.progress = a.count("quiet") == 0;
+  o.comm = a["comm"].as<std::string>();
+  o.bucket_mb = a["bucket-mb"].as<double>();
+  o.first_bucket_mb = a["first-bucket-mb"].as<double>();
+  o.comm_timeout = a["comm-timeout"].as<double>();
+  o.trace = a.count("trace") ? a["trace"].as<std::string>() : "";
+  o.trace_steps = a["trace-steps"].as<int64_t>();
   return run_training(o);
 }
 

@@ -1,9 +1,11 @@
 // visiontrain: the command-line entry point. Picks the subcommand, runs it, and turns any
-// error into one clear message and a non-zero exit.
+// error into one clear message and a non-zero exit. In a job of several ranks an error on
+// one rank ends the whole job (MPI_Abort), so no rank is left waiting for it.
 #include <cstdio>
 #include <cstring>
 #include <string>
 
+#include "comm/world.h"
 #include "layers/check.h"
 #include "trainer/commands.h"
 
@@ -51,12 +53,19 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
     std::string name = std::string("visiontrain ") + c.name;
     argv[1] = name.data();
+    int rc = 1;
     try {
-      return c.run(argc - 1, argv + 1);
+      rc = c.run(argc - 1, argv + 1);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "visiontrain %s: error: %s\n", c.name, e.what());
-      return 1;
+      if (vt::comm::world().size > 1) {
+        std::fprintf(stderr, "visiontrain %s: rank %d failed; ending the job of %d ranks\n", c.name,
+                     vt::comm::world().rank, vt::comm::world().size);
+        vt::comm::abort_job(1);
+      }
     }
+    vt::comm::finalize_world();
+    return rc;
   }
   std::fprintf(stderr, "visiontrain: unknown command '%s'\n\n", argv[1]);
   usage(stderr);

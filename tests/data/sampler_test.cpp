@@ -42,6 +42,44 @@ TEST(Sampler, GlobalStreamIsTheSameFor1_2And4Ranks) {
   EXPECT_EQ(one[191].key.position, 95);
 }
 
+// Micro-steps: (N ranks, k micro-steps) deals out the same micro-batches as any other
+// decomposition with the same N k: micro-batch m = j N + r of a step holds the same samples.
+TEST(Sampler, MicroStepsDealTheSameMicroBatches) {
+  const int64_t n = 103, batch = 12;
+  // micro[m] for every step, with 1 rank x 4 micro-steps, 2 x 2, and 4 x 1.
+  auto micro_batches = [&](int world, int k) {
+    std::vector<Sampler> ranks;
+    for (int r = 0; r < world; ++r) ranks.emplace_back(n, batch, world, r, 7, k);
+    std::vector<std::vector<SampleRef>> out;
+    for (int step = 0; step < 20; ++step) {
+      std::vector<std::vector<SampleRef>> m(4);
+      for (int j = 0; j < k; ++j)
+        for (int r = 0; r < world; ++r) {
+          EXPECT_EQ(ranks[r].rank_batch(), 3);
+          m[j * world + r] = ranks[r].next();
+          // The state moves only after the last micro-step.
+          EXPECT_EQ(ranks[r].state().cursor, j + 1 < k ? (step % 8) * batch : ((step + 1) % 8) * batch);
+        }
+      out.insert(out.end(), m.begin(), m.end());
+    }
+    return out;
+  };
+  const auto a = micro_batches(1, 4);
+  EXPECT_TRUE(a == micro_batches(2, 2));
+  EXPECT_TRUE(a == micro_batches(4, 1));
+  // And their concatenation is the plain global stream.
+  std::vector<SampleRef> flat;
+  for (const auto& m : a) flat.insert(flat.end(), m.begin(), m.end());
+  Sampler one(n, batch, 1, 0, 7);
+  std::vector<SampleRef> plain;
+  for (int step = 0; step < 20; ++step) {
+    const auto s = one.next();
+    plain.insert(plain.end(), s.begin(), s.end());
+  }
+  EXPECT_TRUE(flat == plain);
+  EXPECT_THROW(Sampler(n, batch, 2, 0, 7, 4), Error);  // 12 does not split into 2 x 4
+}
+
 TEST(Sampler, EachEpochIsItsOrderMinusTheTail) {
   const int64_t n = 103, batch = 12;
   Sampler s(n, batch, 1, 0, 7);

@@ -83,6 +83,30 @@ TEST(Add, GpuMatchesCpu) {
   }
 }
 
+// scale: x *= alpha, one rounding per element; the gradient of a linear map is alpha dy, which
+// the trainer never needs (it scales sums that take no gradient), so no gradient check.
+TEST(Scale, HandComputedAndGpuParity) {
+  const Tensor x = from_values({4}, {1, -3, 0.5, 7});
+  scale(x, 0.25);
+  test::expect_close(x, from_values({4}, {0.25, -0.75, 0.125, 1.75}), 0, 0, "scale");
+  const Tensor d = Tensor::empty({2}, DType::kF64, Device::kCPU);
+  d.data<double>()[0] = 1.0, d.data<double>()[1] = 3.0;
+  scale(d, 1.0 / 3.0);
+  EXPECT_EQ(d.data<double>()[0], 1.0 / 3.0);  // fp64 arithmetic for f64
+  EXPECT_EQ(d.data<double>()[1], 3.0 * (1.0 / 3.0));
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: the GPU half is skipped";
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    Tensor a = test::random_tensor({3, 13, 17, 7}, DType::kF32, 9);
+    if (dt == DType::kBF16) a = test::round_to_bf16(a);
+    const Tensor g = a.to(Device::kCUDA, dt);
+    scale(a, 1.0 / 3.0);
+    scale(g, 1.0 / 3.0);
+    synchronize();
+    // The same f32 product on both sides; bf16 rounds it once more (half an ulp, 2^-8).
+    test::expect_close(g, a, 0, dt == DType::kF32 ? 0 : 1.0 / 256, dtype_name(dt));
+  }
+}
+
 TEST(Add, BadArgumentsNameTheOpAndShapes) {
   const Tensor a = Tensor::empty({2, 3, 4}, DType::kF32, Device::kCPU);
   const Tensor b = Tensor::empty({2, 4, 3}, DType::kF32, Device::kCPU);
