@@ -14,9 +14,10 @@
 # pair. The exit status is PROGRAM's (mpirun's), 124 if the run passed VT_TWO_HOSTS_TIMEOUT
 # seconds (default 300; keep it below the CTest TIMEOUT), 130/143 on Ctrl-C/SIGTERM, and 77
 # (CTest's SKIP_RETURN_CODE) when namespaces cannot be made here: not root, no `ip`, no
-# `unshare`, no mpirun, or the kernel refuses. The namespaces and their processes are always
-# removed on exit (trap), with the temporary folder and Open MPI's session directories; those
-# of a run that was killed with SIGKILL are removed by the next run once its PID is gone.
+# `unshare`, no mpirun ($VT_MPIRUN, else the PATH's), or the kernel refuses. The namespaces
+# and their processes are always removed on exit (trap), with the temporary folder and Open
+# MPI's session directories; those of a run that was killed with SIGKILL are removed by the
+# next run once its PID is gone.
 set -uo pipefail
 
 if (($# < 1)) || [[ $1 == -h || $1 == --help ]]; then
@@ -35,7 +36,8 @@ skip() {
   exit 77
 }
 
-for tool in ip unshare timeout mpirun; do
+mpirun="${VT_MPIRUN:-mpirun}" # as in the other tests/comm scripts
+for tool in ip unshare timeout "$mpirun"; do
   command -v "$tool" >/dev/null || skip "'$tool' is not installed"
 done
 ((EUID == 0)) || skip "creating network namespaces needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN)"
@@ -132,7 +134,7 @@ EOF
 chmod +x "$tmp/rank.sh"
 
 # shellcheck disable=SC2054  # tcp,self is one word
-cmd=(mpirun -np 2 --hostfile "$tmp/hostfile" --map-by node --tag-output
+cmd=("$mpirun" -np 2 --hostfile "$tmp/hostfile" --map-by node --tag-output
   --mca plm rsh --mca plm_rsh_agent "$agent"
   --mca pml ob1 --mca btl tcp,self
   --mca btl_tcp_if_include "$net.0/24" --mca oob_tcp_if_include "$net.0/24")
