@@ -447,8 +447,8 @@ int run_training(TrainOptions opt) {
         metrics["val"] = {{"map", v.map.map}, {"map50", v.map.map50}, {"map75", v.map.map75}, {"seconds", v.seconds}};
         std::printf("  val: mAP@.5:.95 %.4f  mAP@.5 %.4f  mAP@.75 %.4f  (%lld images, %.1f s)\n", v.map.map,
                     v.map.map50, v.map.map75, (long long)v.map.num_images, v.seconds);
-        log->write(metrics);
       }
+      log->write(metrics);
       info.metrics_json = metrics.dump();
       ckpt::Checkpoint c;
       put_info(c, info);

@@ -16,7 +16,7 @@
 // the EMA weights (COCO mAP) on rank 0 and writes last.h5, and best.h5 when the fitness
 // 0.1 mAP@.5 + 0.9 mAP@.5:.95 improves. metrics.jsonl (rank 0) gets one line per step, with
 // the step's compute, data-wait, communication and exposed-communication times, and one per
-// validation. Before step 0 the ranks check they agree (comm/handshake.h).
+// epoch (with the validation's mAP). Before step 0 the ranks check they agree (comm/handshake.h).
 #pragma once
 
 #include <cstdint>
