@@ -49,6 +49,11 @@ int cmd_train(int argc, char** argv) {
     ("comm-timeout", "seconds a collective may take before the watchdog aborts the job (0: never)", cxxopts::value<double>()->default_value("300"))
     ("trace", "write a Chrome trace (Perfetto) of the first --trace-steps steps of every rank", cxxopts::value<std::string>())
     ("trace-steps", "steps to trace", cxxopts::value<int64_t>()->default_value("20"))
+    ("resume", "continue a run: auto (the newest checkpoint of --out that verifies) or a checkpoint file", cxxopts::value<std::string>())
+    ("save-every", "also checkpoint every N steps (0: at epoch ends and on exit only)", cxxopts::value<int64_t>()->default_value("0"))
+    ("keep", "checkpoints kept: the last N (plus the best and the milestones)", cxxopts::value<int>()->default_value("3"))
+    ("milestone-every", "also keep every checkpoint of a step that is a multiple of N (0: none)", cxxopts::value<int64_t>()->default_value("0"))
+    ("no-keep-best", "do not keep the best checkpoint by validation fitness beyond the last --keep")
     ("quiet", "no progress bars")
     ("h,help", "show this help");
   // clang-format on
@@ -92,6 +97,11 @@ int cmd_train(int argc, char** argv) {
   o.comm_timeout = a["comm-timeout"].as<double>();
   o.trace = a.count("trace") ? a["trace"].as<std::string>() : "";
   o.trace_steps = a["trace-steps"].as<int64_t>();
+  o.resume = a.count("resume") ? a["resume"].as<std::string>() : "";
+  o.save_every = a["save-every"].as<int64_t>();
+  o.retention.keep_last = a["keep"].as<int>();
+  o.retention.milestone_every = a["milestone-every"].as<int64_t>();
+  o.retention.keep_best = a.count("no-keep-best") == 0;
   return run_training(o);
 }
 

@@ -2,6 +2,7 @@
 #include "trainer/train.h"
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -24,6 +26,7 @@
 #include "layers/model.h"
 #include "layers/reduce.h"
 #include "optim/update.h"
+#include "trainer/checkpointing.h"
 #include "trainer/progress.h"
 #include "trainer/run_state.h"
 #include "trainer/trace.h"
@@ -117,6 +120,89 @@ void inject_fault(int rank, int64_t step) {
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   VT_CHECK(std::string(kind) != "throw", "VT_TEST_FAULT: rank ", rank, " fails at step ", s);
+}
+
+// SIGTERM and SIGINT ask for a clean stop: the step in progress finishes, a checkpoint is
+// written, and the program exits 0. The previous handlers come back at the end of training.
+class StopSignals {
+ public:
+  StopSignals() {
+    struct sigaction sa {};
+    sa.sa_handler = [](int sig) { raised_ = sig; };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &old_term_);
+    sigaction(SIGINT, &sa, &old_int_);
+  }
+  ~StopSignals() {
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGINT, &old_int_, nullptr);
+  }
+  bool raised() const { return raised_ != 0; }
+  const char* name() const { return raised_ == SIGINT ? "SIGINT" : raised_ == SIGTERM ? "SIGTERM" : "another rank"; }
+
+ private:
+  static inline volatile std::sig_atomic_t raised_ = 0;
+  struct sigaction old_term_ {}, old_int_ {};
+};
+
+// --resume auto|PATH on rank 0: loads and verifies the checkpoint and restores the state into
+// the model and buffers. auto without any good checkpoint starts from scratch, saying so.
+TrainCounters resume_from(const TrainOptions& opt, const ckpt::CheckpointStore& store, Model& model,
+                          const StateBuffers& state) {
+  std::string path;
+  std::optional<ckpt::Checkpoint> c;
+  if (opt.resume == "auto") {
+    std::vector<std::string> notes;
+    auto found = store.load_newest_good(&notes);
+    for (const std::string& n : notes) std::fprintf(stderr, "resume: %s\n", n.c_str());
+    if (!found) {
+      std::printf("resume: no checkpoint in %s to resume from; starting from scratch\n", store.dir().c_str());
+      return {};
+    }
+    path = found->first;
+    c = std::move(found->second);
+  } else {
+    path = opt.resume;
+    c = ckpt::Checkpoint::load(path);
+  }
+  VT_CHECK(!c->has_attr("global_batch") || c->get_int("global_batch") == opt.batch, "train: --resume ", path,
+           " was trained with a global batch of ", c->get_int("global_batch"), ", not ", opt.batch,
+           ": the sample stream continues only with the same --batch");
+  VT_CHECK(!c->has_attr("seed") || c->get_int("seed") == static_cast<int64_t>(opt.seed), "train: --resume ", path,
+           " was trained with --seed ", c->get_int("seed"), ", not ", opt.seed);
+  const TrainCounters k = restore_state(*c, path, model, state);
+  std::printf("resume: from %s: step %lld (epoch %lld, sample %lld), %lld optimizer steps, trained on %lld rank%s\n",
+              path.c_str(), (long long)k.step, (long long)k.loader.epoch, (long long)k.loader.cursor,
+              (long long)k.opt_steps, (long long)c->get_int("world_size"), c->get_int("world_size") > 1 ? "s" : "");
+  return k;
+}
+
+// On resume, metrics.jsonl keeps only what happened up to the checkpoint: lines of later steps
+// (written before a crash) would otherwise appear twice.
+void trim_metrics(const std::string& path, int64_t step, int64_t nb) {
+  std::ifstream in(path);
+  if (!in.good()) return;
+  std::string kept, line;
+  int64_t dropped = 0;
+  while (std::getline(in, line)) {
+    bool keep = true;
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("step") && j["step"].is_number()) keep = j["step"].get<int64_t>() < step;
+      else if (j.contains("checkpoint_step")) keep = j["checkpoint_step"].get<int64_t>() <= step;
+      else if (j.contains("epoch")) keep = j["epoch"].get<int64_t>() * nb <= step;
+    } catch (const std::exception&) {
+      keep = false;  // a line cut by a crash
+    }
+    if (keep) kept += line + "\n";
+    else ++dropped;
+  }
+  in.close();
+  if (dropped == 0) return;
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+  VT_CHECK(out.good(), "cannot rewrite ", path);
+  std::printf("resume: %lld lines of metrics.jsonl after step %lld dropped\n", (long long)dropped, (long long)step);
 }
 
 }  // namespace
@@ -224,6 +310,7 @@ int run_training(TrainOptions opt) {
   const BufferId id_red_ws = plan.request("reduce.workspace", {std::max<int64_t>(1, reduce_workspace_elems(p, dev))},
                                           DType::kF32);
   const BufferId id_gsum = plan.request("grad.sum", {p}, pdt);
+  const BufferId id_gsum_save = plan.request("grad.sum.checkpoint", {p}, pdt);
   const BufferId id_bn_start = plan.request("bn.start", {average_bn ? nstats : 1}, DType::kF32);
   const BufferId id_bn_sum = plan.request("bn.sum", {average_bn ? nstats : 1}, DType::kF32);
   const BufferId id_state0 = plan.request("optim.state0", {p}, DType::kF32);
@@ -234,7 +321,7 @@ int run_training(TrainOptions opt) {
   plan.allocate();
   const Tensor loss = plan.get(id_loss), loss_work = plan.get(id_loss_ws), sumsq = plan.get(id_sumsq);
   const Tensor red_ws = dev == Device::kCUDA ? plan.get(id_red_ws) : Tensor{};
-  const Tensor gsum = plan.get(id_gsum), bn_start = plan.get(id_bn_start), bn_sum = plan.get(id_bn_sum);
+  const Tensor gsum = plan.get(id_gsum), gsum_save = plan.get(id_gsum_save), bn_start = plan.get(id_bn_start), bn_sum = plan.get(id_bn_sum);
   const Tensor state0 = plan.get(id_state0), state1 = plan.get(id_state1);
   const Tensor ema = plan.get(id_ema), ema_bn = plan.get(id_ema_bn);
 
@@ -253,15 +340,31 @@ int run_training(TrainOptions opt) {
     fields.push_back({"program version", std::string(VT_VERSION) + " " + VT_GIT_COMMIT});
     comm::handshake(fields, &watchdog);
   }
-  {
-    comm::Watchdog::Scope scope(&watchdog, "the broadcast of rank 0's weights", 0);
-    communicator->broadcast(model.params(), 0);
-    communicator->broadcast(model.bn_stats(), 0);
-    model.refresh_weights();
-  }
+  // The starting state: rank 0's initial weights, or the checkpoint it resumes from.
+  // A checkpoint holds the gradient sum of an accumulation in progress summed over the ranks
+  // (gsum_save); a resume gives it to rank 0 and zeros to the others.
+  const StateBuffers state{model.params(), model.bn_stats(), ema, ema_bn, state0, state1, gsum_save};
   copy(model.params(), ema);
   copy(model.bn_stats(), ema_bn);
-  zero(gsum);
+  zero(gsum_save);
+  std::unique_ptr<ckpt::CheckpointStore> store;
+  if (lead) store = std::make_unique<ckpt::CheckpointStore>(opt.out + "/checkpoints", opt.retention);
+  TrainCounters counters;
+  if (lead && !opt.resume.empty()) counters = resume_from(opt, *store, model, state);
+  {
+    comm::Watchdog::Scope scope(&watchdog, "the broadcast of rank 0's state", 0);
+    comm::broadcast_bytes(&counters, sizeof(counters), 0);
+    for (const Tensor& t : {state.params, state.bn_stats, state.ema, state.ema_bn, state.state0, state.state1})
+      communicator->broadcast(t, 0);
+    model.refresh_weights();
+    if (lead) copy(gsum_save, gsum);
+    else zero(gsum);
+  }
+  const data::LoaderState expected_at{counters.step / nb, (counters.step % nb) * opt.batch};
+  VT_CHECK(counters.step == 0 || counters.loader == expected_at,
+           "train: the checkpoint's sample position (epoch ", counters.loader.epoch, ", sample ", counters.loader.cursor,
+           ") does not match its step ", counters.step, " at ", nb, " steps of ", opt.batch,
+           " per epoch: resume with the global --batch and dataset it was trained with");
 
   if (lead) {
     std::printf("train: %s, %lld images in %lld steps of %lld per epoch, %lld epochs, %s %s, optimizer %s lr0 %g\n",
@@ -275,11 +378,53 @@ int run_training(TrainOptions opt) {
   }
 
   std::unique_ptr<MetricsLog> log;
-  if (lead) log = std::make_unique<MetricsLog>(opt.out + "/metrics.jsonl");
-  Trace trace(opt.trace, opt.trace_steps);
+  std::unique_ptr<Checkpointer> checkpointer;
+  if (lead) {
+    if (counters.step > 0) trim_metrics(opt.out + "/metrics.jsonl", counters.step, nb);
+    log = std::make_unique<MetricsLog>(opt.out + "/metrics.jsonl");
+    checkpointer = std::make_unique<Checkpointer>(model, state, *store);
+  }
+  nlohmann::json config = nlohmann::json::object();
+  for (const auto& [name, value] : config_fields(opt)) config[name] = value;
+  config["data"] = opt.data;
+  config["model"] = opt.model;
   const Stream s{};
-  int64_t opt_steps = 0, last_opt = -1, skipped = 0, done_steps = 0;
-  double best = -1;
+  std::vector<double> stalls;
+  int64_t saved_at = counters.step;  // nothing new to save before the first step
+  // Rank 0 queues a checkpoint of the state after counters.step steps.
+  // Every rank calls it at the same steps (the gradient sum's all-reduce is collective).
+  auto save = [&](double fitness, std::vector<std::string> copies, const nlohmann::json& metrics) {
+    saved_at = counters.step;
+    if (counters.last_opt == counters.step - 1) {
+      zero(gsum_save);  // the last step updated: nothing accumulated
+    } else {
+      copy(gsum, gsum_save);
+      if (w.size > 1) {
+        communicator->start_allreduce(gsum_save, s, "checkpoint grad sum", counters.step);
+        communicator->wait_all(s);
+        communicator->take_records(nullptr);
+      }
+    }
+    if (!lead) return;
+    SaveRequest r;
+    r.counters = counters;
+    r.info = info;
+    r.info.step = counters.step;
+    r.info.epoch = counters.step / nb;
+    r.info.metrics_json = metrics.dump();
+    r.config_json = config.dump();
+    r.world_size = w.size;
+    r.global_batch = opt.batch;
+    r.seed = opt.seed;
+    r.optimizer = optimizer_name(sched.optimizer);
+    r.fitness = fitness;
+    r.copies = std::move(copies);
+    stalls.push_back(checkpointer->save(std::move(r)));
+    log->write({{"checkpoint_step", counters.step}, {"stall_s", stalls.back()}});
+  };
+
+  StopSignals signals;
+  Trace trace(opt.trace, opt.trace_steps);
   const double t_run = now();
   const int64_t total_steps = opt.steps > 0 ? std::min(opt.steps, nb * opt.epochs) : nb * opt.epochs;
   // Host timestamps of a traced phase are only meaningful once the GPU has caught up.
@@ -287,34 +432,42 @@ int run_training(TrainOptions opt) {
     if (trace.on(step) && dev == Device::kCUDA) synchronize(s);
     return now();
   };
+  // The loader of `epoch` (mosaic closed for the last close_mosaic epochs) at `at`.
+  auto open_loader = [&](int64_t epoch, const data::LoaderState& at) {
+    data::LoaderConfig cfg = train_loader_config(opt, dev, w);
+    if (opt.close_mosaic > 0 && epoch >= opt.epochs - opt.close_mosaic) cfg.augment.mosaic = 0;
+    cfg.verify = data::Verify::kStructure;  // verified at start
+    loader.reset();
+    loader = std::make_unique<data::Loader>(cfg, at);
+  };
+  if (counters.step > 0) open_loader(counters.step / nb, counters.loader);
+  bool stop = false;
 
-  for (int64_t epoch = 0; epoch < opt.epochs && done_steps < total_steps; ++epoch) {
-    if (opt.close_mosaic > 0 && epoch == opt.epochs - opt.close_mosaic && opt.augment.mosaic > 0) {
-      const data::LoaderState at = loader->state();
-      data::LoaderConfig cfg = train_loader_config(opt, dev, w);
-      cfg.augment.mosaic = 0;
-      cfg.verify = data::Verify::kStructure;  // verified at start
-      loader.reset();
-      loader = std::make_unique<data::Loader>(cfg, at);
+  for (int64_t epoch = counters.step / nb; epoch < opt.epochs && counters.step < total_steps && !stop; ++epoch) {
+    if (opt.close_mosaic > 0 && epoch == opt.epochs - opt.close_mosaic && opt.augment.mosaic > 0 &&
+        counters.step == epoch * nb) {
+      open_loader(epoch, loader->state());
       if (lead)
         std::printf("epoch %lld: mosaic closed for the last %lld epochs\n", (long long)epoch + 1,
                     (long long)opt.close_mosaic);
     }
-    const int64_t steps_this_epoch = std::min(nb, total_steps - done_steps);
+    const int64_t first = counters.step - epoch * nb;
+    const int64_t last_i = std::min(nb, total_steps - epoch * nb);
     std::unique_ptr<ProgressBar> bar;
     if (opt.progress && lead)
       bar = std::make_unique<ProgressBar>("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opt.epochs),
-                                          steps_this_epoch, "step");
+                                          last_i - first, "step");
     double sum[4] = {0, 0, 0, 0}, wait_s = 0, comm_total = 0, exposed_total = 0;
+    int64_t steps_done = 0;
     const double t_epoch = now();
-    for (int64_t i = 0; i < steps_this_epoch; ++i) {
+    for (int64_t i = first; i < last_i && !stop; ++i) {
       const int64_t ni = i + nb * epoch;
       inject_fault(w.rank, ni);
       const double t_step = now();
       StepHyper hyper = schedule_at(sched, ni, epoch, nb, opt.epochs);
-      const bool update = ni - last_opt >= accumulate_at(sched, ni, nb);
+      const bool update = ni - counters.last_opt >= accumulate_at(sched, ni, nb);
       const bool communicate = update && w.size > 1;
-      double step_wait = 0, local_loss[4] = {0, 0, 0, 0};
+      double step_wait = 0, local[5] = {0, 0, 0, 0, 0};
       for (int j = 0; j < k; ++j) {
         const bool last = j == k - 1;
         model.zero_grads(s);
@@ -354,7 +507,7 @@ int run_training(TrainOptions opt) {
         t1 = mark(ni);
         trace.add("backward", Trace::kStep, t0, t1, ni);
         const Tensor l = loss.to(Device::kCPU);  // also the micro-step's sync point
-        for (int q = 0; q < 4; ++q) local_loss[q] += l.data<float>()[q];
+        for (int q = 0; q < 4; ++q) local[q] += l.data<float>()[q];
       }
       if (communicate) buckets.finish(s);
       else if (average_bn && w.size > 1) communicator->wait_all(s);
@@ -365,108 +518,123 @@ int run_training(TrainOptions opt) {
         reduce_sum_squares(gsum, sumsq, red_ws, s);
         const float norm2 = sumsq.to(Device::kCPU).data<float>()[0];
         if (std::isfinite(norm2)) {
-          hyper.step = ++opt_steps;
+          hyper.step = ++counters.opt_steps;
           const GradClip clip{&sumsq, opt.max_norm, 1.0};
           if (sched.optimizer == OptimizerKind::kSGD)
             sgd_step(hyper, clip, model.params(), gsum, model.groups(), state0, s);
           else
             adamw_step(hyper, clip, model.params(), gsum, model.groups(), state0, state1, s);
-          const double d = ema_decay(opt_steps);
+          const double d = ema_decay(counters.opt_steps);
           ema_update(ema, model.params(), d, s);
           ema_update(ema_bn, model.bn_stats(), d, s);
           model.refresh_weights(s);
         } else {
-          ++skipped;
+          ++counters.skipped;
           if (lead)
             std::fprintf(stderr, "\nstep %lld: gradient norm is not finite; optimizer step skipped\n", (long long)ni);
         }
         zero(gsum, s);
-        last_opt = ni;
+        counters.last_opt = ni;
         trace.add("optimizer", Trace::kStep, t0, mark(ni), ni);
       }
       synchronize(s);
+      counters.step = ni + 1;
+      counters.loader = loader->state();
 
-      // The step's numbers: losses averaged over ranks and micro-steps, times from this rank.
+      // The step's numbers: losses averaged over ranks and micro-steps, times from this rank;
+      // and whether any rank was asked to stop (all ranks then stop after this same step).
       double exposed = 0, comm_s = 0;
       for (const comm::CollectiveRecord& r : communicator->take_records(&exposed)) {
         comm_s += r.end_s - r.start_s;
         trace.add("all-reduce " + r.what, Trace::kComm, r.start_s, r.end_s, r.step);
       }
-      comm::allreduce_sum(local_loss, 4);
+      local[4] = signals.raised() ? 1 : 0;
+      comm::allreduce_sum(local, 5);
+      stop = local[4] > 0;
       double lv[4];
-      for (int q = 0; q < 4; ++q) lv[q] = local_loss[q] / double(int64_t(w.size) * k);
+      for (int q = 0; q < 4; ++q) lv[q] = local[q] / double(int64_t(w.size) * k);
       for (int q = 0; q < 4; ++q) sum[q] += lv[q];
       const double step_s = now() - t_step;
       wait_s += step_wait;
       comm_total += comm_s;
       exposed_total += exposed;
-      ++done_steps;
-      if (!lead) continue;
-      const double n = double(i + 1);
-      char suffix[240];
-      std::snprintf(suffix, sizeof(suffix), "box %.3f cls %.3f dfl %.3f  lr %.2g  %.0f img/s  data %.0f%%%s",
-                    sum[1] / n, sum[2] / n, sum[3] / n, hyper.lr[0], opt.batch / step_s,
-                    100.0 * wait_s / std::max(1e-9, now() - t_epoch),
-                    w.size > 1 ? cat("  comm exposed ", int(100.0 * exposed_total / std::max(1e-9, comm_total)), "%")
-                                     .c_str()
-                               : "");
-      if (bar) {
-        bar->set_suffix(suffix);
-        bar->update(i + 1);
+      ++steps_done;
+      if (lead) {
+        const double n = double(steps_done);
+        char suffix[240];
+        std::snprintf(suffix, sizeof(suffix), "box %.3f cls %.3f dfl %.3f  lr %.2g  %.0f img/s  data %.0f%%%s",
+                      sum[1] / n, sum[2] / n, sum[3] / n, hyper.lr[0], opt.batch / step_s,
+                      100.0 * wait_s / std::max(1e-9, now() - t_epoch),
+                      w.size > 1 ? cat("  comm exposed ", int(100.0 * exposed_total / std::max(1e-9, comm_total)), "%")
+                                       .c_str()
+                                 : "");
+        if (bar) {
+          bar->set_suffix(suffix);
+          bar->update(i + 1 - first);
+        }
+        log->write({{"step", ni}, {"epoch", epoch}, {"loss", lv[0]}, {"box", lv[1]}, {"cls", lv[2]}, {"dfl", lv[3]},
+                    {"lr", hyper.lr[0]}, {"images_per_s", opt.batch / step_s}, {"step_s", step_s},
+                    {"data_wait_s", step_wait}, {"comm_s", comm_s}, {"exposed_comm_s", exposed},
+                    {"compute_s", std::max(0.0, step_s - step_wait - exposed)}});
       }
-      log->write({{"step", ni}, {"epoch", epoch}, {"loss", lv[0]}, {"box", lv[1]}, {"cls", lv[2]}, {"dfl", lv[3]},
-                  {"lr", hyper.lr[0]}, {"images_per_s", opt.batch / step_s}, {"step_s", step_s},
-                  {"data_wait_s", step_wait}, {"comm_s", comm_s}, {"exposed_comm_s", exposed},
-                  {"compute_s", std::max(0.0, step_s - step_wait - exposed)}});
+      if (opt.save_every > 0 && counters.step % opt.save_every == 0 && counters.step < total_steps && !stop)
+        save(std::nan(""), {}, {{"step", counters.step}});
     }
     if (bar) bar->finish();
     const double epoch_s = now() - t_epoch;
-    const int64_t ns = std::max<int64_t>(1, steps_this_epoch);
+    const int64_t ns = std::max<int64_t>(1, steps_done);
     if (lead)
       std::printf("epoch %lld/%lld: box %.3f cls %.3f dfl %.3f  %.1f img/s  data-wait %.1f%%%s  (%.1f s)\n",
                   (long long)epoch + 1, (long long)opt.epochs, sum[1] / ns, sum[2] / ns, sum[3] / ns,
-                  steps_this_epoch * opt.batch / epoch_s, 100.0 * wait_s / std::max(1e-9, epoch_s),
+                  steps_done * opt.batch / epoch_s, 100.0 * wait_s / std::max(1e-9, epoch_s),
                   w.size > 1 ? cat("  comm ", comm_total, " s, exposed ", exposed_total, " s").c_str() : "", epoch_s);
+    if (counters.step != (epoch + 1) * nb) break;  // stopped inside the epoch: the final save below
 
-    const bool epoch_done = steps_this_epoch == nb;
-    info.epoch = epoch + (epoch_done ? 1 : 0);
-    info.step = done_steps;
+    // The epoch's end: validation (rank 0), last.h5 and best.h5, a checkpoint.
     nlohmann::json metrics = {{"epoch", epoch + 1},
                               {"box", sum[1] / ns}, {"cls", sum[2] / ns}, {"dfl", sum[3] / ns},
                               {"data_wait", wait_s / std::max(1e-9, epoch_s)},
                               {"comm_s", comm_total}, {"exposed_comm_s", exposed_total},
-                              {"skipped_steps", skipped}, {"world_size", w.size}};
+                              {"skipped_steps", counters.skipped}, {"world_size", w.size}};
+    double fit = std::nan("");
+    std::vector<std::string> copies = {opt.out + "/last.h5"};
+    if (validator) {
+      copy(ema, val_model->params());
+      copy(ema_bn, val_model->bn_stats());
+      val_model->refresh_weights();
+      const ValidationResult v = validator->run(opt.progress);
+      fit = fitness(v.map);
+      metrics["val"] = {{"map", v.map.map}, {"map50", v.map.map50}, {"map75", v.map.map75}, {"seconds", v.seconds}};
+      std::printf("  val: mAP@.5:.95 %.4f  mAP@.5 %.4f  mAP@.75 %.4f  (%lld images, %.1f s)\n", v.map.map,
+                  v.map.map50, v.map.map75, (long long)v.map.num_images, v.seconds);
+    }
     if (lead) {
-      double fit = -1;
-      if (validator && epoch_done) {
-        copy(ema, val_model->params());
-        copy(ema_bn, val_model->bn_stats());
-        val_model->refresh_weights();
-        const ValidationResult v = validator->run(opt.progress);
-        fit = fitness(v.map);
-        metrics["val"] = {{"map", v.map.map}, {"map50", v.map.map50}, {"map75", v.map.map75}, {"seconds", v.seconds}};
-        std::printf("  val: mAP@.5:.95 %.4f  mAP@.5 %.4f  mAP@.75 %.4f  (%lld images, %.1f s)\n", v.map.map,
-                    v.map.map50, v.map.map75, (long long)v.map.num_images, v.seconds);
+      if (!(fit <= counters.best_fitness)) {  // better, or the first epoch, or no validation
+        counters.best_fitness = std::isnan(fit) ? counters.best_fitness : fit;
+        copies.push_back(opt.out + "/best.h5");
       }
       log->write(metrics);
-      info.metrics_json = metrics.dump();
-      ckpt::Checkpoint c;
-      put_info(c, info);
-      put_named(c, "model", model, model.state());
-      put_named(c, "ema", model, model.state_of(ema, ema_bn));
-      c.save(opt.out + "/last.h5");
-      if (fit > best) {
-        best = fit;
-        c.save(opt.out + "/best.h5");
-      }
     }
-    // The other ranks wait (outside the watchdog) while rank 0 validates and saves.
+    save(fit, copies, metrics);
+    // The other ranks wait (outside the watchdog) while rank 0 validates.
     comm::barrier();
   }
+  if (saved_at != counters.step) save(std::nan(""), {opt.out + "/last.h5"}, {{"step", counters.step}});
+  if (checkpointer) checkpointer->finish();
   trace.write();
-  if (lead)
-    std::printf("done: %lld steps in %s; weights in %s/{last,best}.h5, metrics in %s/metrics.jsonl\n",
-                (long long)done_steps, human_duration(now() - t_run).c_str(), opt.out.c_str(), opt.out.c_str());
+  if (lead) {
+    double mean = 0, worst = 0;
+    for (double x : stalls) mean += x / stalls.size(), worst = std::max(worst, x);
+    std::printf("checkpoints: %zu written to %s/checkpoints (latest: %s); training stalled %.1f ms per save on "
+                "average, %.1f ms at most\n",
+                stalls.size(), opt.out.c_str(), store->latest().c_str(), mean * 1e3, worst * 1e3);
+    if (stop)
+      std::printf("stopped by %s after step %lld; continue with --resume auto\n", signals.name(),
+                  (long long)counters.step);
+    else
+      std::printf("done: %lld steps in %s; weights in %s/{last,best}.h5, metrics in %s/metrics.jsonl\n",
+                  (long long)counters.step, human_duration(now() - t_run).c_str(), opt.out.c_str(), opt.out.c_str());
+  }
   return 0;
 }
 

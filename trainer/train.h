@@ -13,10 +13,16 @@
 // batch rule) the optimizer: the gradient norm on the device, a fused SGD/AdamW step with
 // clipping by global norm, the EMA of the weights and BN statistics, and the bf16 weight copy refreshed. A step
 // whose gradients are not finite is skipped and reported. Every epoch ends with validation of
-// the EMA weights (COCO mAP) on rank 0 and writes last.h5, and best.h5 when the fitness
-// 0.1 mAP@.5 + 0.9 mAP@.5:.95 improves. metrics.jsonl (rank 0) gets one line per step, with
-// the step's compute, data-wait, communication and exposed-communication times, and one per
-// epoch (with the validation's mAP). Before step 0 the ranks check they agree (comm/handshake.h).
+// the EMA weights (COCO mAP) on rank 0. metrics.jsonl (rank 0) gets one line per step, with
+// the step's compute, data-wait, communication and exposed-communication times, one per
+// epoch (with the validation's mAP) and one per checkpoint (the step's stall).
+//
+// Checkpoints (trainer/checkpointing.h): rank 0 saves the whole training state every
+// --save-every steps, at every epoch's end (also as last.h5, and best.h5 when the fitness
+// 0.1 mAP@.5 + 0.9 mAP@.5:.95 improves) and on exit, to <out>/checkpoints in the background.
+// --resume continues bit-exactly from one, on any number of ranks with the same global batch.
+// SIGTERM or SIGINT on any rank: every rank finishes the same step, rank 0 saves, exit 0.
+// Before step 0 the ranks check they agree (comm/handshake.h).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "checkpoints/store.h"
 #include "data/augment.h"
 #include "optim/schedule.h"
 
@@ -55,6 +62,9 @@ struct TrainOptions {
   double comm_timeout = 300;               // watchdog, seconds (0: off)
   std::string trace;                       // Chrome trace file ("": none)
   int64_t trace_steps = 20;
+  std::string resume;                      // "": a new run; "auto": the newest good checkpoint; or a path
+  int64_t save_every = 0;                  // checkpoint every N steps (0: at epoch ends only)
+  ckpt::RetentionPolicy retention;         // of <out>/checkpoints
 };
 
 // Runs the whole training on this rank (initialising MPI: a singleton without mpirun);
