@@ -31,6 +31,36 @@ herr_t collect(hid_t, const char* name, const H5O_info_t* info, void* out) {
   return 0;
 }
 
+// Opens a checkpoint for reading and checks its format version (the caller holds QuietErrors).
+h5::Id open_checkpoint(const std::string& path) {
+  VT_CHECK(data::file_exists(path), "checkpoint ", path, " does not exist");
+  h5::Id file = h5::check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose,
+                          cat("checkpoint ", path, " cannot be opened (truncated or not HDF5)"));
+  VT_CHECK(h5::has_attr(file.get(), "format_version"), "checkpoint ", path, ": no format_version: not a checkpoint");
+  const int64_t version = h5::read_attr_int(file.get(), "format_version", path);
+  VT_CHECK(version >= 1 && version <= kFormatVersion, "checkpoint ", path, ": format version ", version,
+           " is newer than this program's (", kFormatVersion, ")");
+  return file;
+}
+
+// Copies the root's attributes (integers and strings, all but format_version) into c.
+void read_root_attrs(hid_t file, const std::string& path, Checkpoint& c) {
+  std::vector<std::string> keys;
+  auto visit = [](hid_t, const char* name, const H5A_info_t*, void* out) -> herr_t {
+    static_cast<std::vector<std::string>*>(out)->push_back(name);
+    return 0;
+  };
+  VT_CHECK(H5Aiterate2(file, H5_INDEX_NAME, H5_ITER_INC, nullptr, visit, &keys) >= 0, "checkpoint ", path,
+           ": cannot list its attributes: ", h5::last_error());
+  for (const std::string& key : keys) {
+    if (key == "format_version") continue;
+    h5::Id a = h5::check(H5Aopen(file, key.c_str(), H5P_DEFAULT), H5Aclose, path);
+    h5::Id type = h5::check(H5Aget_type(a.get()), H5Tclose, path);
+    if (H5Tget_class(type.get()) == H5T_STRING) c.set(key, h5::read_attr_string(file, key, path));
+    else c.set(key, h5::read_attr_int(file, key, path));
+  }
+}
+
 }  // namespace
 
 void Checkpoint::put(const std::string& name, std::vector<int64_t> shape, std::vector<float> data) {
@@ -88,14 +118,8 @@ void Checkpoint::save(const std::string& path) const {
 }
 
 Checkpoint Checkpoint::load(const std::string& path) {
-  VT_CHECK(data::file_exists(path), "checkpoint ", path, " does not exist");
   h5::QuietErrors quiet;
-  h5::Id file = h5::check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose,
-                          cat("checkpoint ", path, " cannot be opened (truncated or not HDF5)"));
-  VT_CHECK(h5::has_attr(file.get(), "format_version"), "checkpoint ", path, ": no format_version: not a checkpoint");
-  const int64_t version = h5::read_attr_int(file.get(), "format_version", path);
-  VT_CHECK(version >= 1 && version <= kFormatVersion, "checkpoint ", path, ": format version ", version,
-           " is newer than this program's (", kFormatVersion, ")");
+  h5::Id file = open_checkpoint(path);
   Checkpoint c;
   std::vector<std::string> names;
   VT_CHECK(H5Ovisit2(file.get(), H5_INDEX_NAME, H5_ITER_INC, collect, &names, H5O_INFO_BASIC) >= 0, "checkpoint ",
@@ -114,21 +138,15 @@ Checkpoint Checkpoint::load(const std::string& path) {
              crc_of(t.data), "): the file is corrupt");
     c.tensors_[name] = std::move(t);
   }
-  // Attributes of the root: integers and strings.
-  std::vector<std::string> keys;
-  auto visit = [](hid_t, const char* name, const H5A_info_t*, void* out) -> herr_t {
-    static_cast<std::vector<std::string>*>(out)->push_back(name);
-    return 0;
-  };
-  VT_CHECK(H5Aiterate2(file.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr, visit, &keys) >= 0, "checkpoint ", path,
-           ": cannot list its attributes: ", h5::last_error());
-  for (const std::string& key : keys) {
-    if (key == "format_version") continue;
-    h5::Id a = h5::check(H5Aopen(file.get(), key.c_str(), H5P_DEFAULT), H5Aclose, path);
-    h5::Id type = h5::check(H5Aget_type(a.get()), H5Tclose, path);
-    if (H5Tget_class(type.get()) == H5T_STRING) c.strings_[key] = h5::read_attr_string(file.get(), key, path);
-    else c.ints_[key] = h5::read_attr_int(file.get(), key, path);
-  }
+  read_root_attrs(file.get(), path, c);
+  return c;
+}
+
+Checkpoint Checkpoint::load_attrs(const std::string& path) {
+  h5::QuietErrors quiet;
+  h5::Id file = open_checkpoint(path);
+  Checkpoint c;
+  read_root_attrs(file.get(), path, c);
   return c;
 }
 

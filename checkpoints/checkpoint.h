@@ -6,7 +6,8 @@
 // JSON text). save() writes a temp file in the target's directory, fsyncs it, renames it
 // over the target and fsyncs the directory, so a file at `path` is always complete. load()
 // verifies every tensor's CRC and names the file and tensor on a mismatch. The file reads
-// with h5py and h5dump. Layout and fields: docs/formats/checkpoint.md.
+// with h5py and h5dump. Layout and fields: docs/formats/checkpoint.md. A run's directory of
+// versioned checkpoints is store.h.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +45,9 @@ class Checkpoint {
   // Reads and verifies; throws vt::Error naming `path` (and the tensor) when the file is
   // missing, truncated, not a checkpoint, of a newer format, or fails a CRC.
   static Checkpoint load(const std::string& path);
+  // Reads only the root attributes (no tensors, no CRC checks): cheap enough to rank every
+  // checkpoint of a run by its "fitness". Throws like load() when the file cannot be opened.
+  static Checkpoint load_attrs(const std::string& path);
 
  private:
   std::map<std::string, HostTensor> tensors_;

@@ -82,6 +82,29 @@ TEST_F(CheckpointTest, TruncatedMissingAndForeignFilesAreRefused) {
   test::expect_error([&] { Checkpoint::load(dir_ + "/text.h5"); }, {"text.h5", "cannot be opened"});
 }
 
+// load_attrs reads the root only: a tensor's flipped byte goes unnoticed there (load sees it),
+// while a file that cannot be opened at all is refused the same way.
+TEST_F(CheckpointTest, LoadAttrsReadsOnlyTheRoot) {
+  const std::string path = dir_ + "/c.h5";
+  sample().save(path);
+  std::vector<uint8_t> bytes = data::read_file(path);
+  const float needle[2] = {1010.0f, 1011.0f};
+  auto it = std::search(bytes.begin(), bytes.end(), reinterpret_cast<const uint8_t*>(needle),
+                        reinterpret_cast<const uint8_t*>(needle) + sizeof(needle));
+  ASSERT_NE(it, bytes.end());
+  *it ^= 0x01;
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  test::expect_error([&] { Checkpoint::load(path); }, {path, "optim/momentum", "CRC32C mismatch"});
+  const Checkpoint attrs = Checkpoint::load_attrs(path);
+  EXPECT_TRUE(attrs.tensors().empty());
+  EXPECT_EQ(attrs.get_int("step"), 1234);
+  EXPECT_EQ(attrs.get_string("config"), "{\"lr0\": 0.01}");
+  EXPECT_FALSE(attrs.has_attr("format_version"));
+  fs::resize_file(path, fs::file_size(path) / 2);
+  test::expect_error([&] { Checkpoint::load_attrs(path); }, {path, "cannot be opened"});
+  test::expect_error([&] { Checkpoint::load_attrs(dir_ + "/none.h5"); }, {"none.h5 does not exist"});
+}
+
 TEST_F(CheckpointTest, BadNamesAndShapesAreRefused) {
   Checkpoint c;
   test::expect_error([&] { c.put("a/b/c", {1}, {1.0f}); }, {"'a/b/c'", "'group/name'"});
