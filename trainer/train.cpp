@@ -348,7 +348,14 @@ int run_training(TrainOptions opt) {
   copy(model.bn_stats(), ema_bn);
   zero(gsum_save);
   std::unique_ptr<ckpt::CheckpointStore> store;
-  if (lead) store = std::make_unique<ckpt::CheckpointStore>(opt.out + "/checkpoints", opt.retention);
+  if (lead) {
+    store = std::make_unique<ckpt::CheckpointStore>(opt.out + "/checkpoints", opt.retention);
+    // Temporaries of last.h5 and best.h5 left by a killed writer (only this program makes them).
+    for (const auto& e : std::filesystem::directory_iterator(opt.out)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("last.h5.tmp.", 0) == 0 || name.rfind("best.h5.tmp.", 0) == 0) std::filesystem::remove(e.path());
+    }
+  }
   TrainCounters counters;
   if (lead && !opt.resume.empty()) counters = resume_from(opt, *store, model, state);
   {

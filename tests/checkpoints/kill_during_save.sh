@@ -77,7 +77,7 @@ n=$(ls $ck | grep -Ec '^ckpt-[0-9]{10}\.h5$')
 "$bin" "${args[@]}" --save-every 0 > term.txt 2>&1 &
 pid=$!
 for _ in $(seq 300); do
-  n=$(cat run/metrics.jsonl 2>/dev/null | grep -c '"step"')
+  n=$(grep -c '"step"' run/metrics.jsonl 2>/dev/null || true)
   [ "${n:-0}" -gt $((steps + 48)) ] && break
   sleep 0.1
 done

@@ -50,12 +50,12 @@ grep -q "trained on 2 ranks" from2to1.log || { cat from2to1.log; echo "FAILED: n
 "${mpirun[@]}" -np 2 "$bin" train "${args[@]}" --out term --epochs 100 > term.log 2>&1 &
 job=$!
 for _ in $(seq 600); do
-  n=$(cat term/metrics.jsonl 2>/dev/null | grep -c '"step"')
+  n=$(grep -c '"step"' term/metrics.jsonl 2>/dev/null || true)
   [ "${n:-0}" -ge 3 ] && break
   sleep 0.1
 done
 for pid in $(pgrep -f -- "--out term --epochs 100"); do
-  tr '\0' '\n' < /proc/$pid/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && kill -TERM $pid
+  if tr '\0' '\n' < /proc/$pid/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then kill -TERM $pid; fi
 done
 wait $job || { cat term.log; echo "FAILED: SIGTERM to rank 1: exit code $?"; exit 1; }
 grep -q "stopped by another rank after step" term.log || { cat term.log; echo "FAILED: no clean stop"; exit 1; }
