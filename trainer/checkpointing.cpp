@@ -1,6 +1,8 @@
 // Background checkpoint writing and state restore (see checkpointing.h).
 #include "trainer/checkpointing.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -64,8 +66,7 @@ Checkpointer::~Checkpointer() {
   thread_.join();
 }
 
-double Checkpointer::save(SaveRequest request) {
-  const auto t0 = std::chrono::steady_clock::now();
+void Checkpointer::save(SaveRequest request) {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [this] { return !busy_; });  // one write in flight at most
   if (!error_.empty()) throw Error(std::exchange(error_, {}));
@@ -73,7 +74,6 @@ double Checkpointer::save(SaveRequest request) {
   pending_ = std::move(request);
   busy_ = true;
   cv_.notify_all();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Checkpointer::finish() {
@@ -93,12 +93,17 @@ void Checkpointer::writer() {
       pending_.reset();
     }
     std::string error;
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       write(r);
     } catch (const std::exception& e) {
       error = e.what();
     }
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::lock_guard<std::mutex> lock(mu_);
+    write_s_ += dt;
+    max_write_s_ = std::max(max_write_s_, dt);
+    ++writes_;
     if (!error.empty()) error_ = "writing the checkpoint of step " + std::to_string(r.counters.step) + " failed: " + error;
     busy_ = false;
     cv_.notify_all();

@@ -69,10 +69,13 @@ class Checkpointer {
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
 
-  // Snapshots the buffers and queues the write; returns the seconds the caller stalled.
-  double save(SaveRequest request);
+  // Waits for the previous write, snapshots the buffers and queues the write.
+  void save(SaveRequest request);
   // Waits for the write in flight; throws what the writer threw.
   void finish();
+  // Seconds the writer thread spent per checkpoint, on average and at most (after finish()).
+  double mean_write_s() const { return writes_ ? write_s_ / writes_ : 0; }
+  double max_write_s() const { return max_write_s_; }
 
  private:
   void writer();
@@ -88,6 +91,8 @@ class Checkpointer {
   std::optional<SaveRequest> pending_;
   bool busy_ = false, stop_ = false;
   std::string error_;
+  double write_s_ = 0, max_write_s_ = 0;
+  int64_t writes_ = 0;
   std::thread thread_;
 };
 

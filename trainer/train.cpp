@@ -401,6 +401,7 @@ int run_training(TrainOptions opt) {
   // Rank 0 queues a checkpoint of the state after counters.step steps.
   // Every rank calls it at the same steps (the gradient sum's all-reduce is collective).
   auto save = [&](double fitness, std::vector<std::string> copies, const nlohmann::json& metrics) {
+    const double t0 = now();
     saved_at = counters.step;
     if (counters.last_opt == counters.step - 1) {
       zero(gsum_save);  // the last step updated: nothing accumulated
@@ -426,7 +427,8 @@ int run_training(TrainOptions opt) {
     r.optimizer = optimizer_name(sched.optimizer);
     r.fitness = fitness;
     r.copies = std::move(copies);
-    stalls.push_back(checkpointer->save(std::move(r)));
+    checkpointer->save(std::move(r));
+    stalls.push_back(now() - t0);  // the gradient sum's copy, the wait for the last write, the snapshot
     log->write({{"checkpoint_step", counters.step}, {"stall_s", stalls.back()}});
   };
 
@@ -633,8 +635,9 @@ int run_training(TrainOptions opt) {
     double mean = 0, worst = 0;
     for (double x : stalls) mean += x / stalls.size(), worst = std::max(worst, x);
     std::printf("checkpoints: %zu written to %s/checkpoints (latest: %s); training stalled %.1f ms per save on "
-                "average, %.1f ms at most\n",
-                stalls.size(), opt.out.c_str(), store->latest().c_str(), mean * 1e3, worst * 1e3);
+                "average, %.1f ms at most, while the writer took %.1f ms on average, %.1f ms at most\n",
+                stalls.size(), opt.out.c_str(), store->latest().c_str(), mean * 1e3, worst * 1e3,
+                checkpointer->mean_write_s() * 1e3, checkpointer->max_write_s() * 1e3);
     if (stop)
       std::printf("stopped by %s after step %lld; continue with --resume auto\n", signals.name(),
                   (long long)counters.step);
