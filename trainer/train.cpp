@@ -596,7 +596,10 @@ int run_training(TrainOptions opt) {
       std::printf("epoch %lld/%lld: box %.3f cls %.3f dfl %.3f  %.1f img/s  data-wait %.1f%%%s  (%.1f s)\n",
                   (long long)epoch + 1, (long long)opt.epochs, sum[1] / ns, sum[2] / ns, sum[3] / ns,
                   steps_done * opt.batch / epoch_s, 100.0 * wait_s / std::max(1e-9, epoch_s),
-                  w.size > 1 ? cat("  comm ", comm_total, " s, exposed ", exposed_total, " s").c_str() : "", epoch_s);
+                  w.size > 1 ? cat("  comm ", int(comm_total * 1e3), " ms, exposed ", int(exposed_total * 1e3), " ms")
+                                   .c_str()
+                             : "",
+                  epoch_s);
     if (counters.step != (epoch + 1) * nb) break;  // stopped inside the epoch: the final save below
 
     // The epoch's end: validation (rank 0), last.h5 and best.h5, a checkpoint.
