@@ -28,6 +28,16 @@ std::vector<double> integers(int64_t n, int rank, uint64_t seed) {
   return v;
 }
 
+// The sum over all ranks of integers(n, r, seed): what every rank must receive.
+std::vector<double> expected_sum(int64_t n, uint64_t seed) {
+  std::vector<double> sum(static_cast<size_t>(n), 0.0);
+  for (int r = 0; r < world().size; ++r) {
+    const auto v = integers(n, r, seed);
+    for (int64_t i = 0; i < n; ++i) sum[i] += v[i];
+  }
+  return sum;
+}
+
 Tensor host_tensor(const std::vector<double>& v, DType dt) {
   return test::from_values({static_cast<int64_t>(v.size())}, v, dt);
 }
@@ -43,11 +53,7 @@ TEST(Allreduce, ExactOnIntegers) {
       const Tensor buf = host_tensor(integers(n, w.rank, 5), dt);
       comm->start_allreduce(buf, {}, "test", 0);
       comm->wait_all({});
-      std::vector<double> expected(static_cast<size_t>(n), 0.0);
-      for (int r = 0; r < w.size; ++r) {
-        const auto v = integers(n, r, 5);
-        for (int64_t i = 0; i < n; ++i) expected[i] += v[i];
-      }
+      const std::vector<double> expected = expected_sum(n, 5);
       const auto got = test::values(buf);
       int64_t wrong = 0;
       for (int64_t i = 0; i < n; ++i) wrong += got[i] != expected[i];
@@ -105,11 +111,7 @@ TEST(GradBuckets, BucketedSumsEqualTheWholeSum) {
     done = next;
   }
   b.finish({});
-  std::vector<double> expected(static_cast<size_t>(n), 0.0);
-  for (int r = 0; r < w.size; ++r) {
-    const auto v = integers(n, r, 9);
-    for (int64_t i = 0; i < n; ++i) expected[i] += v[i];
-  }
+  const std::vector<double> expected = expected_sum(n, 9);
   EXPECT_TRUE(test::values(g) == expected);
   const auto records = comm->take_records(nullptr);
   ASSERT_EQ(records.size(), 11u);
@@ -153,11 +155,7 @@ TEST(AllreduceGpu, NcclExactOnIntegers) {
   comm->start_allreduce(buf, {}, "test", 0);
   comm->wait_all({});
   synchronize();
-  std::vector<double> expected(static_cast<size_t>(n), 0.0);
-  for (int r = 0; r < w.size; ++r) {
-    const auto v = integers(n, r, 5);
-    for (int64_t i = 0; i < n; ++i) expected[i] += v[i];
-  }
+  const std::vector<double> expected = expected_sum(n, 5);
   EXPECT_TRUE(test::values(buf) == expected);
 }
 
@@ -171,11 +169,7 @@ TEST(AllreduceGpu, MpiStagesDeviceBuffers) {
   const Tensor buf = host_tensor(integers(n, w.rank, 6), DType::kF32).to(Device::kCUDA);
   comm->start_allreduce(buf, {}, "test", 0);
   comm->wait_all({});
-  std::vector<double> expected(static_cast<size_t>(n), 0.0);
-  for (int r = 0; r < w.size; ++r) {
-    const auto v = integers(n, r, 6);
-    for (int64_t i = 0; i < n; ++i) expected[i] += v[i];
-  }
+  const std::vector<double> expected = expected_sum(n, 6);
   EXPECT_TRUE(test::values(buf) == expected);
 }
 
