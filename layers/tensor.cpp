@@ -231,6 +231,17 @@ int cuda_device_count() {
 #endif
 }
 
+int64_t cuda_memory_in_use() {
+#ifdef VT_WITH_CUDA
+  if (cuda_device_count() == 0) return 0;
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return static_cast<int64_t>(total_b - free_b);
+#else
+  return 0;
+#endif
+}
+
 void cuda_set_device(int i) {
   VT_CHECK(i >= 0 && i < cuda_device_count(), "cuda_set_device: device ", i, " of ", cuda_device_count());
 #ifdef VT_WITH_CUDA

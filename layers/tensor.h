@@ -110,6 +110,9 @@ void zero(const Tensor& t, Stream stream = {});
 
 // Number of usable CUDA devices: 0 when built without CUDA, or with no driver or device.
 int cuda_device_count();
+// Bytes of the current CUDA device's memory in use (by every process), for progress lines;
+// 0 without CUDA.
+int64_t cuda_memory_in_use();
 // Makes device i current for this thread (each rank picks its GPU from its local rank).
 void cuda_set_device(int i);
 // "NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB" for device i.

@@ -571,12 +571,13 @@ int run_training(TrainOptions opt) {
       if (lead) {
         const double n = double(steps_done);
         char suffix[240];
-        std::snprintf(suffix, sizeof(suffix), "box %.3f cls %.3f dfl %.3f  lr %.2g  %.0f img/s  data %.0f%%%s",
+        std::snprintf(suffix, sizeof(suffix), "box %.3f cls %.3f dfl %.3f  lr %.2g  %.0f img/s  data %.0f%%%s%s",
                       sum[1] / n, sum[2] / n, sum[3] / n, hyper.lr[0], opt.batch / step_s,
                       100.0 * wait_s / std::max(1e-9, now() - t_epoch),
                       w.size > 1 ? cat("  comm exposed ", int(100.0 * exposed_total / std::max(1e-9, comm_total)), "%")
                                        .c_str()
-                                 : "");
+                                 : "",
+                      dev == Device::kCUDA ? cat("  gpu mem ", cuda_memory_in_use() >> 20, " MiB").c_str() : "");
         if (bar) {
           bar->set_suffix(suffix);
           bar->update(i + 1 - first);
