@@ -248,408 +248,497 @@ std::vector<std::pair<std::string, std::string>> config_fields(const TrainOption
           {"first_bucket_mb", str(o.first_bucket_mb)}};
 }
 
-int run_training(TrainOptions opt) {
-  const comm::World& w = comm::init_world();
-  const bool lead = w.rank == 0;
-  VT_CHECK(!opt.data.empty(), "train: --data is required (a folder with train/ and val/ datasets)");
-  VT_CHECK(opt.epochs >= 1 && opt.batch >= 1 && opt.accumulate >= 1 && opt.steps >= 0,
+namespace {
+
+// Running sums over an epoch's steps on this rank: the progress line, the epoch line and the
+// epoch's metrics.
+struct EpochStats {
+  double loss[4] = {0, 0, 0, 0};  // total, box, cls, dfl: sums of the steps' global means
+  double wait_s = 0, comm_s = 0, exposed_s = 0;
+  int64_t steps = 0;
+  double start = 0;
+};
+
+// One rank's training run: the constructor builds and plans everything and agrees with the
+// other ranks on the starting state; run() is the epoch loop.
+class Trainer {
+ public:
+  explicit Trainer(TrainOptions opt);
+  int run();
+
+ private:
+  void plan_buffers();
+  void handshake();
+  void start_state();
+  void open_loader(int64_t epoch, const data::LoaderState& at);
+  void step(int64_t epoch, int64_t ni, EpochStats& e);
+  void end_epoch(int64_t epoch, const EpochStats& e);
+  void save(double fitness, std::vector<std::string> copies, const nlohmann::json& metrics);
+  void set_progress(const EpochStats& e, double lr, double step_s);
+  // Host timestamps of a traced phase are only meaningful once the GPU has caught up.
+  double mark(int64_t step) {
+    if (trace_.on(step) && dev_ == Device::kCUDA) synchronize(s_);
+    return now();
+  }
+
+  TrainOptions opt_;
+  const comm::World& w_;
+  const bool lead_;
+  const int k_;           // micro-steps per step
+  const int64_t micro_;   // b: images per micro-step and rank
+  Device dev_;
+  DType dt_;
+  std::unique_ptr<data::Loader> loader_;
+  int nc_ = 0;
+  int64_t nb_ = 0;  // steps per epoch
+  RunInfo info_;
+  std::unique_ptr<Model> model_, val_model_;
+  std::unique_ptr<Validator> validator_;
+  ScheduleConfig sched_;
+  DetectLossConfig loss_cfg_;
+  bool average_bn_ = false;
+  std::unique_ptr<MemoryPlan> plan_;
+  // loss (4) f32; its workspace; grad-norm^2 (1) and its workspace; gradient sum (P) and its
+  // checkpoint copy; BN statistics at the step's start and their sum over micro-steps;
+  // optimizer state (P, P or 1); EMA of the params (P) and BN statistics.
+  Tensor loss_, loss_work_, sumsq_, red_ws_, gsum_, gsum_save_, bn_start_, bn_sum_, state0_, state1_, ema_, ema_bn_;
+  std::unique_ptr<comm::Watchdog> watchdog_;
+  std::unique_ptr<comm::Communicator> comm_;
+  std::unique_ptr<comm::GradBuckets> buckets_;
+  std::unique_ptr<ckpt::CheckpointStore> store_;  // rank 0
+  std::unique_ptr<MetricsLog> log_;               // rank 0
+  std::unique_ptr<Checkpointer> checkpointer_;    // rank 0
+  TrainCounters counters_;
+  nlohmann::json config_ = nlohmann::json::object();
+  std::vector<double> stalls_;
+  int64_t saved_at_ = 0, total_steps_ = 0;
+  bool stop_ = false;
+  std::string progress_suffix_;  // set_progress()
+  StopSignals signals_;
+  Trace trace_;
+  const Stream s_{};
+};
+
+Trainer::Trainer(TrainOptions opt)
+    : opt_(std::move(opt)),
+      w_(comm::init_world()),
+      lead_(w_.rank == 0),
+      k_(opt_.accumulate),
+      micro_(opt_.accumulate >= 1 ? opt_.batch / (int64_t(w_.size) * opt_.accumulate) : 0),
+      trace_(opt_.trace, opt_.trace_steps) {
+  VT_CHECK(!opt_.data.empty(), "train: --data is required (a folder with train/ and val/ datasets)");
+  VT_CHECK(opt_.epochs >= 1 && opt_.batch >= 1 && opt_.accumulate >= 1 && opt_.steps >= 0,
            "train: --epochs, --batch and --accumulate must be >= 1, --steps >= 0");
-  VT_CHECK(opt.batch % (int64_t(w.size) * opt.accumulate) == 0, "train: --batch ", opt.batch,
-           " (global) must split evenly over ", w.size, " ranks x ", opt.accumulate, " micro-steps (--accumulate)");
-  const int64_t micro = opt.batch / (int64_t(w.size) * opt.accumulate);  // b
-  const int k = opt.accumulate;
-  const Device dev = pick_device(opt.device);
-  if (dev == Device::kCUDA) cuda_set_device(w.local_rank % cuda_device_count());
-  const DType dt = pick_dtype(opt.precision, dev);
-  if (lead) std::filesystem::create_directories(opt.out);
+  VT_CHECK(opt_.batch % (int64_t(w_.size) * k_) == 0, "train: --batch ", opt_.batch, " (global) must split evenly over ",
+           w_.size, " ranks x ", k_, " micro-steps (--accumulate)");
+  dev_ = pick_device(opt_.device);
+  if (dev_ == Device::kCUDA) cuda_set_device(w_.local_rank % cuda_device_count());
+  dt_ = pick_dtype(opt_.precision, dev_);
+  if (lead_) std::filesystem::create_directories(opt_.out);
 
   // Data first: a bad dataset fails before anything else is built.
-  auto loader = std::make_unique<data::Loader>(train_loader_config(opt, dev, w));
-  const std::vector<std::string> names = loader->dataset().class_names();
-  const int nc = static_cast<int>(names.size());
-  const int64_t nb = loader->num_batches();
+  loader_ = std::make_unique<data::Loader>(train_loader_config(opt_, dev_, w_));
+  info_.class_names = loader_->dataset().class_names();
+  nc_ = static_cast<int>(info_.class_names.size());
+  nb_ = loader_->num_batches();
+  total_steps_ = opt_.steps > 0 ? std::min(opt_.steps, nb_ * opt_.epochs) : nb_ * opt_.epochs;
 
-  RunInfo info;
-  info.model_path = opt.model;
-  info.model_yaml = read_file(opt.model, "the model spec");
-  info.class_names = names;
-  info.imgsz = opt.imgsz;
-  const ModelSpec spec = parse_model_spec(info.model_yaml, opt.model, nc);
-  Model model(spec, {dev, dt, micro, opt.imgsz, opt.seed});
-  std::unique_ptr<Model> val_model;
-  std::unique_ptr<Validator> validator;
-  if (opt.val && lead) {
-    val_model = std::make_unique<Model>(spec, ModelOptions{dev, dt, micro, opt.imgsz, opt.seed});
-    validator = std::make_unique<Validator>(*val_model, opt.data + "/val", opt.threads);
+  info_.model_path = opt_.model;
+  info_.model_yaml = read_file(opt_.model, "the model spec");
+  info_.imgsz = opt_.imgsz;
+  const ModelSpec spec = parse_model_spec(info_.model_yaml, opt_.model, nc_);
+  model_ = std::make_unique<Model>(spec, ModelOptions{dev_, dt_, micro_, opt_.imgsz, opt_.seed});
+  if (opt_.val && lead_) {
+    val_model_ = std::make_unique<Model>(spec, ModelOptions{dev_, dt_, micro_, opt_.imgsz, opt_.seed});
+    validator_ = std::make_unique<Validator>(*val_model_, opt_.data + "/val", opt_.threads);
   }
 
   // Schedule and optimizer, as Ultralytics resolves them (from the global batch).
-  ScheduleConfig sched = opt.schedule;
-  sched.batch = opt.batch;
-  if (opt.optimizer == "auto") {
-    sched = resolve_auto_optimizer(sched, loader->dataset().size(), opt.epochs, nc);
+  sched_ = opt_.schedule;
+  sched_.batch = opt_.batch;
+  if (opt_.optimizer == "auto") {
+    sched_ = resolve_auto_optimizer(sched_, loader_->dataset().size(), opt_.epochs, nc_);
   } else {
-    VT_CHECK(opt.optimizer == "sgd" || opt.optimizer == "adamw", "--optimizer must be auto, sgd or adamw");
-    sched.optimizer = opt.optimizer == "sgd" ? OptimizerKind::kSGD : OptimizerKind::kAdamW;
+    VT_CHECK(opt_.optimizer == "sgd" || opt_.optimizer == "adamw", "--optimizer must be auto, sgd or adamw");
+    sched_.optimizer = opt_.optimizer == "sgd" ? OptimizerKind::kSGD : OptimizerKind::kAdamW;
   }
+  plan_buffers();
 
-  // Everything else the step needs, planned once.
-  const int64_t p = model.flat_size(), nstats = model.bn_stats().numel();
-  const bool average_bn = int64_t(w.size) * k > 1;
-  DetectLossConfig loss_cfg;
-  loss_cfg.nc = nc;
-  loss_cfg.reg_max = model.reg_max();
-  loss_cfg.strides = model.strides();
-  loss_cfg.imgsz = static_cast<int>(opt.imgsz);
-  MemoryPlan plan(dev);
-  const DType pdt = model.params().dtype();
-  const size_t loss_ws = detect_loss_workspace_bytes(loss_cfg, micro, opt.max_boxes, dt, dev);
+  // Communication: the watchdog, the backend, the buckets, the handshake, the start state.
+  watchdog_ = std::make_unique<comm::Watchdog>(w_.size > 1 ? opt_.comm_timeout : 0);
+  const size_t staging = static_cast<size_t>(gsum_.numel() + model_->bn_stats().numel()) * dtype_size(gsum_.dtype()) +
+                         (64u << 10);
+  comm_ = make_communicator(opt_.comm, dev_, staging, watchdog_.get());
+  buckets_ = std::make_unique<comm::GradBuckets>(*comm_, gsum_, static_cast<int64_t>(opt_.bucket_mb * 1048576),
+                                                 static_cast<int64_t>(opt_.first_bucket_mb * 1048576));
+  handshake();
+  start_state();
+
+  for (const auto& [name, value] : config_fields(opt_)) config_[name] = value;
+  config_["data"] = opt_.data;
+  config_["model"] = opt_.model;
+  if (lead_) {
+    std::printf("train: %s, %lld images in %lld steps of %lld per epoch, %lld epochs, %s %s, optimizer %s lr0 %g\n",
+                opt_.model.c_str(), (long long)loader_->dataset().size(), (long long)nb_, (long long)opt_.batch,
+                (long long)opt_.epochs, device_name(dev_), dtype_name(dt_), optimizer_name(sched_.optimizer),
+                sched_.lr0);
+    std::printf("ranks: %d (%s backend, %d gradient buckets), %d micro-step%s of %lld images per rank and step\n",
+                w_.size, comm_->name(), buckets_->num_buckets(), k_, k_ > 1 ? "s" : "", (long long)micro_);
+    std::printf("model: %lld parameters, %d classes, memory %.1f MiB (+ %.1f MiB for the step)\n",
+                (long long)model_->num_params(), nc_, model_->memory().total_bytes() / 1048576.0,
+                plan_->total_bytes() / 1048576.0);
+  }
+}
+
+// Everything the step needs beyond the model, planned once.
+void Trainer::plan_buffers() {
+  const int64_t p = model_->flat_size(), nstats = model_->bn_stats().numel();
+  average_bn_ = int64_t(w_.size) * k_ > 1;
+  loss_cfg_.nc = nc_;
+  loss_cfg_.reg_max = model_->reg_max();
+  loss_cfg_.strides = model_->strides();
+  loss_cfg_.imgsz = static_cast<int>(opt_.imgsz);
+  plan_ = std::make_unique<MemoryPlan>(dev_);
+  MemoryPlan& plan = *plan_;
+  const DType pdt = model_->params().dtype();
+  const size_t loss_ws = detect_loss_workspace_bytes(loss_cfg_, micro_, opt_.max_boxes, dt_, dev_);
   const BufferId id_loss = plan.request("loss", {4}, DType::kF32);
   const BufferId id_loss_ws = plan.request("loss.workspace", {static_cast<int64_t>(loss_ws / 4 + 1)}, DType::kF32);
   const BufferId id_sumsq = plan.request("grad.sumsq", {1}, DType::kF32);
-  const BufferId id_red_ws = plan.request("reduce.workspace", {std::max<int64_t>(1, reduce_workspace_elems(p, dev))},
-                                          DType::kF32);
+  const BufferId id_red_ws =
+      plan.request("reduce.workspace", {std::max<int64_t>(1, reduce_workspace_elems(p, dev_))}, DType::kF32);
   const BufferId id_gsum = plan.request("grad.sum", {p}, pdt);
   const BufferId id_gsum_save = plan.request("grad.sum.checkpoint", {p}, pdt);
-  const BufferId id_bn_start = plan.request("bn.start", {average_bn ? nstats : 1}, DType::kF32);
-  const BufferId id_bn_sum = plan.request("bn.sum", {average_bn ? nstats : 1}, DType::kF32);
+  const BufferId id_bn_start = plan.request("bn.start", {average_bn_ ? nstats : 1}, DType::kF32);
+  const BufferId id_bn_sum = plan.request("bn.sum", {average_bn_ ? nstats : 1}, DType::kF32);
   const BufferId id_state0 = plan.request("optim.state0", {p}, DType::kF32);
-  const BufferId id_state1 = plan.request("optim.state1", {sched.optimizer == OptimizerKind::kAdamW ? p : 1},
-                                          DType::kF32);
+  const BufferId id_state1 =
+      plan.request("optim.state1", {sched_.optimizer == OptimizerKind::kAdamW ? p : 1}, DType::kF32);
   const BufferId id_ema = plan.request("ema.params", {p}, DType::kF32);
   const BufferId id_ema_bn = plan.request("ema.bn_stats", {nstats}, DType::kF32);
   plan.allocate();
-  const Tensor loss = plan.get(id_loss), loss_work = plan.get(id_loss_ws), sumsq = plan.get(id_sumsq);
-  const Tensor red_ws = dev == Device::kCUDA ? plan.get(id_red_ws) : Tensor{};
-  const Tensor gsum = plan.get(id_gsum), gsum_save = plan.get(id_gsum_save), bn_start = plan.get(id_bn_start), bn_sum = plan.get(id_bn_sum);
-  const Tensor state0 = plan.get(id_state0), state1 = plan.get(id_state1);
-  const Tensor ema = plan.get(id_ema), ema_bn = plan.get(id_ema_bn);
+  loss_ = plan.get(id_loss), loss_work_ = plan.get(id_loss_ws), sumsq_ = plan.get(id_sumsq);
+  red_ws_ = dev_ == Device::kCUDA ? plan.get(id_red_ws) : Tensor{};
+  gsum_ = plan.get(id_gsum), gsum_save_ = plan.get(id_gsum_save);
+  bn_start_ = plan.get(id_bn_start), bn_sum_ = plan.get(id_bn_sum);
+  state0_ = plan.get(id_state0), state1_ = plan.get(id_state1);
+  ema_ = plan.get(id_ema), ema_bn_ = plan.get(id_ema_bn);
+}
 
-  // Communication: the watchdog, the backend, the consistency handshake, rank 0's weights.
-  comm::Watchdog watchdog(w.size > 1 ? opt.comm_timeout : 0);
-  const size_t staging = static_cast<size_t>(p + nstats) * dtype_size(pdt) + (64u << 10);
-  std::unique_ptr<comm::Communicator> communicator = make_communicator(opt.comm, dev, staging, &watchdog);
-  comm::GradBuckets buckets(*communicator, gsum, static_cast<int64_t>(opt.bucket_mb * 1048576),
-                            static_cast<int64_t>(opt.first_bucket_mb * 1048576));
-  {
-    std::vector<comm::HandshakeField> fields;
-    for (const auto& [name, value] : config_fields(opt)) fields.push_back({"config." + name, value});
-    fields.push_back({"model spec", comm::digest(info.model_yaml)});
-    fields.push_back({"parameter layout", comm::digest(layout_text(model))});
-    fields.push_back({"dataset manifest", comm::digest(read_file(opt.data + "/train/manifest.json", "the manifest"))});
-    fields.push_back({"program version", std::string(VT_VERSION) + " " + VT_GIT_COMMIT});
-    comm::handshake(fields, &watchdog);
-  }
-  // The starting state: rank 0's initial weights, or the checkpoint it resumes from.
-  // A checkpoint holds the gradient sum of an accumulation in progress summed over the ranks
-  // (gsum_save); a resume gives it to rank 0 and zeros to the others.
-  const StateBuffers state{model.params(), model.bn_stats(), ema, ema_bn, state0, state1, gsum_save};
-  copy(model.params(), ema);
-  copy(model.bn_stats(), ema_bn);
-  zero(gsum_save);
-  std::unique_ptr<ckpt::CheckpointStore> store;
-  if (lead) {
-    store = std::make_unique<ckpt::CheckpointStore>(opt.out + "/checkpoints", opt.retention);
+void Trainer::handshake() {
+  std::vector<comm::HandshakeField> fields;
+  for (const auto& [name, value] : config_fields(opt_)) fields.push_back({"config." + name, value});
+  fields.push_back({"model spec", comm::digest(info_.model_yaml)});
+  fields.push_back({"parameter layout", comm::digest(layout_text(*model_))});
+  fields.push_back({"dataset manifest", comm::digest(read_file(opt_.data + "/train/manifest.json", "the manifest"))});
+  fields.push_back({"program version", std::string(VT_VERSION) + " " + VT_GIT_COMMIT});
+  comm::handshake(fields, watchdog_.get());
+}
+
+// The starting state on every rank: rank 0's initial weights, or the checkpoint it resumes
+// from. A checkpoint holds the gradient sum of an accumulation in progress summed over the
+// ranks (gsum_save_); a resume gives it to rank 0 and zeros to the others.
+void Trainer::start_state() {
+  Model& model = *model_;
+  const StateBuffers state{model.params(), model.bn_stats(), ema_, ema_bn_, state0_, state1_, gsum_save_};
+  copy(model.params(), ema_);
+  copy(model.bn_stats(), ema_bn_);
+  zero(gsum_save_);
+  if (lead_) {
+    store_ = std::make_unique<ckpt::CheckpointStore>(opt_.out + "/checkpoints", opt_.retention);
     // Temporaries of last.h5 and best.h5 left by a killed writer (only this program makes them).
-    for (const auto& e : std::filesystem::directory_iterator(opt.out)) {
+    for (const auto& e : std::filesystem::directory_iterator(opt_.out)) {
       const std::string name = e.path().filename().string();
       if (name.rfind("last.h5.tmp.", 0) == 0 || name.rfind("best.h5.tmp.", 0) == 0) std::filesystem::remove(e.path());
     }
+    if (!opt_.resume.empty()) counters_ = resume_from(opt_, *store_, model, state);
   }
-  TrainCounters counters;
-  if (lead && !opt.resume.empty()) counters = resume_from(opt, *store, model, state);
   {
-    comm::Watchdog::Scope scope(&watchdog, "the broadcast of rank 0's state", 0);
-    comm::broadcast_bytes(&counters, sizeof(counters), 0);
+    comm::Watchdog::Scope scope(watchdog_.get(), "the broadcast of rank 0's state", 0);
+    comm::broadcast_bytes(&counters_, sizeof(counters_), 0);
     for (const Tensor& t : {state.params, state.bn_stats, state.ema, state.ema_bn, state.state0, state.state1})
-      communicator->broadcast(t, 0);
+      comm_->broadcast(t, 0);
     model.refresh_weights();
-    if (lead) copy(gsum_save, gsum);
-    else zero(gsum);
+    if (lead_) copy(gsum_save_, gsum_);
+    else zero(gsum_);
   }
-  const data::LoaderState expected_at{counters.step / nb, (counters.step % nb) * opt.batch};
-  VT_CHECK(counters.step == 0 || counters.loader == expected_at,
-           "train: the checkpoint's sample position (epoch ", counters.loader.epoch, ", sample ", counters.loader.cursor,
-           ") does not match its step ", counters.step, " at ", nb, " steps of ", opt.batch,
+  const data::LoaderState expected_at{counters_.step / nb_, (counters_.step % nb_) * opt_.batch};
+  VT_CHECK(counters_.step == 0 || counters_.loader == expected_at, "train: the checkpoint's sample position (epoch ",
+           counters_.loader.epoch, ", sample ", counters_.loader.cursor, ") does not match its step ", counters_.step,
+           " at ", nb_, " steps of ", opt_.batch,
            " per epoch: resume with the global --batch and dataset it was trained with");
-
-  if (lead) {
-    std::printf("train: %s, %lld images in %lld steps of %lld per epoch, %lld epochs, %s %s, optimizer %s lr0 %g\n",
-                opt.model.c_str(), (long long)loader->dataset().size(), (long long)nb, (long long)opt.batch,
-                (long long)opt.epochs, device_name(dev), dtype_name(dt), optimizer_name(sched.optimizer), sched.lr0);
-    std::printf("ranks: %d (%s backend, %d gradient buckets), %d micro-step%s of %lld images per rank and step\n",
-                w.size, communicator->name(), buckets.num_buckets(), k, k > 1 ? "s" : "", (long long)micro);
-    std::printf("model: %lld parameters, %d classes, memory %.1f MiB (+ %.1f MiB for the step)\n",
-                (long long)model.num_params(), nc, model.memory().total_bytes() / 1048576.0,
-                plan.total_bytes() / 1048576.0);
+  saved_at_ = counters_.step;  // nothing new to save before the first step
+  if (counters_.step > 0) open_loader(counters_.step / nb_, counters_.loader);
+  if (lead_) {
+    if (counters_.step > 0) trim_metrics(opt_.out + "/metrics.jsonl", counters_.step, nb_);
+    log_ = std::make_unique<MetricsLog>(opt_.out + "/metrics.jsonl");
+    checkpointer_ = std::make_unique<Checkpointer>(model, state, *store_);
   }
+}
 
-  std::unique_ptr<MetricsLog> log;
-  std::unique_ptr<Checkpointer> checkpointer;
-  if (lead) {
-    if (counters.step > 0) trim_metrics(opt.out + "/metrics.jsonl", counters.step, nb);
-    log = std::make_unique<MetricsLog>(opt.out + "/metrics.jsonl");
-    checkpointer = std::make_unique<Checkpointer>(model, state, *store);
-  }
-  nlohmann::json config = nlohmann::json::object();
-  for (const auto& [name, value] : config_fields(opt)) config[name] = value;
-  config["data"] = opt.data;
-  config["model"] = opt.model;
-  const Stream s{};
-  std::vector<double> stalls;
-  int64_t saved_at = counters.step;  // nothing new to save before the first step
-  // Rank 0 queues a checkpoint of the state after counters.step steps.
-  // Every rank calls it at the same steps (the gradient sum's all-reduce is collective).
-  auto save = [&](double fitness, std::vector<std::string> copies, const nlohmann::json& metrics) {
-    const double t0 = now();
-    saved_at = counters.step;
-    if (counters.last_opt == counters.step - 1) {
-      zero(gsum_save);  // the last step updated: nothing accumulated
-    } else {
-      copy(gsum, gsum_save);
-      if (w.size > 1) {
-        communicator->start_allreduce(gsum_save, s, "checkpoint grad sum", counters.step);
-        communicator->wait_all(s);
-        communicator->take_records(nullptr);
-      }
-    }
-    if (!lead) return;
-    SaveRequest r;
-    r.counters = counters;
-    r.info = info;
-    r.info.step = counters.step;
-    r.info.epoch = counters.step / nb;
-    r.info.metrics_json = metrics.dump();
-    r.config_json = config.dump();
-    r.world_size = w.size;
-    r.global_batch = opt.batch;
-    r.seed = opt.seed;
-    r.optimizer = optimizer_name(sched.optimizer);
-    r.fitness = fitness;
-    r.copies = std::move(copies);
-    checkpointer->save(std::move(r));
-    stalls.push_back(now() - t0);  // the gradient sum's copy, the wait for the last write, the snapshot
-    log->write({{"checkpoint_step", counters.step}, {"stall_s", stalls.back()}});
-  };
+// The loader of `epoch` (mosaic closed for the last close_mosaic epochs), starting at `at`.
+void Trainer::open_loader(int64_t epoch, const data::LoaderState& at) {
+  data::LoaderConfig cfg = train_loader_config(opt_, dev_, w_);
+  if (opt_.close_mosaic > 0 && epoch >= opt_.epochs - opt_.close_mosaic) cfg.augment.mosaic = 0;
+  cfg.verify = data::Verify::kStructure;  // verified at start
+  loader_.reset();
+  loader_ = std::make_unique<data::Loader>(cfg, at);
+}
 
-  StopSignals signals;
-  Trace trace(opt.trace, opt.trace_steps);
+int Trainer::run() {
   const double t_run = now();
-  const int64_t total_steps = opt.steps > 0 ? std::min(opt.steps, nb * opt.epochs) : nb * opt.epochs;
-  // Host timestamps of a traced phase are only meaningful once the GPU has caught up.
-  auto mark = [&](int64_t step) {
-    if (trace.on(step) && dev == Device::kCUDA) synchronize(s);
-    return now();
-  };
-  // The loader of `epoch` (mosaic closed for the last close_mosaic epochs) at `at`.
-  auto open_loader = [&](int64_t epoch, const data::LoaderState& at) {
-    data::LoaderConfig cfg = train_loader_config(opt, dev, w);
-    if (opt.close_mosaic > 0 && epoch >= opt.epochs - opt.close_mosaic) cfg.augment.mosaic = 0;
-    cfg.verify = data::Verify::kStructure;  // verified at start
-    loader.reset();
-    loader = std::make_unique<data::Loader>(cfg, at);
-  };
-  if (counters.step > 0) open_loader(counters.step / nb, counters.loader);
-  bool stop = false;
-
-  for (int64_t epoch = counters.step / nb; epoch < opt.epochs && counters.step < total_steps && !stop; ++epoch) {
-    if (opt.close_mosaic > 0 && epoch == opt.epochs - opt.close_mosaic && opt.augment.mosaic > 0 &&
-        counters.step == epoch * nb) {
-      open_loader(epoch, loader->state());
-      if (lead)
+  for (int64_t epoch = counters_.step / nb_; epoch < opt_.epochs && counters_.step < total_steps_ && !stop_;
+       ++epoch) {
+    if (opt_.close_mosaic > 0 && epoch == opt_.epochs - opt_.close_mosaic && opt_.augment.mosaic > 0 &&
+        counters_.step == epoch * nb_) {
+      open_loader(epoch, loader_->state());
+      if (lead_)
         std::printf("epoch %lld: mosaic closed for the last %lld epochs\n", (long long)epoch + 1,
-                    (long long)opt.close_mosaic);
+                    (long long)opt_.close_mosaic);
     }
-    const int64_t first = counters.step - epoch * nb;
-    const int64_t last_i = std::min(nb, total_steps - epoch * nb);
+    const int64_t first = counters_.step - epoch * nb_, last = std::min(nb_, total_steps_ - epoch * nb_);
     std::unique_ptr<ProgressBar> bar;
-    if (opt.progress && lead)
-      bar = std::make_unique<ProgressBar>("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opt.epochs),
-                                          last_i - first, "step");
-    double sum[4] = {0, 0, 0, 0}, wait_s = 0, comm_total = 0, exposed_total = 0;
-    int64_t steps_done = 0;
-    const double t_epoch = now();
-    for (int64_t i = first; i < last_i && !stop; ++i) {
-      const int64_t ni = i + nb * epoch;
-      inject_fault(w.rank, ni);
-      const double t_step = now();
-      StepHyper hyper = schedule_at(sched, ni, epoch, nb, opt.epochs);
-      const bool update = ni - counters.last_opt >= accumulate_at(sched, ni, nb);
-      const bool communicate = update && w.size > 1;
-      double step_wait = 0, local[5] = {0, 0, 0, 0, 0};
-      for (int j = 0; j < k; ++j) {
-        const bool last = j == k - 1;
-        model.zero_grads(s);
-        double t0 = now();
-        const data::Batch* batch = loader->next();
-        step_wait += loader->stats().last_wait_s;
-        batch->wait(s);
-        copy(batch->images, model.input());
-        if (average_bn) {
-          // Every micro-batch updates the running statistics from the step's starting point.
-          if (j == 0) {
-            copy(model.bn_stats(), bn_start);
-            zero(bn_sum, s);
-          } else {
-            copy(bn_start, model.bn_stats());
-          }
-        }
-        double t1 = mark(ni);
-        trace.add("data", Trace::kStep, t0, t1, ni);
-        model.forward(true, s);
-        if (average_bn) {
-          add_backward(model.bn_stats(), &bn_sum, nullptr, s);
-          if (last) {
-            copy(bn_sum, model.bn_stats());
-            if (w.size > 1) communicator->start_allreduce(model.bn_stats(), s, "bn stats", ni);
-          }
-        }
-        detect_loss(loss_cfg, model.outputs(), batch->targets, model.output_grads(), loss, loss_work, s);
-        t0 = mark(ni);
-        trace.add("forward", Trace::kStep, t1, t0, ni);
-        if (communicate && last) buckets.begin(ni);
-        model.backward(s, [&](int64_t offset, int64_t count) {
-          const Tensor g = comm::slice(model.grads(), offset, count), acc = comm::slice(gsum, offset, count);
-          add_backward(g, &acc, nullptr, s);
-          if (communicate && last) buckets.ready(offset + count, s);
-        });
-        t1 = mark(ni);
-        trace.add("backward", Trace::kStep, t0, t1, ni);
-        const Tensor l = loss.to(Device::kCPU);  // also the micro-step's sync point
-        for (int q = 0; q < 4; ++q) local[q] += l.data<float>()[q];
+    if (opt_.progress && lead_)
+      bar = std::make_unique<ProgressBar>("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opt_.epochs),
+                                          last - first, "step");
+    EpochStats e;
+    e.start = now();
+    for (int64_t i = first; i < last && !stop_; ++i) {
+      step(epoch, i + nb_ * epoch, e);
+      if (bar) {
+        bar->set_suffix(progress_suffix_);
+        bar->update(e.steps);
       }
-      if (communicate) buckets.finish(s);
-      else if (average_bn && w.size > 1) communicator->wait_all(s);
-      if (average_bn) scale(model.bn_stats(), 1.0 / double(int64_t(w.size) * k), s);
-
-      if (update) {
-        const double t0 = mark(ni);
-        reduce_sum_squares(gsum, sumsq, red_ws, s);
-        const float norm2 = sumsq.to(Device::kCPU).data<float>()[0];
-        if (std::isfinite(norm2)) {
-          hyper.step = ++counters.opt_steps;
-          const GradClip clip{&sumsq, opt.max_norm, 1.0};
-          if (sched.optimizer == OptimizerKind::kSGD)
-            sgd_step(hyper, clip, model.params(), gsum, model.groups(), state0, s);
-          else
-            adamw_step(hyper, clip, model.params(), gsum, model.groups(), state0, state1, s);
-          const double d = ema_decay(counters.opt_steps);
-          ema_update(ema, model.params(), d, s);
-          ema_update(ema_bn, model.bn_stats(), d, s);
-          model.refresh_weights(s);
-        } else {
-          ++counters.skipped;
-          if (lead)
-            std::fprintf(stderr, "\nstep %lld: gradient norm is not finite; optimizer step skipped\n", (long long)ni);
-        }
-        zero(gsum, s);
-        counters.last_opt = ni;
-        trace.add("optimizer", Trace::kStep, t0, mark(ni), ni);
-      }
-      synchronize(s);
-      counters.step = ni + 1;
-      counters.loader = loader->state();
-
-      // The step's numbers: losses averaged over ranks and micro-steps, times from this rank;
-      // and whether any rank was asked to stop (all ranks then stop after this same step).
-      double exposed = 0, comm_s = 0;
-      for (const comm::CollectiveRecord& r : communicator->take_records(&exposed)) {
-        comm_s += r.end_s - r.start_s;
-        trace.add("all-reduce " + r.what, Trace::kComm, r.start_s, r.end_s, r.step);
-      }
-      local[4] = signals.raised() ? 1 : 0;
-      comm::allreduce_sum(local, 5);
-      stop = local[4] > 0;
-      double lv[4];
-      for (int q = 0; q < 4; ++q) lv[q] = local[q] / double(int64_t(w.size) * k);
-      for (int q = 0; q < 4; ++q) sum[q] += lv[q];
-      const double step_s = now() - t_step;
-      wait_s += step_wait;
-      comm_total += comm_s;
-      exposed_total += exposed;
-      ++steps_done;
-      if (lead) {
-        const double n = double(steps_done);
-        char suffix[240];
-        std::snprintf(suffix, sizeof(suffix), "box %.3f cls %.3f dfl %.3f  lr %.2g  %.0f img/s  data %.0f%%%s%s",
-                      sum[1] / n, sum[2] / n, sum[3] / n, hyper.lr[0], opt.batch / step_s,
-                      100.0 * wait_s / std::max(1e-9, now() - t_epoch),
-                      w.size > 1 ? cat("  comm exposed ", int(100.0 * exposed_total / std::max(1e-9, comm_total)), "%")
-                                       .c_str()
-                                 : "",
-                      dev == Device::kCUDA ? cat("  gpu mem ", cuda_memory_in_use() >> 20, " MiB").c_str() : "");
-        if (bar) {
-          bar->set_suffix(suffix);
-          bar->update(i + 1 - first);
-        }
-        log->write({{"step", ni}, {"epoch", epoch}, {"loss", lv[0]}, {"box", lv[1]}, {"cls", lv[2]}, {"dfl", lv[3]},
-                    {"lr", hyper.lr[0]}, {"images_per_s", opt.batch / step_s}, {"step_s", step_s},
-                    {"data_wait_s", step_wait}, {"comm_s", comm_s}, {"exposed_comm_s", exposed},
-                    {"compute_s", std::max(0.0, step_s - step_wait - exposed)}});
-      }
-      if (opt.save_every > 0 && counters.step % opt.save_every == 0 && counters.step < total_steps && !stop)
-        save(std::nan(""), {}, {{"step", counters.step}});
+      if (opt_.save_every > 0 && counters_.step % opt_.save_every == 0 && counters_.step < total_steps_ && !stop_)
+        save(std::nan(""), {}, {{"step", counters_.step}});
     }
     if (bar) bar->finish();
-    const double epoch_s = now() - t_epoch;
-    const int64_t ns = std::max<int64_t>(1, steps_done);
-    if (lead)
-      std::printf("epoch %lld/%lld: box %.3f cls %.3f dfl %.3f  %.1f img/s  data-wait %.1f%%%s  (%.1f s)\n",
-                  (long long)epoch + 1, (long long)opt.epochs, sum[1] / ns, sum[2] / ns, sum[3] / ns,
-                  steps_done * opt.batch / epoch_s, 100.0 * wait_s / std::max(1e-9, epoch_s),
-                  w.size > 1 ? cat("  comm ", int(comm_total * 1e3), " ms, exposed ", int(exposed_total * 1e3), " ms")
-                                   .c_str()
-                             : "",
-                  epoch_s);
-    if (counters.step != (epoch + 1) * nb) break;  // stopped inside the epoch: the final save below
-
-    // The epoch's end: validation (rank 0), last.h5 and best.h5, a checkpoint.
-    nlohmann::json metrics = {{"epoch", epoch + 1},
-                              {"box", sum[1] / ns}, {"cls", sum[2] / ns}, {"dfl", sum[3] / ns},
-                              {"data_wait", wait_s / std::max(1e-9, epoch_s)},
-                              {"comm_s", comm_total}, {"exposed_comm_s", exposed_total},
-                              {"skipped_steps", counters.skipped}, {"world_size", w.size}};
-    double fit = std::nan("");
-    std::vector<std::string> copies = {opt.out + "/last.h5"};
-    if (validator) {
-      copy(ema, val_model->params());
-      copy(ema_bn, val_model->bn_stats());
-      val_model->refresh_weights();
-      const ValidationResult v = validator->run(opt.progress);
-      fit = fitness(v.map);
-      metrics["val"] = {{"map", v.map.map}, {"map50", v.map.map50}, {"map75", v.map.map75}, {"seconds", v.seconds}};
-      std::printf("  val: mAP@.5:.95 %.4f  mAP@.5 %.4f  mAP@.75 %.4f  (%lld images, %.1f s)\n", v.map.map,
-                  v.map.map50, v.map.map75, (long long)v.map.num_images, v.seconds);
-    }
-    if (lead) {
-      if (!(fit <= counters.best_fitness)) {  // better, or the first epoch, or no validation
-        counters.best_fitness = std::isnan(fit) ? counters.best_fitness : fit;
-        copies.push_back(opt.out + "/best.h5");
-      }
-      log->write(metrics);
-    }
-    save(fit, copies, metrics);
-    // The other ranks wait (outside the watchdog) while rank 0 validates.
-    comm::barrier();
+    end_epoch(epoch, e);
+    if (counters_.step != (epoch + 1) * nb_) break;  // stopped inside the epoch: the final save below
   }
-  if (saved_at != counters.step) save(std::nan(""), {opt.out + "/last.h5"}, {{"step", counters.step}});
-  if (checkpointer) checkpointer->finish();
-  trace.write();
-  if (lead) {
+  if (saved_at_ != counters_.step) save(std::nan(""), {opt_.out + "/last.h5"}, {{"step", counters_.step}});
+  if (checkpointer_) checkpointer_->finish();
+  trace_.write();
+  if (lead_) {
     double mean = 0, worst = 0;
-    for (double x : stalls) mean += x / stalls.size(), worst = std::max(worst, x);
+    for (double x : stalls_) mean += x / stalls_.size(), worst = std::max(worst, x);
     std::printf("checkpoints: %zu written to %s/checkpoints (latest: %s); training stalled %.1f ms per save on "
                 "average, %.1f ms at most, while the writer took %.1f ms on average, %.1f ms at most\n",
-                stalls.size(), opt.out.c_str(), store->latest().c_str(), mean * 1e3, worst * 1e3,
-                checkpointer->mean_write_s() * 1e3, checkpointer->max_write_s() * 1e3);
-    if (stop)
-      std::printf("stopped by %s after step %lld; continue with --resume auto\n", signals.name(),
-                  (long long)counters.step);
+                stalls_.size(), opt_.out.c_str(), store_->latest().c_str(), mean * 1e3, worst * 1e3,
+                checkpointer_->mean_write_s() * 1e3, checkpointer_->max_write_s() * 1e3);
+    if (stop_)
+      std::printf("stopped by %s after step %lld; continue with --resume auto\n", signals_.name(),
+                  (long long)counters_.step);
     else
       std::printf("done: %lld steps in %s; weights in %s/{last,best}.h5, metrics in %s/metrics.jsonl\n",
-                  (long long)counters.step, human_duration(now() - t_run).c_str(), opt.out.c_str(), opt.out.c_str());
+                  (long long)counters_.step, human_duration(now() - t_run).c_str(), opt_.out.c_str(),
+                  opt_.out.c_str());
   }
   return 0;
 }
+
+// One global step `ni`: k micro-steps of forward, loss and backward on this rank, the
+// gradient buckets all-reduced as backward finishes them when the step updates, the BN
+// statistics averaged, the optimizer and EMA; then the step's numbers.
+void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
+  Model& model = *model_;
+  inject_fault(w_.rank, ni);
+  const double t_step = now();
+  StepHyper hyper = schedule_at(sched_, ni, epoch, nb_, opt_.epochs);
+  const bool update = ni - counters_.last_opt >= accumulate_at(sched_, ni, nb_);
+  const bool communicate = update && w_.size > 1;
+  double step_wait = 0, local[5] = {0, 0, 0, 0, 0};
+  for (int j = 0; j < k_; ++j) {
+    const bool last = j == k_ - 1;
+    model.zero_grads(s_);
+    double t0 = now();
+    const data::Batch* batch = loader_->next();
+    step_wait += loader_->stats().last_wait_s;
+    batch->wait(s_);
+    copy(batch->images, model.input());
+    if (average_bn_) {
+      // Every micro-batch updates the running statistics from the step's starting point.
+      if (j == 0) {
+        copy(model.bn_stats(), bn_start_);
+        zero(bn_sum_, s_);
+      } else {
+        copy(bn_start_, model.bn_stats());
+      }
+    }
+    double t1 = mark(ni);
+    trace_.add("data", Trace::kStep, t0, t1, ni);
+    model.forward(true, s_);
+    if (average_bn_) {
+      add_backward(model.bn_stats(), &bn_sum_, nullptr, s_);
+      if (last) {
+        copy(bn_sum_, model.bn_stats());
+        if (w_.size > 1) comm_->start_allreduce(model.bn_stats(), s_, "bn stats", ni);
+      }
+    }
+    detect_loss(loss_cfg_, model.outputs(), batch->targets, model.output_grads(), loss_, loss_work_, s_);
+    t0 = mark(ni);
+    trace_.add("forward", Trace::kStep, t1, t0, ni);
+    if (communicate && last) buckets_->begin(ni);
+    model.backward(s_, [&](int64_t offset, int64_t count) {
+      const Tensor g = comm::slice(model.grads(), offset, count), acc = comm::slice(gsum_, offset, count);
+      add_backward(g, &acc, nullptr, s_);
+      if (communicate && last) buckets_->ready(offset + count, s_);
+    });
+    t1 = mark(ni);
+    trace_.add("backward", Trace::kStep, t0, t1, ni);
+    const Tensor l = loss_.to(Device::kCPU);  // also the micro-step's sync point
+    for (int q = 0; q < 4; ++q) local[q] += l.data<float>()[q];
+  }
+  if (communicate) buckets_->finish(s_);
+  else if (average_bn_ && w_.size > 1) comm_->wait_all(s_);
+  if (average_bn_) scale(model.bn_stats(), 1.0 / double(int64_t(w_.size) * k_), s_);
+
+  if (update) {
+    const double t0 = mark(ni);
+    reduce_sum_squares(gsum_, sumsq_, red_ws_, s_);
+    const float norm2 = sumsq_.to(Device::kCPU).data<float>()[0];
+    if (std::isfinite(norm2)) {
+      hyper.step = ++counters_.opt_steps;
+      const GradClip clip{&sumsq_, opt_.max_norm, 1.0};
+      if (sched_.optimizer == OptimizerKind::kSGD)
+        sgd_step(hyper, clip, model.params(), gsum_, model.groups(), state0_, s_);
+      else
+        adamw_step(hyper, clip, model.params(), gsum_, model.groups(), state0_, state1_, s_);
+      const double d = ema_decay(counters_.opt_steps);
+      ema_update(ema_, model.params(), d, s_);
+      ema_update(ema_bn_, model.bn_stats(), d, s_);
+      model.refresh_weights(s_);
+    } else {
+      ++counters_.skipped;
+      if (lead_)
+        std::fprintf(stderr, "\nstep %lld: gradient norm is not finite; optimizer step skipped\n", (long long)ni);
+    }
+    zero(gsum_, s_);
+    counters_.last_opt = ni;
+    trace_.add("optimizer", Trace::kStep, t0, mark(ni), ni);
+  }
+  synchronize(s_);
+  counters_.step = ni + 1;
+  counters_.loader = loader_->state();
+
+  // The step's numbers: losses averaged over ranks and micro-steps, times from this rank; and
+  // whether any rank was asked to stop (all ranks then stop after this same step).
+  double exposed = 0, comm_s = 0;
+  for (const comm::CollectiveRecord& r : comm_->take_records(&exposed)) {
+    comm_s += r.end_s - r.start_s;
+    trace_.add("all-reduce " + r.what, Trace::kComm, r.start_s, r.end_s, r.step);
+  }
+  local[4] = signals_.raised() ? 1 : 0;
+  comm::allreduce_sum(local, 5);
+  stop_ = local[4] > 0;
+  double lv[4];
+  for (int q = 0; q < 4; ++q) lv[q] = local[q] / double(int64_t(w_.size) * k_);
+  for (int q = 0; q < 4; ++q) e.loss[q] += lv[q];
+  const double step_s = now() - t_step;
+  e.wait_s += step_wait;
+  e.comm_s += comm_s;
+  e.exposed_s += exposed;
+  ++e.steps;
+  if (!lead_) return;
+  set_progress(e, hyper.lr[0], step_s);
+  log_->write({{"step", ni}, {"epoch", epoch}, {"loss", lv[0]}, {"box", lv[1]}, {"cls", lv[2]}, {"dfl", lv[3]},
+               {"lr", hyper.lr[0]}, {"images_per_s", opt_.batch / step_s}, {"step_s", step_s},
+               {"data_wait_s", step_wait}, {"comm_s", comm_s}, {"exposed_comm_s", exposed},
+               {"compute_s", std::max(0.0, step_s - step_wait - exposed)}});
+}
+
+// progress_suffix_, the text after the progress bar: the epoch's mean losses so far, lr, speed, data-wait,
+// exposed communication (several ranks) and GPU memory (CUDA).
+void Trainer::set_progress(const EpochStats& e, double lr, double step_s) {
+  const double n = double(e.steps);
+  char suffix[240];
+  std::snprintf(suffix, sizeof(suffix), "box %.3f cls %.3f dfl %.3f  lr %.2g  %.0f img/s  data %.0f%%%s%s",
+                e.loss[1] / n, e.loss[2] / n, e.loss[3] / n, lr, opt_.batch / step_s,
+                100.0 * e.wait_s / std::max(1e-9, now() - e.start),
+                w_.size > 1 ? cat("  comm exposed ", int(100.0 * e.exposed_s / std::max(1e-9, e.comm_s)), "%").c_str()
+                            : "",
+                dev_ == Device::kCUDA ? cat("  gpu mem ", cuda_memory_in_use() >> 20, " MiB").c_str() : "");
+  progress_suffix_ = suffix;
+}
+
+// The epoch's line; at a complete epoch's end validation (rank 0), last.h5, best.h5 and a
+// checkpoint.
+void Trainer::end_epoch(int64_t epoch, const EpochStats& e) {
+  const double epoch_s = now() - e.start;
+  const int64_t ns = std::max<int64_t>(1, e.steps);
+  if (lead_)
+    std::printf("epoch %lld/%lld: box %.3f cls %.3f dfl %.3f  %.1f img/s  data-wait %.1f%%%s  (%.1f s)\n",
+                (long long)epoch + 1, (long long)opt_.epochs, e.loss[1] / ns, e.loss[2] / ns, e.loss[3] / ns,
+                e.steps * opt_.batch / epoch_s, 100.0 * e.wait_s / std::max(1e-9, epoch_s),
+                w_.size > 1 ? cat("  comm ", int(e.comm_s * 1e3), " ms, exposed ", int(e.exposed_s * 1e3), " ms").c_str()
+                            : "",
+                epoch_s);
+  if (counters_.step != (epoch + 1) * nb_) return;
+  nlohmann::json metrics = {{"epoch", epoch + 1},
+                            {"box", e.loss[1] / ns}, {"cls", e.loss[2] / ns}, {"dfl", e.loss[3] / ns},
+                            {"data_wait", e.wait_s / std::max(1e-9, epoch_s)},
+                            {"comm_s", e.comm_s}, {"exposed_comm_s", e.exposed_s},
+                            {"skipped_steps", counters_.skipped}, {"world_size", w_.size}};
+  double fit = std::nan("");
+  std::vector<std::string> copies = {opt_.out + "/last.h5"};
+  if (validator_) {
+    copy(ema_, val_model_->params());
+    copy(ema_bn_, val_model_->bn_stats());
+    val_model_->refresh_weights();
+    const ValidationResult v = validator_->run(opt_.progress);
+    fit = fitness(v.map);
+    metrics["val"] = {{"map", v.map.map}, {"map50", v.map.map50}, {"map75", v.map.map75}, {"seconds", v.seconds}};
+    std::printf("  val: mAP@.5:.95 %.4f  mAP@.5 %.4f  mAP@.75 %.4f  (%lld images, %.1f s)\n", v.map.map, v.map.map50,
+                v.map.map75, (long long)v.map.num_images, v.seconds);
+  }
+  if (lead_) {
+    if (!(fit <= counters_.best_fitness)) {  // better, or the first epoch, or no validation
+      counters_.best_fitness = std::isnan(fit) ? counters_.best_fitness : fit;
+      copies.push_back(opt_.out + "/best.h5");
+    }
+    log_->write(metrics);
+  }
+  save(fit, copies, metrics);
+  // The other ranks wait (outside the watchdog) while rank 0 validates.
+  comm::barrier();
+}
+
+// A checkpoint of the state after counters_.step steps, queued on rank 0's writer. Every rank
+// calls it at the same steps: the gradient sum's all-reduce is collective.
+void Trainer::save(double fitness, std::vector<std::string> copies, const nlohmann::json& metrics) {
+  const double t0 = now();
+  saved_at_ = counters_.step;
+  if (counters_.last_opt == counters_.step - 1) {
+    zero(gsum_save_);  // the last step updated: nothing accumulated
+  } else {
+    copy(gsum_, gsum_save_);
+    if (w_.size > 1) {
+      comm_->start_allreduce(gsum_save_, s_, "checkpoint grad sum", counters_.step);
+      comm_->wait_all(s_);
+      comm_->take_records(nullptr);
+    }
+  }
+  if (!lead_) return;
+  SaveRequest r;
+  r.counters = counters_;
+  r.info = info_;
+  r.info.step = counters_.step;
+  r.info.epoch = counters_.step / nb_;
+  r.info.metrics_json = metrics.dump();
+  r.config_json = config_.dump();
+  r.world_size = w_.size;
+  r.global_batch = opt_.batch;
+  r.seed = opt_.seed;
+  r.optimizer = optimizer_name(sched_.optimizer);
+  r.fitness = fitness;
+  r.copies = std::move(copies);
+  checkpointer_->save(std::move(r));
+  stalls_.push_back(now() - t0);  // the gradient sum's copy, the wait for the last write, the snapshot
+  log_->write({{"checkpoint_step", counters_.step}, {"stall_s", stalls_.back()}});
+}
+
+}  // namespace
+
+int run_training(TrainOptions opt) { return Trainer(std::move(opt)).run(); }
 
 }  // namespace vt
