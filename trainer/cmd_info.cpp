@@ -2,6 +2,7 @@
 #include <cxxopts.hpp>
 #include <iostream>
 
+#include "comm/communicator.h"
 #include "layers/tensor.h"
 #include "trainer/commands.h"
 
@@ -15,13 +16,15 @@ int cmd_info(int argc, char** argv) {
     std::cout << opts.help() << "\n";
     return 0;
   }
-  std::cout << "visiontrain " << VT_VERSION << "\n";
+  std::cout << "visiontrain " << VT_VERSION << " (commit " << VT_GIT_COMMIT << ")\n";
 #ifdef VT_WITH_CUDA
   std::cout << "  CUDA backend: built (architectures " << VT_CUDA_ARCHITECTURES << ", static runtime)\n";
 #else
   std::cout << "  CUDA backend: not built (no nvcc at configure time, or VT_ENABLE_CUDA=OFF)\n";
 #endif
   std::cout << "  CPU backend: fp32, GEMM by OpenBLAS\n";
+  std::cout << "  communication: MPI (launch, host all-reduce)"
+            << (comm::have_nccl() ? ", NCCL (device all-reduce)" : "; NCCL not built") << "\n";
   const int n = cuda_device_count();
   std::cout << "  CUDA devices: " << n << (n ? "" : " (ops run on the CPU)") << "\n";
   for (int i = 0; i < n; ++i) std::cout << "    [" << i << "] " << cuda_device_description(i) << "\n";
