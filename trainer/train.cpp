@@ -348,9 +348,10 @@ Trainer::Trainer(TrainOptions opt)
   info_.imgsz = opt_.imgsz;
   const ModelSpec spec = parse_model_spec(info_.model_yaml, opt_.model, nc_);
   model_ = std::make_unique<Model>(spec, ModelOptions{dev_, dt_, micro_, opt_.imgsz, opt_.seed});
-  if (opt_.val && lead_) {
+  if (opt_.val) {  // every rank validates its share of the split
     val_model_ = std::make_unique<Model>(spec, ModelOptions{dev_, dt_, micro_, opt_.imgsz, opt_.seed});
-    validator_ = std::make_unique<Validator>(*val_model_, opt_.data + "/val", opt_.threads);
+    validator_ = std::make_unique<Validator>(*val_model_, opt_.data + "/val", opt_.threads,
+                                             Validator::validation_nms(), w_.size, w_.rank);
   }
 
   // Schedule and optimizer, as Ultralytics resolves them (from the global batch).
@@ -685,11 +686,12 @@ void Trainer::end_epoch(int64_t epoch, const EpochStats& e) {
     copy(ema_, val_model_->params());
     copy(ema_bn_, val_model_->bn_stats());
     val_model_->refresh_weights();
-    const ValidationResult v = validator_->run(opt_.progress);
+    const ValidationResult v = validator_->run(opt_.progress && lead_);
     fit = fitness(v.map);
     metrics["val"] = {{"map", v.map.map}, {"map50", v.map.map50}, {"map75", v.map.map75}, {"seconds", v.seconds}};
-    std::printf("  val: mAP@.5:.95 %.4f  mAP@.5 %.4f  mAP@.75 %.4f  (%lld images, %.1f s)\n", v.map.map, v.map.map50,
-                v.map.map75, (long long)v.map.num_images, v.seconds);
+    if (lead_)
+      std::printf("  val: mAP@.5:.95 %.4f  mAP@.5 %.4f  mAP@.75 %.4f  (%lld images, %.1f s)\n", v.map.map,
+                  v.map.map50, v.map.map75, (long long)v.map.num_images, v.seconds);
   }
   if (lead_) {
     if (!(fit <= counters_.best_fitness)) {  // better, or the first epoch, or no validation
@@ -699,8 +701,6 @@ void Trainer::end_epoch(int64_t epoch, const EpochStats& e) {
     log_->write(metrics);
   }
   save(fit, copies, metrics);
-  // The other ranks wait (outside the watchdog) while rank 0 validates.
-  comm::barrier();
 }
 
 // A checkpoint of the state after counters_.step steps, queued on rank 0's writer. Every rank

@@ -13,7 +13,7 @@
 // batch rule) the optimizer: the gradient norm on the device, a fused SGD/AdamW step with
 // clipping by global norm, the EMA of the weights and BN statistics, and the bf16 weight copy refreshed. A step
 // whose gradients are not finite is skipped and reported. Every epoch ends with validation of
-// the EMA weights (COCO mAP) on rank 0. metrics.jsonl (rank 0) gets one line per step, with
+// the EMA weights (COCO mAP), each rank scoring its share of the split. metrics.jsonl (rank 0) gets one line per step, with
 // the step's compute, data-wait, communication and exposed-communication times, one per
 // epoch (with the validation's mAP) and one per checkpoint (the step's stall).
 //

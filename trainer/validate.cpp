@@ -2,12 +2,33 @@
 #include "trainer/validate.h"
 
 #include <chrono>
+#include <cstring>
+#include <type_traits>
 
+#include "comm/world.h"
 #include "data/resize.h"
 #include "layers/check.h"
 #include "trainer/progress.h"
 
 namespace vt {
+namespace {
+
+// Every rank's `mine`, concatenated in rank order (T: trivially copyable).
+template <class T>
+std::vector<T> gather(const std::vector<T>& mine) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  const auto all = comm::allgather_string(std::string(reinterpret_cast<const char*>(mine.data()), mine.size() * sizeof(T)));
+  std::vector<T> out;
+  for (const std::string& part : all) {
+    const size_t n = part.size() / sizeof(T);
+    const size_t at = out.size();
+    out.resize(at + n);
+    std::memcpy(out.data() + at, part.data(), n * sizeof(T));
+  }
+  return out;
+}
+
+}  // namespace
 
 NmsParams Validator::validation_nms() {
   NmsParams p;
@@ -18,11 +39,13 @@ NmsParams Validator::validation_nms() {
   return p;
 }
 
-Validator::Validator(Model& model, const std::string& dir, int threads, NmsParams nms)
-    : model_(model), nms_(nms), plan_(model.options().device) {
+Validator::Validator(Model& model, const std::string& dir, int threads, NmsParams nms, int world_size, int rank)
+    : model_(model), world_size_(world_size), nms_(nms), plan_(model.options().device) {
   data::LoaderConfig cfg;
   cfg.dir = dir;
-  cfg.global_batch = model.options().batch;
+  cfg.global_batch = model.options().batch * world_size;
+  cfg.world_size = world_size;
+  cfg.rank = rank;
   cfg.threads = threads;
   cfg.augment.train = false;
   cfg.augment.imgsz = static_cast<int>(model.options().imgsz);
@@ -78,6 +101,11 @@ ValidationResult Validator::run(bool progress) {
     if (bar) bar->update(++done);
   }
   if (bar) bar->finish();
+  if (world_size_ > 1) {
+    r.detections = gather(r.detections);
+    r.ground_truth = gather(r.ground_truth);
+    image_ids = gather(image_ids);
+  }
   r.map = evaluate_coco(r.ground_truth, r.detections, model_.nc(), image_ids);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;

@@ -6,6 +6,10 @@
 // image (the original image for encoded shards; the letterboxed square for raw shards) and
 // scored against the stored boxes, with Ultralytics' validation NMS (conf 0.001, IoU 0.7,
 // multi-label, 300 per image).
+//
+// With several ranks each validates its contiguous share of the split (validation_range);
+// the detections and ground truth are all-gathered in rank order, which is file order, so the
+// mAP is the one a single rank computes, and every rank returns it.
 #pragma once
 
 #include <memory>
@@ -29,8 +33,10 @@ struct ValidationResult {
 
 class Validator {
  public:
-  // `model` must outlive the validator; its batch size is the validation batch.
-  Validator(Model& model, const std::string& dir, int threads, NmsParams nms = validation_nms());
+  // `model` must outlive the validator; its batch size is the validation batch per rank.
+  // Every one of the world's ranks must build one and call run() together.
+  Validator(Model& model, const std::string& dir, int threads, NmsParams nms = validation_nms(),
+            int world_size = 1, int rank = 0);
   // One pass over the whole split with the model's current weights and BN statistics.
   ValidationResult run(bool progress);
   const data::Dataset& dataset() const { return loader_->dataset(); }
@@ -39,6 +45,7 @@ class Validator {
 
  private:
   Model& model_;
+  int world_size_;
   std::unique_ptr<data::Loader> loader_;
   NmsParams nms_;
   MemoryPlan plan_;
