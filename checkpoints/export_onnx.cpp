@@ -19,7 +19,8 @@ class OnnxGraph {
   explicit OnnxGraph(onnx::GraphProto* g) : g_(g) {}
 
   // One node, named after its op type and position.
-  onnx::NodeProto* node(const std::string& op, const std::vector<std::string>& in, const std::vector<std::string>& out) {
+  onnx::NodeProto* node(const std::string& op, const std::vector<std::string>& in,
+                        const std::vector<std::string>& out) {
     onnx::NodeProto* n = g_->add_node();
     n->set_op_type(op);
     n->set_name(cat(op, "_", g_->node_size()));
@@ -58,7 +59,8 @@ class OnnxGraph {
     }
     return name;
   }
-  std::string int64s(const std::string& name, const std::vector<int64_t>& dims, const std::vector<int64_t>& v) {
+  std::string int64s(const std::string& name, const std::vector<int64_t>& dims,
+                     const std::vector<int64_t>& v) {
     if (names_.insert(name).second) {
       onnx::TensorProto* t = init(name, dims, onnx::TensorProto::INT64);
       t->set_raw_data(v.data(), v.size() * sizeof(int64_t));
@@ -118,7 +120,8 @@ std::vector<std::string> add_network(OnnxGraph& o, const ModelGraph& graph) {
         onnx::NodeProto* n = o.node("Conv", ins, {out(op)});
         OnnxGraph::attr(n, "kernel_shape", std::vector<int64_t>{w.shape[1], w.shape[2]});
         OnnxGraph::attr(n, "strides", std::vector<int64_t>{op.conv.stride_h, op.conv.stride_w});
-        OnnxGraph::attr(n, "pads", std::vector<int64_t>{op.conv.pad_h, op.conv.pad_w, op.conv.pad_h, op.conv.pad_w});
+        OnnxGraph::attr(n, "pads",
+                        std::vector<int64_t>{op.conv.pad_h, op.conv.pad_w, op.conv.pad_h, op.conv.pad_w});
         OnnxGraph::attr(n, "dilations", std::vector<int64_t>{1, 1});
         OnnxGraph::attr(n, "group", static_cast<int64_t>(op.conv.groups));
         break;
@@ -177,7 +180,8 @@ std::vector<std::string> add_network(OnnxGraph& o, const ModelGraph& graph) {
 
 // Detect's decode into "boxes" (B, A, 4) and "scores" (B, A, nc); returns the channel-first
 // (B, 4, A) boxes and (B, nc, A) scores for the NMS.
-std::pair<std::string, std::string> add_decode(OnnxGraph& o, const ModelGraph& graph, const std::vector<std::string>& levels,
+std::pair<std::string, std::string> add_decode(OnnxGraph& o, const ModelGraph& graph,
+                                               const std::vector<std::string>& levels,
                                                const std::string& dfl_weight) {
   const int64_t bins = graph.reg_max, nc = graph.nc, no = 4 * bins + nc;
   std::vector<std::string> flat;
@@ -198,25 +202,30 @@ std::pair<std::string, std::string> add_decode(OnnxGraph& o, const ModelGraph& g
   anchors.insert(anchors.end(), anchors_y.begin(), anchors_y.end());
 
   OnnxGraph::attr(o.node("Concat", flat, {"detect.cat"}), "axis", int64_t{2});  // (B, no, A)
-  OnnxGraph::attr(o.node("Split", {"detect.cat", o.ints("split", {4 * bins, nc})}, {"detect.box", "detect.cls"}),
-                  "axis", int64_t{1});
+  OnnxGraph::attr(
+      o.node("Split", {"detect.cat", o.ints("split", {4 * bins, nc})}, {"detect.box", "detect.cls"}), "axis",
+      int64_t{1});
   // DFL: softmax over each side's bins, then the expectation sum_i i p_i as a 1x1 conv.
   o.node("Reshape", {"detect.box", o.ints("shape", {0, 4, bins, -1})}, {"detect.bins"});  // (B, 4, 16, A)
-  OnnxGraph::attr(o.node("Transpose", {"detect.bins"}, {"detect.bins_t"}), "perm", std::vector<int64_t>{0, 2, 1, 3});
-  OnnxGraph::attr(o.node("Softmax", {"detect.bins_t"}, {"detect.prob"}), "axis", int64_t{1});  // (B, 16, 4, A)
-  o.node("Conv", {"detect.prob", dfl_weight}, {"detect.dfl"});                                  // (B, 1, 4, A)
-  o.node("Reshape", {"detect.dfl", o.ints("shape", {0, 4, -1})}, {"detect.dist"});             // (B, 4, A)
-  OnnxGraph::attr(o.node("Split", {"detect.dist", o.ints("split", {2, 2})}, {"detect.lt", "detect.rb"}), "axis",
-                  int64_t{1});
+  OnnxGraph::attr(o.node("Transpose", {"detect.bins"}, {"detect.bins_t"}), "perm",
+                  std::vector<int64_t>{0, 2, 1, 3});
+  OnnxGraph::attr(o.node("Softmax", {"detect.bins_t"}, {"detect.prob"}), "axis",
+                  int64_t{1});                                                      // (B, 16, 4, A)
+  o.node("Conv", {"detect.prob", dfl_weight}, {"detect.dfl"});                      // (B, 1, 4, A)
+  o.node("Reshape", {"detect.dfl", o.ints("shape", {0, 4, -1})}, {"detect.dist"});  // (B, 4, A)
+  OnnxGraph::attr(o.node("Split", {"detect.dist", o.ints("split", {2, 2})}, {"detect.lt", "detect.rb"}),
+                  "axis", int64_t{1});
   // dist2bbox in grid units, then pixels: ((x + .5 - l, y + .5 - t), (x + .5 + r, y + .5 + b)) * stride.
   const std::string anchor = o.floats("detect.anchors", {1, 2, A}, anchors);
   o.node("Sub", {anchor, "detect.lt"}, {"detect.x1y1"});
   o.node("Add", {anchor, "detect.rb"}, {"detect.x2y2"});
-  OnnxGraph::attr(o.node("Concat", {"detect.x1y1", "detect.x2y2"}, {"detect.grid_boxes"}), "axis", int64_t{1});
+  OnnxGraph::attr(o.node("Concat", {"detect.x1y1", "detect.x2y2"}, {"detect.grid_boxes"}), "axis",
+                  int64_t{1});
   o.node("Mul", {"detect.grid_boxes", o.floats("detect.strides", {1, 1, A}, strides)}, {"detect.boxes_cf"});
   OnnxGraph::attr(o.node("Transpose", {"detect.boxes_cf"}, {"boxes"}), "perm", std::vector<int64_t>{0, 2, 1});
   o.node("Sigmoid", {"detect.cls"}, {"detect.scores_cf"});  // (B, nc, A)
-  OnnxGraph::attr(o.node("Transpose", {"detect.scores_cf"}, {"scores"}), "perm", std::vector<int64_t>{0, 2, 1});
+  OnnxGraph::attr(o.node("Transpose", {"detect.scores_cf"}, {"scores"}), "perm",
+                  std::vector<int64_t>{0, 2, 1});
   return {"boxes", "detect.scores_cf"};
 }
 
@@ -230,7 +239,8 @@ void add_nms(OnnxGraph& o, const ModelGraph& graph, const std::string& boxes, co
   OnnxGraph::attr(am, "keepdims", int64_t{1});
   OnnxGraph::attr(am, "select_last_index", int64_t{0});
   o.node("Equal", {"nms.best", o.int64s("nms.classes", {1, graph.nc, 1}, classes)}, {"nms.is_best"});
-  o.node("Where", {"nms.is_best", scores_cf, o.floats("nms.zero", {1}, {0.f})}, {"nms.scores"});  // (B, nc, A)
+  o.node("Where", {"nms.is_best", scores_cf, o.floats("nms.zero", {1}, {0.f})},
+         {"nms.scores"});  // (B, nc, A)
   onnx::NodeProto* n = o.node("NonMaxSuppression",
                               {boxes, "nms.scores", o.int64s("nms.max_det", {1}, {p.max_det}),
                                o.floats("nms.iou", {1}, {p.iou}), o.floats("nms.conf", {1}, {p.conf})},
@@ -245,15 +255,18 @@ std::string onnx_model_bytes(const ModelGraph& graph, const NamedValues& values,
   const NmsParams& p = options.nms;
   if (options.with_nms) {
     VT_CHECK(p.conf >= 0 && p.iou >= 0 && p.iou <= 1 && p.max_det >= 1, "ONNX export of ", source,
-             ": NMS needs conf >= 0, iou in [0, 1] and max_det >= 1 (got ", p.conf, ", ", p.iou, ", ", p.max_det, ")");
-    VT_CHECK(!p.multi_label && !p.agnostic, "ONNX export of ", source, ": NMS is exported per best class only");
+             ": NMS needs conf >= 0, iou in [0, 1] and max_det >= 1 (got ", p.conf, ", ", p.iou, ", ",
+             p.max_det, ")");
+    VT_CHECK(!p.multi_label && !p.agnostic, "ONNX export of ", source,
+             ": NMS is exported per best class only");
   }
   onnx::ModelProto model;
   model.set_ir_version(8);  // ONNX 1.13's IR, the one opset 17 came with
   model.set_producer_name("visiontrain");
   model.set_producer_version(VT_VERSION);
-  model.set_doc_string("YOLO detector exported by visiontrain: images (B, 3, S, S) RGB in [0, 1] -> boxes (B, A, 4) "
-                       "xyxy pixels, scores (B, A, nc) sigmoid; see docs/serving.md");
+  model.set_doc_string(
+      "YOLO detector exported by visiontrain: images (B, 3, S, S) RGB in [0, 1] -> boxes (B, A, 4) "
+      "xyxy pixels, scores (B, A, nc) sigmoid; see docs/serving.md");
   onnx::OperatorSetIdProto* opset = model.add_opset_import();
   opset->set_domain("");
   opset->set_version(kOnnxOpset);
@@ -269,7 +282,8 @@ std::string onnx_model_bytes(const ModelGraph& graph, const NamedValues& values,
   for (const TorchTensor& t : torch_state(graph, values, source)) o.floats(t.name, t.shape, t.data);
   for (const GraphParam& gp : graph.params)
     if (gp.constant) dfl_weight = gp.name;
-  VT_CHECK(!dfl_weight.empty(), "ONNX export of ", source, ": the model has no DFL constant (no Detect head?)");
+  VT_CHECK(!dfl_weight.empty(), "ONNX export of ", source,
+           ": the model has no DFL constant (no Detect head?)");
 
   const Shape& img = graph.acts[0].shape;  // (B, S, S, 3)
   const std::string batch = options.dynamic_batch ? "batch" : "1";
@@ -290,8 +304,8 @@ std::string onnx_model_bytes(const ModelGraph& graph, const NamedValues& values,
   return bytes;
 }
 
-void export_onnx(const std::string& path, const ModelGraph& graph, const NamedValues& values, const std::string& source,
-                 const OnnxExportOptions& options) {
+void export_onnx(const std::string& path, const ModelGraph& graph, const NamedValues& values,
+                 const std::string& source, const OnnxExportOptions& options) {
   data::write_file_atomic(path, onnx_model_bytes(graph, values, source, options));
 }
 

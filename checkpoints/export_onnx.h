@@ -46,9 +46,9 @@ namespace vt::ckpt {
 constexpr int kOnnxOpset = 17;
 
 struct OnnxExportOptions {
-  bool dynamic_batch = false;  // batch dimension "batch" instead of 1
-  bool with_nms = false;       // add NonMaxSuppression and the selected_indices output
-  NmsParams nms;               // conf (>= 0), iou (in [0, 1]) and max_det of the NMS node
+  bool dynamic_batch = false;                   // batch dimension "batch" instead of 1
+  bool with_nms = false;                        // add NonMaxSuppression and the selected_indices output
+  NmsParams nms;                                // conf (>= 0), iou (in [0, 1]) and max_det of the NMS node
   std::map<std::string, std::string> metadata;  // the model's metadata_props
 };
 
@@ -59,7 +59,7 @@ std::string onnx_model_bytes(const ModelGraph& graph, const NamedValues& values,
                              const OnnxExportOptions& options);
 
 // Writes onnx_model_bytes() to `path` atomically; errors name the file.
-void export_onnx(const std::string& path, const ModelGraph& graph, const NamedValues& values, const std::string& source,
-                 const OnnxExportOptions& options);
+void export_onnx(const std::string& path, const ModelGraph& graph, const NamedValues& values,
+                 const std::string& source, const OnnxExportOptions& options);
 
 }  // namespace vt::ckpt

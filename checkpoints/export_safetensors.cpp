@@ -10,7 +10,8 @@
 
 namespace vt::ckpt {
 
-std::string safetensors_bytes(const std::vector<TorchTensor>& tensors, const std::map<std::string, std::string>& metadata) {
+std::string safetensors_bytes(const std::vector<TorchTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   static_assert(sizeof(float) == 4, "F32 is IEEE binary32");
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
@@ -21,8 +22,8 @@ std::string safetensors_bytes(const std::vector<TorchTensor>& tensors, const std
     VT_CHECK(seen.insert(t.name).second, "safetensors: tensor ", t.name, " given twice");
     int64_t numel = 1;
     for (int64_t d : t.shape) numel *= d;
-    VT_CHECK(numel == static_cast<int64_t>(t.data.size()), "safetensors: tensor ", t.name, " has ", t.data.size(),
-             " values for a shape of ", numel);
+    VT_CHECK(numel == static_cast<int64_t>(t.data.size()), "safetensors: tensor ", t.name, " has ",
+             t.data.size(), " values for a shape of ", numel);
     const size_t bytes = t.data.size() * sizeof(float);
     header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;

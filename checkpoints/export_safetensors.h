@@ -25,7 +25,8 @@ namespace vt::ckpt {
 
 // The whole file as bytes. Throws vt::Error on an empty or duplicate name, a name
 // "__metadata__", or a shape whose product differs from the data's size.
-std::string safetensors_bytes(const std::vector<TorchTensor>& tensors, const std::map<std::string, std::string>& metadata);
+std::string safetensors_bytes(const std::vector<TorchTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata);
 
 // Writes safetensors_bytes() to `path` atomically (temp file, fsync, rename); errors name the file.
 void write_safetensors(const std::string& path, const std::vector<TorchTensor>& tensors,

@@ -13,11 +13,13 @@ std::vector<float> ohwi_to_oihw(const std::vector<float>& ohwi, int64_t o, int64
   for (int64_t a = 0; a < o; ++a)
     for (int64_t y = 0; y < h; ++y)
       for (int64_t x = 0; x < w; ++x)
-        for (int64_t c = 0; c < i; ++c) out[((a * i + c) * h + y) * w + x] = ohwi[((a * h + y) * w + x) * i + c];
+        for (int64_t c = 0; c < i; ++c)
+          out[((a * i + c) * h + y) * w + x] = ohwi[((a * h + y) * w + x) * i + c];
   return out;
 }
 
-std::vector<TorchTensor> torch_state(const ModelGraph& graph, const NamedValues& values, const std::string& source) {
+std::vector<TorchTensor> torch_state(const ModelGraph& graph, const NamedValues& values,
+                                     const std::string& source) {
   auto take = [&](const std::string& name, int64_t numel) -> const std::vector<float>& {
     auto it = values.find(name);
     VT_CHECK(it != values.end(), source, ": no weights for ", name);

@@ -28,7 +28,8 @@ struct TorchTensor {
 // read from `values` (Model::state() layout, conv weights OHWI). Throws vt::Error naming
 // `source` (the checkpoint) and the tensor when one is missing, has the wrong number of
 // values, or holds a NaN or an infinity: an export never carries a broken weight.
-std::vector<TorchTensor> torch_state(const ModelGraph& graph, const NamedValues& values, const std::string& source);
+std::vector<TorchTensor> torch_state(const ModelGraph& graph, const NamedValues& values,
+                                     const std::string& source);
 
 // OHWI (o, h, w, i) -> OIHW (o, i, h, w) for one conv weight; `ohwi` has o*h*w*i values.
 std::vector<float> ohwi_to_oihw(const std::vector<float>& ohwi, int64_t o, int64_t h, int64_t w, int64_t i);

@@ -3,7 +3,8 @@
 
 Reads request.json (written by the C++ command): the exported file, the letterboxed images
 as raw uint8 (n, S, S, 3), the expected sizes and whether the file has a dynamic batch and
-NonMaxSuppression. Checks the model with onnx.checker (full check, shape inference), runs it
+NonMaxSuppression. Checks the model with onnx.checker (full check, shape inference) and its
+metadata (format, imgsz, nc, class_names: docs/formats/export.md), runs it
 on the CPU provider with the default graph optimisations (what a server runs), and writes
 
   boxes.f32        (n, A, 4)  float32 little-endian, the "boxes" output
@@ -64,6 +65,10 @@ def main():
     print(f"  onnx {onnx.__version__}: checker passed (opset {model.opset_import[0].version}, "
           f"{len(model.graph.node)} nodes, {len(model.graph.initializer)} initializers); "
           f"onnxruntime {ort.__version__}")
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta.get("format") == "visiontrain.onnx.v1", meta.get("format")
+    assert meta.get("imgsz") == str(size) and meta.get("nc") == str(nc), (meta.get("imgsz"), meta.get("nc"))
+    assert len(json.loads(meta["class_names"])) == nc, meta["class_names"]
     images = np.fromfile(req["images"], dtype=np.uint8).reshape(n, size, size, 3)
     x = preprocess(images)
     sess = ort.InferenceSession(req["onnx"], providers=["CPUExecutionProvider"])

@@ -19,10 +19,11 @@
 namespace vt {
 
 int cmd_export(int argc, char** argv) {
-  cxxopts::Options opts(argv[0],
-                        "Export a run file's weights: --format safetensors (every parameter and BN statistic, "
-                        "PyTorch layout and Ultralytics names) or --format onnx (opset 17: images (B, 3, S, S) RGB in "
-                        "[0, 1] -> boxes (B, A, 4) xyxy pixels, scores (B, A, nc); see docs/serving.md).");
+  cxxopts::Options opts(
+      argv[0],
+      "Export a run file's weights: --format safetensors (every parameter and BN statistic, "
+      "PyTorch layout and Ultralytics names) or --format onnx (opset 17: images (B, 3, S, S) RGB in "
+      "[0, 1] -> boxes (B, A, 4) xyxy pixels, scores (B, A, nc); see docs/serving.md).");
   const NmsParams nms_defaults;  // detect's defaults
   // clang-format off
   opts.add_options()
@@ -46,21 +47,26 @@ int cmd_export(int argc, char** argv) {
     std::cout << opts.help() << "\n";
     return 0;
   }
-  VT_CHECK(a.count("weights") && a.count("format"), "export: --weights and --format are required (see --help)");
+  VT_CHECK(a.count("weights") && a.count("format"),
+           "export: --weights and --format are required (see --help)");
   const std::string path = a["weights"].as<std::string>(), format = a["format"].as<std::string>();
-  VT_CHECK(format == "onnx" || format == "safetensors", "export: --format must be onnx or safetensors, not '", format, "'");
+  VT_CHECK(format == "onnx" || format == "safetensors", "export: --format must be onnx or safetensors, not '",
+           format, "'");
   const std::string which = a["weights-of"].as<std::string>();
   VT_CHECK(!(a.count("ema") && which != "ema"), "export: --ema contradicts --weights-of ", which);
-  VT_CHECK(which == "ema" || which == "model", "export: --weights-of must be ema or model, not '", which, "'");
+  VT_CHECK(which == "ema" || which == "model", "export: --weights-of must be ema or model, not '", which,
+           "'");
   VT_CHECK(format == "onnx" || !(a.count("dynamic-batch") || a.count("with-nms") || a.count("images")),
            "export: --dynamic-batch, --with-nms and --images apply to --format onnx only");
-  const std::string out = a.count("out") ? a["out"].as<std::string>()
-                                         : std::filesystem::path(path).replace_extension("." + format).string();
+  const std::string out = a.count("out")
+                              ? a["out"].as<std::string>()
+                              : std::filesystem::path(path).replace_extension("." + format).string();
 
   // The checkpoint once: the model (which refuses non-finite weights) and its attributes.
   const ckpt::Checkpoint c = ckpt::Checkpoint::load(path);
   RunInfo info;
-  auto model = build_run_model(c, path, which, {Device::kCPU, DType::kF32, 1, a["imgsz"].as<int64_t>(), 0}, &info);
+  auto model =
+      build_run_model(c, path, which, {Device::kCPU, DType::kF32, 1, a["imgsz"].as<int64_t>(), 0}, &info);
   const int64_t S = model->options().imgsz;
   const NamedValues values = model->state();
 
@@ -76,7 +82,8 @@ int cmd_export(int argc, char** argv) {
       {"git_commit", VT_GIT_COMMIT},
   };
   for (const char* key : {"config", "step", "epoch"})
-    if (c.has_attr(key)) meta[key] = key == std::string("config") ? c.get_string(key) : std::to_string(c.get_int(key));
+    if (c.has_attr(key))
+      meta[key] = key == std::string("config") ? c.get_string(key) : std::to_string(c.get_int(key));
 
   if (format == "safetensors") {
     meta["format"] = "visiontrain.weights.v1";
@@ -86,8 +93,8 @@ int cmd_export(int argc, char** argv) {
     ckpt::write_safetensors(out, tensors, meta);
     int64_t n = 0;
     for (const ckpt::TorchTensor& t : tensors) n += static_cast<int64_t>(t.data.size());
-    std::printf("wrote %s: %zu tensors, %lld float32 values (%s weights of %s)\n", out.c_str(), tensors.size(),
-                (long long)n, which.c_str(), path.c_str());
+    std::printf("wrote %s: %zu tensors, %lld float32 values (%s weights of %s)\n", out.c_str(),
+                tensors.size(), (long long)n, which.c_str(), path.c_str());
     if (a.count("verify")) verify_safetensors(out, path, which);
     return 0;
   }
@@ -106,13 +113,15 @@ int cmd_export(int argc, char** argv) {
   o.metadata["outputs"] = "boxes (B, A, 4) xyxy pixels of the S x S input; scores (B, A, nc) sigmoid" +
                           std::string(o.with_nms ? "; selected_indices (K, 3) (image, class, anchor)" : "");
   if (o.with_nms)
-    o.metadata["nms"] = nlohmann::json{{"conf", o.nms.conf}, {"iou", o.nms.iou}, {"max_det", o.nms.max_det}}.dump();
+    o.metadata["nms"] =
+        nlohmann::json{{"conf", o.nms.conf}, {"iou", o.nms.iou}, {"max_det", o.nms.max_det}}.dump();
   ckpt::export_onnx(out, model->graph(), values, path, o);
   std::printf("wrote %s: ONNX opset %d, input images (%s, 3, %lld, %lld), %d classes%s (%s weights of %s)\n",
-              out.c_str(), ckpt::kOnnxOpset, o.dynamic_batch ? "batch" : "1", (long long)S, (long long)S, model->nc(),
-              o.with_nms ? ", with NMS" : "", which.c_str(), path.c_str());
+              out.c_str(), ckpt::kOnnxOpset, o.dynamic_batch ? "batch" : "1", (long long)S, (long long)S,
+              model->nc(), o.with_nms ? ", with NMS" : "", which.c_str(), path.c_str());
   if (a.count("verify"))
-    verify_onnx(*model, verify_images(a.count("images") ? a["images"].as<std::string>() : "", static_cast<int>(S)),
+    verify_onnx(*model,
+                verify_images(a.count("images") ? a["images"].as<std::string>() : "", static_cast<int>(S)),
                 {out, o.dynamic_batch, o.with_nms, o.nms});
   return 0;
 }

@@ -48,13 +48,15 @@ Parsed parse(const std::string& bytes) {
 }
 
 TEST(Safetensors, HeaderLayoutOffsetsAndAlignment) {
-  const std::vector<TorchTensor> t = {{"b.weight", {2, 3}, {1, 2, 3, 4, 5, 6}}, {"a", {1}, {-0.5f}}, {"c", {0}, {}}};
+  const std::vector<TorchTensor> t = {
+      {"b.weight", {2, 3}, {1, 2, 3, 4, 5, 6}}, {"a", {1}, {-0.5f}}, {"c", {0}, {}}};
   const std::string bytes = safetensors_bytes(t, {{"imgsz", "64"}, {"class_names", "[\"x\"]"}});
   const Parsed p = parse(bytes);
   EXPECT_EQ((8 + p.header_len) % 8, 0u) << "data must start 8-byte aligned";
   const std::string raw_header = bytes.substr(8, p.header_len);
   EXPECT_EQ(raw_header.front(), '{');
-  EXPECT_EQ(raw_header.find_last_not_of(' '), raw_header.find_last_of('}')) << "padding is trailing spaces only";
+  EXPECT_EQ(raw_header.find_last_not_of(' '), raw_header.find_last_of('}'))
+      << "padding is trailing spaces only";
   EXPECT_EQ(p.header["__metadata__"]["imgsz"], "64");
   EXPECT_EQ(p.header["__metadata__"]["class_names"], "[\"x\"]");
   // Offsets in the given order, contiguous from 0, covering the data exactly.
@@ -82,10 +84,17 @@ TEST(Safetensors, NoMetadataKeyWhenEmptyAndAlignmentForEveryHeaderLength) {
 }
 
 TEST(Safetensors, RefusesBadTensors) {
-  EXPECT_NE(error_of([] { safetensors_bytes({{"w", {2, 2}, {1, 2, 3}}}, {}); }).find("w has 3 values"), std::string::npos);
-  EXPECT_NE(error_of([] { safetensors_bytes({{"w", {1}, {1}}, {"w", {1}, {2}}}, {}); }).find("given twice"),
+  EXPECT_NE(error_of([] {
+              safetensors_bytes({{"w", {2, 2}, {1, 2, 3}}}, {});
+            }).find("w has 3 values"),
             std::string::npos);
-  EXPECT_NE(error_of([] { safetensors_bytes({{"__metadata__", {1}, {1}}}, {}); }).find("invalid tensor name"),
+  EXPECT_NE(error_of([] {
+              safetensors_bytes({{"w", {1}, {1}}, {"w", {1}, {2}}}, {});
+            }).find("given twice"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              safetensors_bytes({{"__metadata__", {1}, {1}}}, {});
+            }).find("invalid tensor name"),
             std::string::npos);
 }
 
@@ -187,8 +196,8 @@ TEST_F(TinyModel, OnnxInterface) {
       std::set<std::string> ops;
       for (const auto& n : g.node()) ops.insert(n.op_type());
       EXPECT_EQ(ops.count("NonMaxSuppression"), nms ? 1u : 0u);
-      for (const char* op : {"Conv", "BatchNormalization", "Sigmoid", "Mul", "MaxPool", "Resize", "Concat", "Split",
-                             "Add", "Softmax"})
+      for (const char* op : {"Conv", "BatchNormalization", "Sigmoid", "Mul", "MaxPool", "Resize", "Concat",
+                             "Split", "Add", "Softmax"})
         EXPECT_EQ(ops.count(op), 1u) << op;
     }
 }
@@ -197,8 +206,9 @@ TEST_F(TinyModel, OnnxRefusesBadNmsSettings) {
   OnnxExportOptions o;
   o.with_nms = true;
   o.nms.iou = 1.5f;
-  EXPECT_NE(error_of([&] { onnx_model_bytes(model_.graph(), model_.state(), "r.h5", o); }).find("iou in [0, 1]"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { onnx_model_bytes(model_.graph(), model_.state(), "r.h5", o); }).find("iou in [0, 1]"),
+      std::string::npos);
 }
 
 TEST(Sha256, Fips180Examples) {
