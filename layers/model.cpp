@@ -27,7 +27,7 @@ Tensor slice(const Tensor& flat, int64_t offset, const Shape& shape) {
   return Tensor::view(base, shape, flat.dtype(), flat.device());
 }
 
-const BatchNormParams kBn{0.03, 1e-3};  // Ultralytics' initialize_weights
+const BatchNormParams kBn = kModelBatchNorm;
 const Activation kSiLU{ActKind::kSiLU};
 
 }  // namespace

@@ -31,12 +31,17 @@
 #include <string>
 #include <vector>
 
+#include "layers/batchnorm.h"
 #include "layers/conv2d.h"
 #include "layers/maxpool.h"
 #include "layers/model_spec.h"
 #include "layers/tensor.h"
 
 namespace vt {
+
+// Every BN of the model: Ultralytics' BatchNorm2d settings after initialize_weights (the
+// exporters write the same eps into their files).
+inline constexpr BatchNormParams kModelBatchNorm{0.03, 1e-3};
 
 // Optimizer groups (optim/update.h): 0 conv weights (decayed), 1 BN gamma, 2 biases.
 enum ParamGroup : uint8_t { kGroupWeight = 0, kGroupNormWeight = 1, kGroupBias = 2 };

@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 # (nvcc, NCCL) comes from NVIDIA; without it the CPU backend is built alone.
 VT_DEBS=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
          libcxxopts-dev libgtest-dev libopenblas-dev libturbojpeg0-dev libpng-dev nlohmann-json3-dev
-         libpugixml-dev libyaml-cpp-dev python3-venv iproute2)
+         libpugixml-dev libyaml-cpp-dev libonnx-dev libprotobuf-dev python3-venv iproute2)
 
 vt_install_deps() {
   local missing=()

@@ -19,6 +19,7 @@ int cmd_inspect(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_detect(int argc, char** argv);
+int cmd_export(int argc, char** argv);
 
 // What convert and synth print after writing a split: counts, size, and the first problems
 // from the report (all of them are in the manifest). Defined in cmd_convert.cpp.

@@ -25,6 +25,7 @@ const Command kCommands[] = {
     {"train", vt::cmd_train, "train a detector on HDF5 shards, validating with COCO mAP every epoch"},
     {"eval", vt::cmd_eval, "COCO mAP of a trained run file on a dataset split, per class"},
     {"detect", vt::cmd_detect, "detect objects in images: boxes as JSON and drawn on the images"},
+    {"export", vt::cmd_export, "export a run file's weights as safetensors or ONNX (decode and NMS built in)"},
     {"inspect", vt::cmd_inspect, "show a dataset's counts, classes and boxes, and verify its checksums"},
 };
 

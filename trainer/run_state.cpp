@@ -64,10 +64,9 @@ LoadedModel read_run(const ckpt::Checkpoint& c, const std::string& path) {
   return m;
 }
 
-std::unique_ptr<Model> load_run_model(const std::string& path, const std::string& which, ModelOptions options,
-                                      RunInfo* info) {
+std::unique_ptr<Model> build_run_model(const ckpt::Checkpoint& c, const std::string& path, const std::string& which,
+                                       ModelOptions options, RunInfo* info) {
   VT_CHECK(which == "ema" || which == "model", "weights must be 'ema' or 'model', not '", which, "'");
-  const ckpt::Checkpoint c = ckpt::Checkpoint::load(path);
   const LoadedModel m = read_run(c, path);
   const NamedValues values = get_named(c, which, path);
   for (const auto& [name, v] : values)
@@ -77,6 +76,12 @@ std::unique_ptr<Model> load_run_model(const std::string& path, const std::string
   model->load_state(values);
   if (info) *info = m.info;
   return model;
+}
+
+std::unique_ptr<Model> load_run_model(const std::string& path, const std::string& which, ModelOptions options,
+                                      RunInfo* info) {
+  VT_CHECK(which == "ema" || which == "model", "weights must be 'ema' or 'model', not '", which, "'");
+  return build_run_model(ckpt::Checkpoint::load(path), path, which, options, info);
 }
 
 }  // namespace vt

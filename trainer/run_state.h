@@ -43,8 +43,13 @@ struct LoadedModel {
 };
 LoadedModel read_run(const ckpt::Checkpoint& c, const std::string& path);
 
-// Reads the run file at `path` and builds its model for `options` (imgsz 0: the run's) with
-// the "ema" or "model" weights; refuses non-finite weights. `info` receives the metadata.
+// Builds the model of the run file `c` (read from `path`, named in errors) for `options`
+// (imgsz 0: the run's) with the "ema" or "model" weights; refuses non-finite weights, naming
+// the tensor. `info` receives the metadata.
+std::unique_ptr<Model> build_run_model(const ckpt::Checkpoint& c, const std::string& path, const std::string& which,
+                                       ModelOptions options, RunInfo* info);
+// The same from the file: Checkpoint::load (which names the file when it is missing,
+// truncated or corrupt), then build_run_model.
 std::unique_ptr<Model> load_run_model(const std::string& path, const std::string& which, ModelOptions options,
                                       RunInfo* info);
 
