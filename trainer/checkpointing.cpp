@@ -1,5 +1,6 @@
 // Background checkpoint writing and state restore (see checkpointing.h).
 #include "trainer/checkpointing.h"
+#include "trainer/version.h"
 
 #include <algorithm>
 #include <chrono>
@@ -138,7 +139,7 @@ void Checkpointer::write(const SaveRequest& r) {
   c.set("rng", nlohmann::json{{"kind", "Philox4x32-10, counter-based: (seed, epoch, sample, stream)"},
                               {"seed", r.seed}, {"epoch", k.loader.epoch}, {"cursor", k.loader.cursor}}.dump());
   c.set("loss_scale", "1 (none: bf16 keeps fp32's exponent range)");
-  c.set("git_commit", std::string(VT_GIT_COMMIT));
+  c.set("git_commit", std::string(git_commit()));
   store_.commit(c, k.step, r.fitness);
   for (const std::string& path : r.copies) c.save(path);
 }

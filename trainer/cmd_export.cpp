@@ -15,6 +15,7 @@
 #include "trainer/commands.h"
 #include "trainer/export_verify.h"
 #include "trainer/run_state.h"
+#include "trainer/version.h"
 
 namespace vt {
 
@@ -79,7 +80,7 @@ int cmd_export(int argc, char** argv) {
       {"model_yaml", info.model_yaml},
       {"model_path", info.model_path},
       {"program_version", VT_VERSION},
-      {"git_commit", VT_GIT_COMMIT},
+      {"git_commit", git_commit()},
   };
   for (const char* key : {"config", "step", "epoch"})
     if (c.has_attr(key))

@@ -5,6 +5,7 @@
 #include "comm/communicator.h"
 #include "layers/tensor.h"
 #include "trainer/commands.h"
+#include "trainer/version.h"
 
 namespace vt {
 
@@ -16,7 +17,7 @@ int cmd_info(int argc, char** argv) {
     std::cout << opts.help() << "\n";
     return 0;
   }
-  std::cout << "visiontrain " << VT_VERSION << " (commit " << VT_GIT_COMMIT << ")\n";
+  std::cout << "visiontrain " << VT_VERSION << " (commit " << git_commit() << ")\n";
 #ifdef VT_WITH_CUDA
   std::cout << "  CUDA backend: built (architectures " << VT_CUDA_ARCHITECTURES << ", static runtime)\n";
 #else

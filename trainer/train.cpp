@@ -31,6 +31,7 @@
 #include "trainer/run_state.h"
 #include "trainer/trace.h"
 #include "trainer/validate.h"
+#include "trainer/version.h"
 
 namespace vt {
 namespace {
@@ -432,7 +433,7 @@ void Trainer::handshake() {
   fields.push_back({"model spec", comm::digest(info_.model_yaml)});
   fields.push_back({"parameter layout", comm::digest(layout_text(*model_))});
   fields.push_back({"dataset manifest", comm::digest(read_file(opt_.data + "/train/manifest.json", "the manifest"))});
-  fields.push_back({"program version", std::string(VT_VERSION) + " " + VT_GIT_COMMIT});
+  fields.push_back({"program version", program_version()});
   comm::handshake(fields, watchdog_.get());
 }
 
