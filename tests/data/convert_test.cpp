@@ -291,9 +291,9 @@ TEST(ConvertVoc, DirectoriesWithOwnNames) {
   expect_box(a.boxes[1], 4, 5, 40, 30, 0);
 }
 
-// The real coco128 (YOLO format). Its train split has 128 images but 130 label files: two
-// images have no label file (no objects), and two label files (000000000656.txt,
-// 000000000659.txt: 12 boxes) have no image. 941 label lines = 929 boxes + 12 orphaned.
+// The real coco128 (YOLO format). Its train split has 128 images and 128 label files, but
+// two images have no label file (no objects) and two label files (000000000656.txt: 3
+// boxes, 000000000659.txt: 9) have no image. 941 label lines = 929 boxes + 12 orphaned.
 TEST(ConvertYolo, Coco128) {
   const std::string yaml = std::string(VT_COCO128_DIR) + "/data.yaml";
   if (!std::filesystem::exists(yaml)) GTEST_SKIP() << "coco128 not found at " << VT_COCO128_DIR;
