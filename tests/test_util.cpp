@@ -1,7 +1,10 @@
 // Test helpers (see test_util.h).
 #include "tests/test_util.h"
 
+#include <stdlib.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <random>
 
@@ -125,5 +128,16 @@ void expect_error(const std::function<void()>& f, const std::vector<std::string>
 }
 
 bool has_gpu() { return cuda_device_count() > 0; }
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string tmpl = "/tmp/" + prefix + "XXXXXX";
+  VT_CHECK(mkdtemp(tmpl.data()) != nullptr, "mkdtemp failed for ", tmpl);
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
 
 }  // namespace vt::test

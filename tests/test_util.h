@@ -55,6 +55,21 @@ void expect_error(const std::function<void()>& f, const std::vector<std::string>
 
 bool has_gpu();
 
+// A fresh directory under /tmp ("/tmp/<prefix>XXXXXX"), removed with everything in it when
+// the object goes.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "vt_test_");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace vt::test
 
 // GPU tests skip cleanly, with a reason, on machines without a device.

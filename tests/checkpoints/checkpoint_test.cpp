@@ -19,13 +19,21 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Flips one bit inside the data of sample()'s optim/momentum tensor (found by its values
+// 1010, 1011), as a disk error would; false when the pattern is not in the file.
+bool flip_byte_of_momentum(const std::string& path) {
+  std::vector<uint8_t> bytes = data::read_file(path);
+  const float needle[2] = {1010.0f, 1011.0f};
+  auto it = std::search(bytes.begin(), bytes.end(), reinterpret_cast<const uint8_t*>(needle),
+                        reinterpret_cast<const uint8_t*>(needle) + sizeof(needle));
+  if (it == bytes.end()) return false;
+  *it ^= 0x01;
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return true;
+}
+
 class CheckpointTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/vt-ckpt-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   Checkpoint sample() const {
     Checkpoint c;
     c.put("params/model.0.conv.weight", {2, 3, 3, 1}, std::vector<float>(18, 0.25f));
@@ -38,7 +46,8 @@ class CheckpointTest : public ::testing::Test {
     c.set("config", std::string("{\"lr0\": 0.01}"));
     return c;
   }
-  std::string dir_;
+  test::TempDir tmp_{"vt-ckpt-"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(CheckpointTest, RoundTripKeepsTensorsAndAttributes) {
@@ -62,13 +71,7 @@ TEST_F(CheckpointTest, RoundTripKeepsTensorsAndAttributes) {
 TEST_F(CheckpointTest, FlippedByteIsNamedWithTheTensor) {
   const std::string path = dir_ + "/c.h5";
   sample().save(path);
-  std::vector<uint8_t> bytes = data::read_file(path);
-  const float needle[2] = {1010.0f, 1011.0f};
-  auto it = std::search(bytes.begin(), bytes.end(), reinterpret_cast<const uint8_t*>(needle),
-                        reinterpret_cast<const uint8_t*>(needle) + sizeof(needle));
-  ASSERT_NE(it, bytes.end());
-  *it ^= 0x01;
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  ASSERT_TRUE(flip_byte_of_momentum(path));
   test::expect_error([&] { Checkpoint::load(path); }, {path, "optim/momentum", "CRC32C mismatch"});
 }
 
@@ -87,13 +90,7 @@ TEST_F(CheckpointTest, TruncatedMissingAndForeignFilesAreRefused) {
 TEST_F(CheckpointTest, LoadAttrsReadsOnlyTheRoot) {
   const std::string path = dir_ + "/c.h5";
   sample().save(path);
-  std::vector<uint8_t> bytes = data::read_file(path);
-  const float needle[2] = {1010.0f, 1011.0f};
-  auto it = std::search(bytes.begin(), bytes.end(), reinterpret_cast<const uint8_t*>(needle),
-                        reinterpret_cast<const uint8_t*>(needle) + sizeof(needle));
-  ASSERT_NE(it, bytes.end());
-  *it ^= 0x01;
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  ASSERT_TRUE(flip_byte_of_momentum(path));
   test::expect_error([&] { Checkpoint::load(path); }, {path, "optim/momentum", "CRC32C mismatch"});
   const Checkpoint attrs = Checkpoint::load_attrs(path);
   EXPECT_TRUE(attrs.tensors().empty());

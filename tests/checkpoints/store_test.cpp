@@ -36,11 +36,6 @@ const std::vector<std::string> kForeignFiles = {"notes.txt",
 
 class StoreTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/vt-store-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   std::string at(const std::string& name) const { return dir_ + "/" + name; }
   void write(const std::string& name, const std::string& text) const { std::ofstream(at(name)) << text; }
@@ -77,7 +72,8 @@ class StoreTest : public ::testing::Test {
   }
   static void truncate_to_half(const std::string& path) { fs::resize_file(path, fs::file_size(path) / 2); }
 
-  std::string dir_;
+  test::TempDir tmp_{"vt-store-"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(StoreTest, FileNameIsZeroPaddedToTenDigits) {

@@ -14,29 +14,11 @@
 #include "data/crc32c.h"
 #include "data/fileio.h"
 #include "data/image.h"
+#include "tests/test_util.h"
 
 namespace vt::data::testing {
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/vt_data_test_XXXXXX";
-    const char* p = mkdtemp(tmpl);
-    if (!p) throw std::runtime_error("mkdtemp failed");
-    path_ = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
-};
+using TempDir = vt::test::TempDir;  // tests/test_util.h
 
 inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());

@@ -339,22 +339,7 @@ Scenario edge_scenario() {
 
 // ---------------------------------------------------------------- running pycocotools
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/vt_coco_eval_XXXXXX";
-    VT_CHECK(mkdtemp(tmpl) != nullptr, "mkdtemp failed for ", tmpl);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using test::TempDir;
 
 json box_json(float x1, float y1, float x2, float y2) {
   const auto b = coco_xywh(x1, y1, x2, y2);

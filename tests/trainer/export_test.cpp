@@ -12,6 +12,7 @@
 #include "data/fileio.h"
 #include "layers/check.h"
 #include "trainer/commands.h"
+#include "tests/test_util.h"
 #include "trainer/run_state.h"
 
 namespace vt {
@@ -21,11 +22,6 @@ namespace fs = std::filesystem;
 
 class ExportCommand : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/vt-export-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   // A run file of the tiny model (3 classes, imgsz 64) whose EMA holds a NaN.
   std::string run_file_with_nan_ema() const {
@@ -62,7 +58,8 @@ class ExportCommand : public ::testing::Test {
     return "";
   }
 
-  std::string dir_;
+  test::TempDir tmp_{"vt-export-test-"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(ExportCommand, RefusesNonFiniteWeightsNamingTheTensor) {
