@@ -12,37 +12,27 @@
 #   resume_exact.sh VISIONTRAIN SOURCE_DIR PYTHON
 set -euo pipefail
 bin="$1" src="$2" py="$3"
-mpirun=(${VT_MPIRUN:-mpirun} --oversubscribe --bind-to none)
+source "$src/tests/comm/lib.sh"
 work="$(mktemp -d /tmp/vt-resume-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 "$bin" synth --out data --train 64 --val 8 --imgsz 96 --quiet > /dev/null
 args=(--data data --model "$src/configs/yolov8-tiny.yaml" --batch 8 --imgsz 96 --optimizer adamw --lr0 0.002
       --epochs 3 --close-mosaic 0 --no-val --quiet --seed 3 --workers 1 --save-every 4)
-# run OUT RANKS [more train options]
-run() {
-  local out="$1" np="$2"
-  shift 2
-  if ! "${mpirun[@]}" -np "$np" "$bin" train "${args[@]}" --out "$out" "$@" >> "$out.log" 2>&1; then
-    cat "$out.log"
-    echo "FAILED: the run $out"
-    exit 1
-  fi
-}
-run whole1 1 --steps 24 --warmup-epochs 0
-run split1 1 --steps 13 --warmup-epochs 0
-run split1 1 --steps 24 --warmup-epochs 0 --resume auto
+run_train whole1 1 --steps 24 --warmup-epochs 0
+run_train split1 1 --steps 13 --warmup-epochs 0
+run_train split1 1 --steps 24 --warmup-epochs 0 --resume auto
 grep -q "resume: from split1/checkpoints/ckpt-0000000013.h5: step 13" split1.log || { cat split1.log; echo "FAILED: no resume at step 13"; exit 1; }
 "$py" "$src/tests/comm/compare_runs.py" whole1 split1 0
 args+=(--nbs 8)
 
-run whole2 2 --steps 12
-run split2 2 --steps 6
-run split2 2 --steps 12 --resume auto
+run_train whole2 2 --steps 12
+run_train split2 2 --steps 6
+run_train split2 2 --steps 12 --resume auto
 "$py" "$src/tests/comm/compare_runs.py" whole2 split2 0
 
-run from2to1 2 --steps 6
-run from2to1 1 --steps 12 --resume auto --accumulate 2
+run_train from2to1 2 --steps 6
+run_train from2to1 1 --steps 12 --resume auto --accumulate 2
 grep -q "trained on 2 ranks" from2to1.log || { cat from2to1.log; echo "FAILED: not resumed from 2 ranks"; exit 1; }
 "$py" "$src/tests/comm/compare_runs.py" whole2 from2to1 0
 

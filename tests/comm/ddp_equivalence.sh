@@ -14,39 +14,28 @@
 #   ddp_equivalence.sh VISIONTRAIN SOURCE_DIR PYTHON
 set -euo pipefail
 bin="$1" src="$2" py="$3"
-mpirun=(${VT_MPIRUN:-mpirun} --oversubscribe --bind-to none)
+source "$src/tests/comm/lib.sh"
 work="$(mktemp -d /tmp/vt-ddp-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 "$bin" synth --out data --train 64 --val 16 --imgsz 128 --quiet > /dev/null
-args=(--data data --model "$src/configs/yolov8-tiny.yaml" --batch 8 --imgsz 128 --optimizer sgd --lr0 0.01
-      --nbs 8 --epochs 1 --steps 4 --no-val --quiet --seed 1 --workers 1)
-# run OUT RANKS [more train options]: a training run, its log in OUT.log.
-run() {
-  local out="$1" np="$2"
-  shift 2
-  local a=("${args[@]}")
-  [[ "$out" == v* ]] && a=("${a[@]/--no-val/}")  # the v* runs validate
-  if ! "${mpirun[@]}" -np "$np" "$bin" train "${a[@]}" --out "$out" "$@" > "$out.log" 2>&1; then
-    cat "$out.log"
-    echo "FAILED: the run $out"
-    exit 1
-  fi
-}
-run r1k2 1 --accumulate 2
-run r2 2 --trace trace.json
-run r1k4 1 --accumulate 4
-run r2k2 2 --accumulate 2
-run r4 4
+base=(--data data --model "$src/configs/yolov8-tiny.yaml" --batch 8 --imgsz 128 --optimizer sgd --lr0 0.01
+      --nbs 8 --epochs 1 --steps 4 --quiet --seed 1 --workers 1)
+args=("${base[@]}" --no-val)
+run_train r1k2 1 --accumulate 2
+run_train r2 2 --trace trace.json
+run_train r1k4 1 --accumulate 4
+run_train r2k2 2 --accumulate 2
+run_train r4 4
 "$py" "$src/tests/comm/compare_runs.py" r1k2 r2 0
 "$py" "$src/tests/comm/compare_runs.py" r1k4 r4 3e-4
 "$py" "$src/tests/comm/compare_runs.py" r2k2 r4 3e-4
 
 # Validation split over 2 ranks scores exactly what 1 rank scores (same weights, see above).
 # (AdamW for 6 epochs: the mAP is small but not zero, so there is something to compare.)
-val=(--optimizer adamw --lr0 0.003 --epochs 6 --close-mosaic 2 --warmup-epochs 1 --steps 48)
-run v1k2 1 --accumulate 2 "${val[@]}"
-run v2 2 "${val[@]}"
+args=("${base[@]}" --optimizer adamw --lr0 0.003 --epochs 6 --close-mosaic 2 --warmup-epochs 1 --steps 48)
+run_train v1k2 1 --accumulate 2
+run_train v2 2
 for r in v1k2 v2; do grep -o '"val":{[^}]*}' $r/metrics.jsonl | sed 's/,"seconds":[^}]*//' > $r.val; done
 cat v1k2.val v2.val
 [ "$(wc -l < v1k2.val)" -eq 6 ] && grep -qv '"map50":0.0,' v1k2.val || { echo "FAILED: no non-zero mAP to compare"; exit 1; }

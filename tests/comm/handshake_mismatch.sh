@@ -5,7 +5,7 @@
 #   handshake_mismatch.sh VISIONTRAIN SOURCE_DIR PYTHON
 set -euo pipefail
 bin="$1" src="$2"
-mpirun=(${VT_MPIRUN:-mpirun} --oversubscribe --bind-to none)
+source "$src/tests/comm/lib.sh"
 work="$(mktemp -d /tmp/vt-handshake-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"

@@ -8,7 +8,7 @@
 #   rank_failure.sh VISIONTRAIN SOURCE_DIR PYTHON
 set -uo pipefail
 bin="$1" src="$2"
-mpirun=(${VT_MPIRUN:-mpirun} --oversubscribe --bind-to none)
+source "$src/tests/comm/lib.sh"
 work="$(mktemp -d /tmp/vt-fault-XXXXXX)"
 trap 'pkill -9 -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
