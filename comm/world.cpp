@@ -94,24 +94,40 @@ void broadcast_bytes(void* data, size_t bytes, int root) {
   }
 }
 
-std::vector<std::string> allgather_string(const std::string& mine) {
+namespace {
+
+// allgather_string (root < 0) and gather_string (to root).
+std::vector<std::string> collect_strings(const std::string& mine, int root) {
   if (!g_initialized || g_world.size == 1) return {mine};
   const int n = g_world.size;
+  const bool receive = root < 0 || g_world.rank == root;
   int len = static_cast<int>(mine.size());
   std::vector<int> lens(static_cast<size_t>(n)), displs(static_cast<size_t>(n));
-  MPI_CHECK(MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, g_host_comm));
+  if (root < 0) MPI_CHECK(MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, g_host_comm));
+  else MPI_CHECK(MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, root, g_host_comm));
   int total = 0;
   for (int r = 0; r < n; ++r) {
     displs[r] = total;
     total += lens[r];
   }
-  std::string all(static_cast<size_t>(total), '\0');
-  MPI_CHECK(MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR,
-                           g_host_comm));
+  std::string all(receive ? static_cast<size_t>(total) : 0, '\0');
+  if (root < 0)
+    MPI_CHECK(MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR,
+                             g_host_comm));
+  else
+    MPI_CHECK(MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR, root,
+                          g_host_comm));
   std::vector<std::string> out;
-  for (int r = 0; r < n; ++r) out.push_back(all.substr(static_cast<size_t>(displs[r]), static_cast<size_t>(lens[r])));
+  if (receive)
+    for (int r = 0; r < n; ++r)
+      out.push_back(all.substr(static_cast<size_t>(displs[r]), static_cast<size_t>(lens[r])));
   return out;
 }
+
+}  // namespace
+
+std::vector<std::string> allgather_string(const std::string& mine) { return collect_strings(mine, -1); }
+std::vector<std::string> gather_string(const std::string& mine, int root) { return collect_strings(mine, root); }
 
 void allreduce_sum(double* values, int n) {
   if (!g_initialized || g_world.size == 1) return;

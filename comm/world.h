@@ -37,8 +37,10 @@ void finalize_world();
 // Host collectives, main thread only.
 void barrier();
 void broadcast_bytes(void* data, size_t bytes, int root);
-// Every rank's string, in rank order.
+// Every rank's string, in rank order: on every rank (allgather), or on `root` only (gather;
+// the other ranks get an empty list).
 std::vector<std::string> allgather_string(const std::string& mine);
+std::vector<std::string> gather_string(const std::string& mine, int root);
 // values[i] = sum over ranks of values[i].
 void allreduce_sum(double* values, int n);
 

@@ -78,6 +78,15 @@ void commit_rename(const std::string& from, const std::string& to) {
   sync_path(dir.empty() ? "." : dir);
 }
 
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  const std::string tmp = to + ".tmp." + std::to_string(::getpid());
+  std::error_code ec;
+  std::filesystem::copy_file(from, tmp, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) throw Error(cat(to, ": copying ", from, " failed: ", ec.message()));
+  sync_path(tmp);
+  commit_rename(tmp, to);
+}
+
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
   const int fd = open_or_throw(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);

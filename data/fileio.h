@@ -22,6 +22,8 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 void sync_path(const std::string& path);
 // Renames `from` over `to`, then fsyncs the directory of `to`.
 void commit_rename(const std::string& from, const std::string& to);
+// Copies the file `from` to `to` with write_file_atomic's guarantees (temp, fsync, rename).
+void copy_file_atomic(const std::string& from, const std::string& to);
 
 // A read-only file descriptor for pread from any number of threads.
 class ReadOnlyFile {

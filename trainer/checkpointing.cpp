@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "data/fileio.h"
 #include "layers/check.h"
 
 namespace vt {
@@ -140,8 +141,8 @@ void Checkpointer::write(const SaveRequest& r) {
                               {"seed", r.seed}, {"epoch", k.loader.epoch}, {"cursor", k.loader.cursor}}.dump());
   c.set("loss_scale", "1 (none: bf16 keeps fp32's exponent range)");
   c.set("git_commit", std::string(git_commit()));
-  store_.commit(c, k.step, r.fitness);
-  for (const std::string& path : r.copies) c.save(path);
+  const std::string committed = store_.commit(c, k.step, r.fitness);
+  for (const std::string& path : r.copies) data::copy_file_atomic(committed, path);
 }
 
 TrainCounters restore_state(const ckpt::Checkpoint& c, const std::string& path, Model& model,

@@ -14,8 +14,8 @@
 // Saving (rank 0): save() waits for the previous write (one in flight at most), copies the
 // flat device buffers into pinned host memory (the only stall of the step, measured), and
 // hands the copy to a writer thread, which builds the named tensors and commits them through
-// the CheckpointStore (atomic file, `latest`, retention), then writes last.h5 / best.h5 when
-// asked. finish() waits for the last write and rethrows a writer error.
+// the CheckpointStore (atomic file, `latest`, retention), then copies the committed file to
+// last.h5 / best.h5 when asked. finish() waits for the last write and rethrows a writer error.
 #pragma once
 
 #include <cmath>

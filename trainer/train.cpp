@@ -18,6 +18,7 @@
 #include "comm/grad_buckets.h"
 #include "comm/handshake.h"
 #include "comm/world.h"
+#include "data/fileio.h"
 #include "data/loader.h"
 #include "layers/add.h"
 #include "layers/check.h"
@@ -90,14 +91,6 @@ data::LoaderConfig train_loader_config(const TrainOptions& opt, Device dev, cons
 }
 
 double fitness(const MapResult& m) { return 0.1 * std::max(0.0, m.map50) + 0.9 * std::max(0.0, m.map); }
-
-std::string read_file(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary);
-  VT_CHECK(f.good(), "train: cannot read ", what, " ", path);
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
-}
 
 // The parameter layout every rank must share: names, shapes, offsets and groups, in order.
 std::string layout_text(const Model& m) {
@@ -345,7 +338,7 @@ Trainer::Trainer(TrainOptions opt)
   total_steps_ = opt_.steps > 0 ? std::min(opt_.steps, nb_ * opt_.epochs) : nb_ * opt_.epochs;
 
   info_.model_path = opt_.model;
-  info_.model_yaml = read_file(opt_.model, "the model spec");
+  info_.model_yaml = data::read_text_file(opt_.model);
   info_.imgsz = opt_.imgsz;
   const ModelSpec spec = parse_model_spec(info_.model_yaml, opt_.model, nc_);
   model_ = std::make_unique<Model>(spec, ModelOptions{dev_, dt_, micro_, opt_.imgsz, opt_.seed});
@@ -432,7 +425,7 @@ void Trainer::handshake() {
   for (const auto& [name, value] : config_fields(opt_)) fields.push_back({"config." + name, value});
   fields.push_back({"model spec", comm::digest(info_.model_yaml)});
   fields.push_back({"parameter layout", comm::digest(layout_text(*model_))});
-  fields.push_back({"dataset manifest", comm::digest(read_file(opt_.data + "/train/manifest.json", "the manifest"))});
+  fields.push_back({"dataset manifest", comm::digest(data::read_text_file(opt_.data + "/train/manifest.json"))});
   fields.push_back({"program version", program_version()});
   comm::handshake(fields, watchdog_.get());
 }

@@ -13,11 +13,12 @@
 namespace vt {
 namespace {
 
-// Every rank's `mine`, concatenated in rank order (T: trivially copyable).
+// Every rank's `mine`, concatenated in rank order on rank 0; empty elsewhere (T: trivially
+// copyable).
 template <class T>
 std::vector<T> gather(const std::vector<T>& mine) {
   static_assert(std::is_trivially_copyable_v<T>);
-  const auto all = comm::allgather_string(std::string(reinterpret_cast<const char*>(mine.data()), mine.size() * sizeof(T)));
+  const auto all = comm::gather_string(std::string(reinterpret_cast<const char*>(mine.data()), mine.size() * sizeof(T)), 0);
   std::vector<T> out;
   for (const std::string& part : all) {
     const size_t n = part.size() / sizeof(T);
@@ -40,7 +41,7 @@ NmsParams Validator::validation_nms() {
 }
 
 Validator::Validator(Model& model, const std::string& dir, int threads, NmsParams nms, int world_size, int rank)
-    : model_(model), world_size_(world_size), nms_(nms), plan_(model.options().device) {
+    : model_(model), world_size_(world_size), rank_(rank), nms_(nms), plan_(model.options().device) {
   data::LoaderConfig cfg;
   cfg.dir = dir;
   cfg.global_batch = model.options().batch * world_size;
@@ -106,7 +107,7 @@ ValidationResult Validator::run(bool progress) {
     r.ground_truth = gather(r.ground_truth);
     image_ids = gather(image_ids);
   }
-  r.map = evaluate_coco(r.ground_truth, r.detections, model_.nc(), image_ids);
+  if (rank_ == 0) r.map = evaluate_coco(r.ground_truth, r.detections, model_.nc(), image_ids);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -8,8 +8,9 @@
 // multi-label, 300 per image).
 //
 // With several ranks each validates its contiguous share of the split (validation_range);
-// the detections and ground truth are all-gathered in rank order, which is file order, so the
-// mAP is the one a single rank computes, and every rank returns it.
+// the detections and ground truth are gathered in rank order, which is file order, so the mAP
+// is the one a single rank computes. Rank 0 receives and scores them; the other ranks' results
+// are empty, with no mAP (every field -1).
 #pragma once
 
 #include <memory>
@@ -45,7 +46,7 @@ class Validator {
 
  private:
   Model& model_;
-  int world_size_;
+  int world_size_, rank_;
   std::unique_ptr<data::Loader> loader_;
   NmsParams nms_;
   MemoryPlan plan_;
