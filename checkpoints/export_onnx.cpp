@@ -201,9 +201,9 @@ std::pair<std::string, std::string> add_decode(OnnxGraph& o, const ModelGraph& g
   std::vector<float> anchors = anchors_x;
   anchors.insert(anchors.end(), anchors_y.begin(), anchors_y.end());
 
-  OnnxGraph::attr(o.node("Concat", flat, {"detect.cat"}), "axis", int64_t{2});  // (B, no, A)
+  OnnxGraph::attr(o.node("Concat", flat, {"detect.raw"}), "axis", int64_t{2});  // (B, no, A)
   OnnxGraph::attr(
-      o.node("Split", {"detect.cat", o.ints("split", {4 * bins, nc})}, {"detect.box", "detect.cls"}), "axis",
+      o.node("Split", {"detect.raw", o.ints("split", {4 * bins, nc})}, {"detect.box", "detect.cls"}), "axis",
       int64_t{1});
   // DFL: softmax over each side's bins, then the expectation sum_i i p_i as a 1x1 conv.
   o.node("Reshape", {"detect.box", o.ints("shape", {0, 4, bins, -1})}, {"detect.bins"});  // (B, 4, 16, A)

@@ -13,13 +13,15 @@
 //                             (image b, class c, anchor a); detection = boxes[b, a],
 //                             scores[b, a, c], class c
 // A = sum over levels of (S / stride)^2, anchors level-major then row-major (y, x), exactly
-// the native decode's order.
+// the native decode's order. One intermediate value has a stable name, for verification
+// (export --verify adds it as an output): "detect.raw" (B, 4 reg_max + nc, A), the head's
+// raw outputs before the decode (box-bin logits, then class logits), anchors in that order.
 //
 // Graph (NCHW throughout): Conv (OIHW weights, groups, pads), BatchNormalization (inference,
 // epsilon kModelBatchNorm.eps; kept as its own node, see docs/DESIGN.md), SiLU as
 // Sigmoid + Mul, MaxPool (SPPF: 5x5, stride 1, pads 2), Resize (nearest, asymmetric, floor:
 // y[i] = x[floor(i / 2)], our upsample), Concat and Split on channels, Add. Detect's decode:
-// per level Reshape (B, 64 + nc, H W), Concat -> (B, 64 + nc, A), Split 64 | nc; boxes:
+// per level Reshape (B, 64 + nc, H W), Concat -> "detect.raw" (B, 64 + nc, A), Split 64 | nc; boxes:
 // Reshape (B, 4, 16, A), Transpose -> (B, 16, 4, A), Softmax over the bins, the DFL conv
 // (weights 0..15: the expectation), anchor points (x + 0.5, y + 0.5) minus (left, top) and
 // plus (right, bottom), times the level's stride, Transpose -> (B, A, 4); scores: Sigmoid,

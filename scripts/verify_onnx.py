@@ -7,7 +7,11 @@ NonMaxSuppression. Checks the model with onnx.checker (full check, shape inferen
 metadata (format, imgsz, nc, class_names: docs/formats/export.md), runs it
 on the CPU provider with the default graph optimisations (what a server runs), and writes
 
-  boxes.f32        (n, A, 4)  float32 little-endian, the "boxes" output
+  raw.f32          (n, no, A) float32 little-endian, the intermediate "detect.raw" (the
+                              head's logits before the decode, no = 4 reg_max + nc), from a
+                              second session of the same graph with that value added as an
+                              output (the file itself is run untouched for the rest)
+  boxes.f32        (n, A, 4)  float32, the "boxes" output
   scores.f32       (n, A, nc) float32, the "scores" output
   detections.f64   (K, 8)     float64 rows (image, class, anchor, x1, y1, x2, y2, score), from
                               "selected_indices" by gather_detections (with_nms only)
@@ -56,6 +60,23 @@ def gather_detections(boxes, scores, selected, max_det, width, height):
     return np.array(rows, dtype=np.float64).reshape(-1, 8)
 
 
+def with_raw_output(model):
+    """A copy of `model` that also outputs its intermediate "detect.raw" (export_onnx.h)."""
+    names = {o for node in model.graph.node for o in node.output}
+    assert "detect.raw" in names, "the graph has no detect.raw value (exported by an older visiontrain?)"
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.append(onnx.helper.make_tensor_value_info("detect.raw", onnx.TensorProto.FLOAT, None))
+    return copy
+
+
+def run_chunks(sess, x, dynamic_batch, outputs=None):
+    """Runs `sess` on x (n, 3, S, S): all at once with a dynamic batch, else image by image.
+    Returns the list of per-call output lists."""
+    chunks = [x] if dynamic_batch else [x[i:i + 1] for i in range(x.shape[0])]
+    return [sess.run(outputs, {"images": chunk}) for chunk in chunks]
+
+
 def main():
     with open(sys.argv[1]) as f:
         req = json.load(f)
@@ -76,22 +97,25 @@ def main():
     want = ["boxes", "scores"] + (["selected_indices"] if req["with_nms"] else [])
     assert names == want, f"outputs {names}, expected {want}"
     # A dynamic-batch file gets every image in one call; a batch-1 file one image per call.
-    chunks = [x] if req["dynamic_batch"] else [x[i:i + 1] for i in range(n)]
+    outs = run_chunks(sess, x, req["dynamic_batch"])
     boxes, scores, selected = [], [], []
     first = 0
-    for chunk in chunks:
-        out = sess.run(None, {"images": chunk})
+    for out in outs:
         boxes.append(out[0])
         scores.append(out[1])
         if req["with_nms"]:
             sel = out[2].copy()
             sel[:, 0] += first
             selected.append(sel)
-        first += chunk.shape[0]
+        first += out[0].shape[0]
     boxes, scores = np.concatenate(boxes), np.concatenate(scores)
     assert boxes.shape == (n, anchors, 4) and scores.shape == (n, anchors, nc), (boxes.shape, scores.shape)
-    print(f"  onnxruntime ran {len(chunks)} call(s) of batch {chunks[0].shape[0]}")
+    print(f"  onnxruntime ran {len(outs)} call(s) of batch {outs[0][0].shape[0]}")
+    raw_sess = ort.InferenceSession(with_raw_output(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    raw = np.concatenate([o[0] for o in run_chunks(raw_sess, x, req["dynamic_batch"], ["detect.raw"])])
+    assert raw.shape == (n, req["no"], anchors), (raw.shape, req["no"], anchors)
     out_dir = req["out_dir"]
+    raw.astype("<f4").tofile(os.path.join(out_dir, "raw.f32"))
     boxes.astype("<f4").tofile(os.path.join(out_dir, "boxes.f32"))
     scores.astype("<f4").tofile(os.path.join(out_dir, "scores.f32"))
     if req["with_nms"]:

@@ -27,13 +27,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Raw outputs. Scores are probabilities in [0, 1]: 1e-4 absolute, the bound. Box
-// corners are (anchor -+ distance) * stride: an error e in a distance (in bins) moves a corner
-// by e * stride px, and a float32 corner near 640 px has an ulp of 6.1e-5 px, so 1e-4 px
-// absolute would demand under two ulps of any reimplementation. Corners are compared in grid
-// units instead, |d| / stride <= 1e-4 of a cell (3.2e-3 px at stride 32); the absolute pixel
-// figure is printed too.
-constexpr double kScoreTol = 1e-4, kBoxCellTol = 1e-4;
+// Raw outputs: the head's logits before the decode ("detect.raw", export_onnx.h), 1e-4
+// absolute, the bound. The decoded outputs: scores are probabilities in [0, 1], 1e-4
+// absolute. Box corners are (anchor -+ distance) * stride: an error e in a distance (in bins)
+// moves a corner by e * stride px, and a float32 corner near 640 px has an ulp of 6.1e-5 px,
+// so 1e-4 px absolute would demand under two ulps of any reimplementation. Corners are
+// compared in grid units instead, |d| / stride <= 1e-4 of a cell (3.2e-3 px at stride 32);
+// the absolute pixel figure is printed too.
+constexpr double kRawTol = 1e-4, kScoreTol = 1e-4, kBoxCellTol = 1e-4;
 // Detections after NMS: the same list (images, classes, order), corners within 1e-3 px and
 // scores within 1e-5 (the bounds).
 constexpr double kDetBoxTol = 1e-3, kDetScoreTol = 1e-5;
@@ -202,10 +203,11 @@ void verify_onnx(Model& model, const std::vector<VerifyImage>& images, const Onn
                model.options().batch == 1,
            "verify_onnx: the reference model must be CPU, f32, batch 1");
   const int64_t n = static_cast<int64_t>(images.size()), S = model.options().imgsz, nc = model.nc();
-  const int64_t A = detect_num_anchors(model.outputs());
+  const int64_t A = detect_num_anchors(model.outputs()), no = model.outputs()[0].dim(3);
 
-  // The native reference, image by image: raw boxes/scores and detect_nms in input pixels.
-  std::vector<float> boxes(n * A * 4), scores(n * A * nc);
+  // The native reference, image by image: the head's raw outputs as (no, A), the decoded
+  // boxes/scores, and detect_nms in input pixels.
+  std::vector<float> raw(n * no * A), boxes(n * A * 4), scores(n * A * nc);
   std::vector<uint8_t> pixels;
   const ImageMap identity{1, 0, 0, static_cast<int>(S), static_cast<int>(S)};
   std::vector<std::vector<DetectedBox>> native_dets;
@@ -216,6 +218,14 @@ void verify_onnx(Model& model, const std::vector<VerifyImage>& images, const Onn
     copy(Tensor::view(const_cast<uint8_t*>(c.rgb.data()), {1, S, S, 3}, DType::kU8, Device::kCPU),
          model.input());
     model.forward(false);
+    int64_t a0 = 0;  // the level's first anchor
+    for (const Tensor& level : model.outputs()) {  // (1, H, W, no) -> raw[i] (no, A)
+      const float* p = level.data<float>();
+      const int64_t hw = level.dim(1) * level.dim(2);
+      for (int64_t a = 0; a < hw; ++a)
+        for (int64_t c = 0; c < no; ++c) raw[(i * no + c) * A + a0 + a] = p[a * no + c];
+      a0 += hw;
+    }
     const Tensor b = Tensor::view(boxes.data() + i * A * 4, {1, A, 4}, DType::kF32, Device::kCPU);
     const Tensor s = Tensor::view(scores.data() + i * A * nc, {1, A, nc}, DType::kF32, Device::kCPU);
     detect_decode(model.outputs(), model.strides(), b, s);
@@ -232,6 +242,7 @@ void verify_onnx(Model& model, const std::vector<VerifyImage>& images, const Onn
                               {"imgsz", S},
                               {"anchors", A},
                               {"nc", nc},
+                              {"no", no},
                               {"dynamic_batch", spec.dynamic_batch},
                               {"with_nms", spec.with_nms},
                               {"max_det", spec.nms.max_det},
@@ -240,10 +251,20 @@ void verify_onnx(Model& model, const std::vector<VerifyImage>& images, const Onn
   std::printf("verify: %lld image(s) at %lld x %lld, native CPU f32 vs ONNX Runtime\n", (long long)n,
               (long long)S, (long long)S);
   run_script("verify_onnx.py", {tmp.file("request.json")});
+  const std::vector<float> ort_raw = read_array<float>(tmp.file("raw.f32"), raw.size());
   const std::vector<float> ort_boxes = read_array<float>(tmp.file("boxes.f32"), boxes.size());
   const std::vector<float> ort_scores = read_array<float>(tmp.file("scores.f32"), scores.size());
 
-  // Raw outputs.
+  // Raw outputs, then the decoded ones.
+  double raw_d = 0, raw_max = 0;
+  for (size_t k = 0; k < raw.size(); ++k) {
+    raw_d = std::max(raw_d, std::fabs(double(raw[k]) - ort_raw[k]));
+    raw_max = std::max(raw_max, std::fabs(double(raw[k])));
+  }
+  std::printf("  raw head outputs (%lld x %lld x %lld, |values| <= %.3g): max |d| %.3g (<= %g)\n",
+              (long long)n, (long long)no, (long long)A, raw_max, raw_d, kRawTol);
+  VT_CHECK(!std::isnan(raw_d) && raw_d <= kRawTol, "verify: the ONNX head's raw outputs (detect.raw) differ from "
+           "the native ones by ", raw_d);
   std::vector<int> anchor_stride;
   for (size_t l = 0; l < model.outputs().size(); ++l)
     anchor_stride.insert(anchor_stride.end(), model.outputs()[l].dim(1) * model.outputs()[l].dim(2),
@@ -256,9 +277,9 @@ void verify_onnx(Model& model, const std::vector<VerifyImage>& images, const Onn
   }
   for (size_t k = 0; k < scores.size(); ++k)
     score = std::max(score, std::fabs(double(scores[k]) - ort_scores[k]));
-  std::printf("  raw boxes  (%lld x %lld x 4): max |d| %.3g px = %.3g cells (<= %g cells)\n", (long long)n,
+  std::printf("  boxes  (%lld x %lld x 4): max |d| %.3g px = %.3g cells (<= %g cells)\n", (long long)n,
               (long long)A, box_px, box_cell, kBoxCellTol);
-  std::printf("  raw scores (%lld x %lld x %lld): max |d| %.3g (<= %g)\n", (long long)n, (long long)A,
+  std::printf("  scores (%lld x %lld x %lld): max |d| %.3g (<= %g)\n", (long long)n, (long long)A,
               (long long)nc, score, kScoreTol);
   VT_CHECK(!std::isnan(box_cell) && box_cell <= kBoxCellTol,
            "verify: ONNX boxes differ from the native decode by ", box_cell, " cells (", box_px, " px)");

@@ -2,9 +2,9 @@
 // reference implementations in the project's Python environment.
 //
 //   ONNX: the native CPU forward pass (f32) and decode of a fixed set of letterboxed images
-//   against ONNX Runtime running the exported file (scripts/verify_onnx.py), on the raw
-//   outputs (boxes, scores) and on the detections after NMS (native detect_nms on both raw
-//   outputs, and, with --with-nms, the file's own NonMaxSuppression gathered as
+//   against ONNX Runtime running the exported file (scripts/verify_onnx.py), on the head's
+//   raw outputs (the graph's "detect.raw" logits), on the decoded outputs (boxes, scores)
+//   and on the detections after NMS (native detect_nms on both decoded outputs, and, with --with-nms, the file's own NonMaxSuppression gathered as
 //   docs/serving.md describes). Criteria and the figures measured are printed; any failure
 //   throws vt::Error.
 //   safetensors: every tensor and metadata entry read back with the `safetensors` package
