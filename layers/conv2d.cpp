@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "layers/conv2d_igemm.h"
 #include "layers/op.h"
 
 namespace vt {
@@ -80,9 +81,12 @@ Conv2dDims conv2d_dims(const Shape& x, const Shape& w, const Conv2dParams& p) {
 
 size_t conv2d_workspace_bytes(const Shape& x, const Shape& w, const Conv2dParams& p, DType dt, Device dev) {
   // The CPU GEMM path needs one image's im2col matrix (Ho Wo, KH KW Cin); grouped convs run
-  // as direct loops and 1x1 / stride 1 / pad 0 convs use x itself; CUDA runs direct kernels.
-  if (dev != Device::kCPU || p.groups != 1 || is_pointwise(w, p)) return 0;
-  const Shape y = conv2d_output_shape(x, w, p);
+  // as direct loops and 1x1 / stride 1 / pad 0 convs use x itself. On CUDA, the bf16
+  // implicit GEMM's weight-gradient slices need their partial sums; the rest nothing.
+  const Shape y = conv2d_output_shape(x, w, p);  // checks the geometry
+  if (dev == Device::kCUDA)
+    return dt == DType::kBF16 && p.groups == 1 ? igemm::wgrad_workspace_bytes(conv2d_dims(x, w, p)) : 0;
+  if (p.groups != 1 || is_pointwise(w, p)) return 0;
   return static_cast<size_t>(y[1] * y[2] * w[1] * w[2] * x[3]) * dtype_size(dt);
 }
 
@@ -116,7 +120,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
   if (dw) check_shape(op, {"dw", *dw}, w.shape());
   if (db) check_shape(op, {"db", *db}, {w.dim(0)});
   if (x.is_cuda())
-    VT_CUDA_CALL(op, cuda::conv2d_backward(x, w, dy, dx, dw, db, p, s));
+    VT_CUDA_CALL(op, cuda::conv2d_backward(x, w, dy, dx, dw, db, p, workspace, s));
   else
     cpu::conv2d_backward(x, w, dy, dx, dw, db, p, workspace);
 }

@@ -1,6 +1,7 @@
-// Conv2d in CUDA: direct kernels, simple and deterministic (no atomics), fp32 arithmetic for
-// f32 and bf16 storage alike. A later issue replaces them with implicit-GEMM tensor-core
-// kernels; these stay as the GPU reference.
+// Conv2d in CUDA. bf16 convs with groups 1 on sm_80+ run as tensor-core implicit GEMMs
+// (conv2d_igemm.cu); everything else (f32 runs, grouped convs, older GPUs, and the bias
+// gradient) runs on the direct kernels below: simple and deterministic (no atomics), fp32
+// arithmetic for f32 and bf16 storage alike, and the GPU reference the tests compare with.
 //   forward: one thread per output element, looping over (kh, kw, ci) of its group;
 //   dx:      one thread per input element, gathering over the (kh, kw, co) whose window
 //            covers it;
@@ -8,6 +9,7 @@
 //            over the N Ho Wo output positions and summing with a fixed shared-memory tree,
 //            so the result is bit-identical run to run.
 #include "layers/conv2d.h"
+#include "layers/conv2d_igemm.cuh"
 #include "layers/cuda_common.cuh"
 
 namespace vt::cuda {
@@ -149,6 +151,9 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
   const int64_t total = y.numel();
   if (total == 0) return;
   const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
+  if (x.dtype() == DType::kBF16 && conv2d_igemm_available(d))
+    return conv2d_igemm_forward(d, x.data<bf16>(), w.data<bf16>(), b ? b->data<float>() : nullptr, y.data<bf16>(),
+                                stream_of(s));
   dispatch("conv2d_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     forward_kernel<T><<<grid_for(total), kThreads, 0, stream_of(s)>>>(
@@ -158,12 +163,19 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
 }
 
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
-                     const Tensor* db, const Conv2dParams& p, Stream s) {
+                     const Tensor* db, const Conv2dParams& p, const Tensor& workspace, Stream s) {
   if (dy.numel() == 0) return;
   const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
+  const cudaStream_t st = stream_of(s);
+  if (x.dtype() == DType::kBF16 && conv2d_igemm_available(d)) {
+    if (dx) conv2d_igemm_dgrad(d, dy.data<bf16>(), w.data<bf16>(), dx->data<bf16>(), st);
+    if (dw)
+      conv2d_igemm_wgrad(d, dy.data<bf16>(), x.data<bf16>(), dw->data<float>(),
+                         static_cast<float*>(workspace.raw()), st);
+    dx = dw = nullptr;  // only db left for the direct kernels
+  }
   dispatch("conv2d_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const cudaStream_t st = stream_of(s);
     if (dx) {
       const int64_t total = dx->numel();
       backward_dx_kernel<T>

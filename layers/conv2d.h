@@ -21,7 +21,10 @@
 // byte size is checked. When the size is 0 an empty Tensor{} may be passed. On the CPU it
 // holds the im2col matrix of one image, (Ho Wo, KH KW Cin) in the activation type, for
 // groups == 1 except 1x1 / stride 1 / pad 0 convs (which use x directly); the start of the
-// buffer must be aligned for the activation type. CUDA needs none.
+// buffer must be aligned for the activation type. On CUDA, bf16 convs with groups 1 run as
+// tensor-core implicit GEMMs (conv2d_igemm.h) whose weight gradient is split over slices
+// of the N Ho Wo positions: the workspace holds the slices' partial sums (splits, Cout,
+// KH KW Cin) in f32 (0 bytes when one slice suffices); f32 and grouped convs need none.
 #pragma once
 
 #include <cstddef>
@@ -67,7 +70,7 @@ namespace cuda {
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
                     Stream s);
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
-                     const Tensor* db, const Conv2dParams& p, Stream s);
+                     const Tensor* db, const Conv2dParams& p, const Tensor& workspace, Stream s);
 }  // namespace cuda
 
 }  // namespace vt

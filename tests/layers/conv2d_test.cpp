@@ -322,6 +322,12 @@ TEST(Conv2d, GpuMatchesCpu) {
       {"depthwise k3 s1 p1 batch 1", {1, 13, 17, 7}, {7, 3, 3, 1}, {1, 1, 1, 1, 7}},
       // 16 x 40 x 40 = 25600 positions per dw block: many strides of the 256 threads.
       {"k3 s1 p1 wide", {16, 40, 40, 16}, {32, 3, 3, 16}, {1, 1, 1, 1, 1}},
+      // bf16 runs take the tensor-core implicit GEMM for groups 1 (conv2d_igemm.h): 16-byte
+      // loads (channels % 8 == 0), 13 M tiles, 5 N tiles, the weight gradient in 6 slices
+      // (the wide case above in 100); three N tiles for a 1x1; the stem's scalar loads.
+      {"igemm k3 s2 p1 vector", {4, 40, 40, 32}, {64, 3, 3, 32}, {2, 2, 1, 1, 1}},
+      {"igemm k1 136 outputs", {2, 24, 24, 48}, {136, 1, 1, 48}, {}},
+      {"igemm stem Cin 3", {2, 64, 64, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}},
   };
   for (DType dt : {DType::kF32, DType::kBF16}) {
     for (const ParityCase& c : cases) {
@@ -349,8 +355,8 @@ TEST(Conv2d, GpuMatchesCpu) {
       run_backward(xg, wg, dyg, &dxg, &dwg, &dbg, c.p);
       synchronize();
 
-      // Both sides accumulate in f32, in different orders. y and dx sum at most 5*5*3 = 75
-      // or 3*3*32 = 288 products of size <= 1, dw and db up to 25600: the order-dependent
+      // Both sides accumulate in f32, in different orders. y and dx sum up to
+      // 3*3*64 = 576 products of size <= 1, dw and db up to 25600: the order-dependent
       // f32 error is ~ sqrt(n) * 6e-8 * |partial sums|, below 1e-4 for y and dx and below
       // 1e-3 for the long dw sums (whose values reach ~100, so rtol carries most of it).
       // bf16 adds one final rounding of y and dx to 8 significant bits: at most 2^-9 = 0.2%

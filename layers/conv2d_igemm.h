@@ -1,0 +1,295 @@
+// Convolution as implicit GEMM: the three products of a conv (forward, input gradient,
+// weight gradient) written as C (M x N) = A (M x K) B (K x N) whose A and B elements are
+// gathered from the NHWC activations and OHWI weights on the fly (no im2col buffer). The
+// tensor-core kernel (conv2d_igemm.cu) tiles C and streams K through shared memory; this
+// header holds everything that is not tensor-core arithmetic, as __host__ __device__ code,
+// so that tests/layers/conv2d_igemm_test.cpp replays the kernel's tiling, its loads and its
+// epilogue on the CPU (with T = float) against the reference convolution.
+//
+// The three problems (groups == 1; d = conv2d_dims; K ordered (kh, kw, channel), the
+// weights' own OHWI order):
+//   ConvFwd:   y  (M = N Ho Wo, N = Cout)          = x_col (M, KH KW Cin)  . w^T   (+ bias)
+//   ConvDgrad: dx (M = N H W,   N = Cin)          += dy_gather (M, KH KW Cout) . w'  (K, Cin)
+//              where dy_gather(m = (n, hi, wi), k = (kh, kw, co)) = dy[n, ho, wo, co] when
+//              hi + pad - kh = ho stride exactly with ho in range (likewise wo), else 0
+//   ConvWgrad: dw (M = Cout,    N = KH KW Cin)    += dy^T (Cout, P) . x_col (P, KH KW Cin),
+//              P = N Ho Wo, split over `splits` slices of P; each slice writes its partial
+//              (splits, M, N) to the workspace and reduce_partials adds them into dw in slice
+//              order, so the result is deterministic (no atomics)
+//
+// Operands are loaded as vectors of 8 consecutive elements along the dimension that is
+// contiguous in memory: K for "K-contiguous" operands (kAK / kBK true), M or N otherwise.
+// A vector is one 16-byte load when the channel count allows it (a multiple of 8), else 8
+// scalar loads; out-of-range elements (beyond M, N, K or the padded image) read as zero.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "layers/conv2d.h"
+
+#if defined(__CUDACC__)
+#define VT_HD __host__ __device__ __forceinline__
+#else
+#define VT_HD inline
+#endif
+
+namespace vt::igemm {
+
+// Eight consecutive elements, one 16-byte load for bf16.
+template <class T>
+struct alignas(16) Vec8 {
+  T v[8];
+};
+
+// Tile geometry shared by the kernel and its CPU replay: a 128 x 64 C tile per block of 8
+// warps (4 x 2 warps of 32 x 32, i.e. 2 x 2 WMMA 16 x 16 fragments each), K in steps of 32.
+// Shared-memory rows are padded by 8 elements against bank conflicts (and keep every WMMA
+// fragment pointer 32-byte aligned).
+constexpr int kBM = 128, kBN = 64, kBK = 32, kPad = 8, kBlockThreads = 256;
+constexpr int kASlots = kBM * kBK / 8 / kBlockThreads;  // vectors of A per thread and K step: 2
+constexpr int kBSlots = kBN * kBK / 8 / kBlockThreads;  // vectors of B per thread and K step: 1
+constexpr int kLdC = kBN + 4;                      // float staging of C for the epilogue
+
+template <bool KContig, int MN>
+struct OperandTile {
+  static constexpr int kLd = KContig ? kBK + kPad : MN + kPad;  // leading dimension (elements)
+  static constexpr int kElems = KContig ? MN * kLd : kBK * kLd;
+  // Offset of element (mn, k) of the tile; WMMA reads A K-contiguous as row_major and
+  // M-contiguous as col_major, B K-contiguous as col_major and N-contiguous as row_major.
+  VT_HD static int index(int mn, int k) { return KContig ? mn * kLd + k : k * kLd + mn; }
+  // Vector `v` (0 .. MN kBK / 8) of the tile: its first element (mn, k), relative to the tile.
+  VT_HD static void slot(int v, int& mn, int& k) {
+    if (KContig)
+      mn = v / (kBK / 8), k = v % (kBK / 8) * 8;
+    else
+      k = v / (MN / 8), mn = v % (MN / 8) * 8;
+  }
+};
+
+// Loads 8 elements along the operand's contiguous dimension, starting at (mn, k): the
+// problem's fast path when it applies, else element by element.
+template <bool KContig, class T, class Fast, class Elem>
+VT_HD Vec8<T> load8(int mn, int k, Fast fast, Elem elem) {
+  Vec8<T> out;
+  if (fast(mn, k, out)) return out;
+  for (int j = 0; j < 8; ++j) out.v[j] = KContig ? elem(mn, k + j) : elem(mn + j, k);
+  return out;
+}
+
+// Whether p may be read as Vec8 (16-byte aligned); element offsets are multiples of 8.
+VT_HD bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+template <class T>
+VT_HD Vec8<T> zeros8() {
+  Vec8<T> z;
+  for (int j = 0; j < 8; ++j) z.v[j] = T(0.f);
+  return z;
+}
+
+// Decoded output/input pixel index m = (n, y, x) of an (N, Hh, Ww) grid.
+struct Pixel {
+  int n, y, x;
+};
+VT_HD Pixel pixel_of(int m, int hh, int ww) {
+  const int hw = hh * ww, r = m % hw;
+  return {m / hw, r / ww, r % ww};
+}
+
+// The sizes every problem keeps, as 32-bit ints (index arithmetic; addresses are 64-bit).
+struct Dims {
+  int n, h, w, cin, ho, wo, cout, kh, kw, sh, sw, ph, pw;
+  explicit Dims(const Conv2dDims& d)
+      : n(int(d.n)), h(int(d.h)), w(int(d.w)), cin(int(d.cin)), ho(int(d.ho)), wo(int(d.wo)),
+        cout(int(d.cout)), kh(int(d.kh)), kw(int(d.kw)), sh(int(d.stride_h)), sw(int(d.stride_w)),
+        ph(int(d.pad_h)), pw(int(d.pad_w)) {}
+};
+
+// Shapes this path handles: groups 1 and every index within 32 bits.
+inline bool igemm_supported(const Conv2dDims& d) {
+  const int64_t big = int64_t{1} << 31;
+  return d.groups == 1 && d.n * d.h * d.w * d.cin < big && d.n * d.ho * d.wo * d.cout < big &&
+         d.n * d.ho * d.wo < big && d.kh * d.kw * std::max(d.cin, d.cout) < big;
+}
+
+// Slices of P = N Ho Wo the weight gradient is split into: enough blocks (about 1024) to
+// fill a large GPU, each slice at least 8 K steps long. A pure function of the shapes, so
+// the workspace is sized at plan time and results do not depend on the device.
+inline int wgrad_splits(const Conv2dDims& d) {
+  const int64_t tiles = (d.cout + kBM - 1) / kBM * ((d.kh * d.kw * d.cin + kBN - 1) / kBN);
+  const int64_t p = d.n * d.ho * d.wo;
+  const int64_t by_fill = (1024 + tiles - 1) / tiles, by_length = std::max<int64_t>(1, p / (8 * kBK));
+  return static_cast<int>(std::max<int64_t>(1, std::min({by_fill, by_length, int64_t{256}})));
+}
+// K (= P) elements per slice: a multiple of kBK, so no K step straddles two slices.
+inline int wgrad_chunk(const Conv2dDims& d, int splits) {
+  const int64_t p = d.n * d.ho * d.wo, steps = (p + kBK - 1) / kBK;
+  return static_cast<int>((steps + splits - 1) / splits * kBK);
+}
+// Bytes of the partial sums (0 when one slice adds straight into dw).
+inline size_t wgrad_workspace_bytes(const Conv2dDims& d) {
+  const int splits = wgrad_splits(d);
+  return splits == 1 ? 0 : size_t(splits) * size_t(d.cout) * size_t(d.kh * d.kw * d.cin) * sizeof(float);
+}
+
+template <class T>
+VT_HD float to_float(T v) {
+  return static_cast<float>(v);
+}
+
+// y = x_col . w^T + bias. A = x_col (K-contiguous: channels), B(k, co) = w[co, k] (K-contiguous).
+template <class T>
+struct ConvFwd {
+  static constexpr bool kAK = true, kBK = true;
+  Dims d;
+  const T* x;
+  const T* w;
+  const float* bias;  // may be null
+  T* y;
+  int M, N, K;
+  bool a_vec, b_vec;  // 8 consecutive k are 8 channels of one tap / of one filter, aligned
+  ConvFwd(const Conv2dDims& cd, const T* x_, const T* w_, const float* b_, T* y_)
+      : d(cd), x(x_), w(w_), bias(b_), y(y_), M(d.n * d.ho * d.wo), N(d.cout), K(d.kh * d.kw * d.cin),
+        a_vec(d.cin % 8 == 0 && aligned16(x_)), b_vec(K % 8 == 0 && aligned16(w_)) {}
+
+  // x address of A(m, k), or -1 outside the image or the matrix.
+  VT_HD int64_t a_offset(int m, int k) const {
+    if (m >= M || k >= K) return -1;
+    const Pixel o = pixel_of(m, d.ho, d.wo);
+    const int ci = k % d.cin, t = k / d.cin;
+    const int hi = o.y * d.sh - d.ph + t / d.kw, wi = o.x * d.sw - d.pw + t % d.kw;
+    if (hi < 0 || hi >= d.h || wi < 0 || wi >= d.w) return -1;
+    return ((int64_t(o.n) * d.h + hi) * d.w + wi) * d.cin + ci;
+  }
+  VT_HD T a(int m, int k) const {
+    const int64_t o = a_offset(m, k);
+    return o < 0 ? T(0.f) : x[o];
+  }
+  VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
+    if (!a_vec) return false;
+    const int64_t o = a_offset(m, k);
+    out = o < 0 ? zeros8<T>() : *reinterpret_cast<const Vec8<T>*>(x + o);
+    return true;
+  }
+  VT_HD T b(int k, int n) const { return n < N && k < K ? w[int64_t(n) * K + k] : T(0.f); }
+  VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
+    if (!b_vec) return false;
+    out = n < N && k < K ? *reinterpret_cast<const Vec8<T>*>(w + int64_t(n) * K + k) : zeros8<T>();
+    return true;
+  }
+  VT_HD void store(int m, int n, int /*slice*/, float v) const {
+    y[int64_t(m) * N + n] = T(v + (bias ? bias[n] : 0.f));
+  }
+};
+
+// dx += dy_gather . w'. A (K-contiguous: dy's channels), B(k = (kh, kw, co), ci) = w[co, kh,
+// kw, ci] (N-contiguous: w's input channels).
+template <class T>
+struct ConvDgrad {
+  static constexpr bool kAK = true, kBK = false;
+  Dims d;
+  const T* dy;
+  const T* w;
+  T* dx;
+  int M, N, K;
+  bool a_vec, b_vec;  // dy's / w's channels in aligned groups of 8
+  ConvDgrad(const Conv2dDims& cd, const T* dy_, const T* w_, T* dx_)
+      : d(cd), dy(dy_), w(w_), dx(dx_), M(d.n * d.h * d.w), N(d.cin), K(d.kh * d.kw * d.cout),
+        a_vec(d.cout % 8 == 0 && aligned16(dy_)), b_vec(d.cin % 8 == 0 && aligned16(w_)) {}
+
+  // dy address of A(m, k), or -1 where no output reads input pixel m through tap k.
+  VT_HD int64_t a_offset(int m, int k) const {
+    if (m >= M || k >= K) return -1;
+    const Pixel i = pixel_of(m, d.h, d.w);
+    const int co = k % d.cout, t = k / d.cout;
+    const int th = i.y + d.ph - t / d.kw, tw = i.x + d.pw - t % d.kw;
+    if (th < 0 || tw < 0 || th % d.sh != 0 || tw % d.sw != 0) return -1;
+    const int ho = th / d.sh, wo = tw / d.sw;
+    if (ho >= d.ho || wo >= d.wo) return -1;
+    return ((int64_t(i.n) * d.ho + ho) * d.wo + wo) * d.cout + co;
+  }
+  VT_HD T a(int m, int k) const {
+    const int64_t o = a_offset(m, k);
+    return o < 0 ? T(0.f) : dy[o];
+  }
+  VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
+    if (!a_vec) return false;
+    const int64_t o = a_offset(m, k);
+    out = o < 0 ? zeros8<T>() : *reinterpret_cast<const Vec8<T>*>(dy + o);
+    return true;
+  }
+  // w address of B(k, n): k = (kh, kw, co) -> w[co, kh, kw, n].
+  VT_HD int64_t b_offset(int k, int n) const {
+    const int co = k % d.cout, t = k / d.cout;
+    return (int64_t(co) * d.kh * d.kw + t) * d.cin + n;
+  }
+  VT_HD T b(int k, int n) const { return n < N && k < K ? w[b_offset(k, n)] : T(0.f); }
+  VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
+    if (!b_vec) return false;
+    out = n < N && k < K ? *reinterpret_cast<const Vec8<T>*>(w + b_offset(k, n)) : zeros8<T>();
+    return true;
+  }
+  VT_HD void store(int m, int n, int /*slice*/, float v) const {
+    T& o = dx[int64_t(m) * N + n];
+    o = T(to_float(o) + v);
+  }
+};
+
+// dw += dy^T . x_col over one slice of P. A(co, p) = dy[p, co] (M-contiguous: dy's
+// channels), B(p, (kh, kw, ci)) = x_col (N-contiguous: x's channels).
+template <class T>
+struct ConvWgrad {
+  static constexpr bool kAK = false, kBK = false;
+  Dims d;
+  const T* dy;
+  const T* x;
+  float* dw;
+  float* partial;  // (splits, M, N) when splits > 1
+  int splits;
+  int M, N, K;
+  bool a_vec, b_vec;  // dy's / x's channels in aligned groups of 8
+  ConvWgrad(const Conv2dDims& cd, const T* dy_, const T* x_, float* dw_, float* partial_, int splits_)
+      : d(cd), dy(dy_), x(x_), dw(dw_), partial(partial_), splits(splits_), M(d.cout),
+        N(d.kh * d.kw * d.cin), K(d.n * d.ho * d.wo), a_vec(d.cout % 8 == 0 && aligned16(dy_)),
+        b_vec(d.cin % 8 == 0 && aligned16(x_)) {}
+
+  VT_HD T a(int m, int k) const { return m < M && k < K ? dy[int64_t(k) * M + m] : T(0.f); }
+  VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
+    if (!a_vec) return false;
+    out = m < M && k < K ? *reinterpret_cast<const Vec8<T>*>(dy + int64_t(k) * M + m) : zeros8<T>();
+    return true;
+  }
+  // x address of B(k = p, n = (kh, kw, ci)), or -1 in the padding or beyond the matrix.
+  VT_HD int64_t b_offset(int k, int n) const {
+    if (k >= K || n >= N) return -1;
+    const Pixel o = pixel_of(k, d.ho, d.wo);
+    const int ci = n % d.cin, t = n / d.cin;
+    const int hi = o.y * d.sh - d.ph + t / d.kw, wi = o.x * d.sw - d.pw + t % d.kw;
+    if (hi < 0 || hi >= d.h || wi < 0 || wi >= d.w) return -1;
+    return ((int64_t(o.n) * d.h + hi) * d.w + wi) * d.cin + ci;
+  }
+  VT_HD T b(int k, int n) const {
+    const int64_t o = b_offset(k, n);
+    return o < 0 ? T(0.f) : x[o];
+  }
+  VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
+    if (!b_vec) return false;
+    const int64_t o = b_offset(k, n);
+    out = o < 0 ? zeros8<T>() : *reinterpret_cast<const Vec8<T>*>(x + o);
+    return true;
+  }
+  VT_HD void store(int m, int n, int slice, float v) const {
+    if (splits == 1)
+      dw[int64_t(m) * N + n] += v;
+    else
+      partial[(int64_t(slice) * M + m) * N + n] = v;
+  }
+  // dw[i] += the slices' partials in slice order (i < M N).
+  VT_HD void reduce(int64_t i) const {
+    float s = 0.f;
+    for (int z = 0; z < splits; ++z) s += partial[int64_t(z) * M * N + i];
+    dw[i] += s;
+  }
+};
+
+}  // namespace vt::igemm

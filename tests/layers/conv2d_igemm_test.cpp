@@ -1,0 +1,152 @@
+// The implicit-GEMM convolution's tiling, loads and epilogues, replayed on the CPU in f32
+// against the reference convolution. The replay does what igemm_kernel (conv2d_igemm.cu)
+// does, with the same conv2d_igemm.h code: per block (M tile, N tile, K slice) and K step,
+// each of the 256 threads loads its vectors with load8 (fast path or element by element)
+// and stores them at OperandTile::index in the shared tile; the tile product then reads the
+// shared tiles through OperandTile::index, which is the address WMMA's load_matrix_sync
+// reads for the layouts the kernel declares (row_major: ptr[row * ld + col], col_major:
+// ptr[col * ld + row], ptr = index(fragment origin)); the epilogue calls the problem's store,
+// and the weight gradient's slices are reduced in order. What only a GPU shows (the WMMA
+// arithmetic, synchronisation) is in Conv2d.GpuParity.
+#include "layers/conv2d_igemm.h"
+
+#include <vector>
+
+#include "layers/check.h"
+#include "layers/conv2d.h"
+#include "tests/test_util.h"
+
+namespace vt {
+namespace {
+
+using namespace igemm;
+
+// Replays igemm_kernel for problem p over `slices` K slices of k_chunk (a multiple of kBK).
+template <class P>
+void replay(const P& p, int slices, int k_chunk) {
+  using ATile = OperandTile<P::kAK, kBM>;
+  using BTile = OperandTile<P::kBK, kBN>;
+  std::vector<float> as(ATile::kElems), bs(BTile::kElems), acc(kBM * kBN);
+  auto a_fast = [&](int m, int k, Vec8<float>& v) { return p.a_fast(m, k, v); };
+  auto a_elem = [&](int m, int k) { return p.a(m, k); };
+  auto b_fast = [&](int n, int k, Vec8<float>& v) { return p.b_fast(n, k, v); };
+  auto b_elem = [&](int n, int k) { return p.b(k, n); };
+  for (int m0 = 0; m0 < p.M; m0 += kBM)
+    for (int n0 = 0; n0 < p.N; n0 += kBN)
+      for (int z = 0; z < slices; ++z) {
+        const int k_begin = z * k_chunk, k_end = std::min(p.K, k_begin + k_chunk);
+        const int steps = (k_end - k_begin + kBK - 1) / kBK;
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int step = 0; step < steps; ++step) {
+          const int k0 = k_begin + step * kBK;
+          for (int t = 0; t < kBlockThreads; ++t) {
+            for (int s = 0; s < kASlots; ++s) {
+              int mn, k;
+              ATile::slot(t + s * kBlockThreads, mn, k);
+              const Vec8<float> v = load8<P::kAK, float>(m0 + mn, k0 + k, a_fast, a_elem);
+              std::copy(v.v, v.v + 8, as.begin() + ATile::index(mn, k));
+            }
+            for (int s = 0; s < kBSlots; ++s) {
+              int mn, k;
+              BTile::slot(t + s * kBlockThreads, mn, k);
+              const Vec8<float> v = load8<P::kBK, float>(n0 + mn, k0 + k, b_fast, b_elem);
+              std::copy(v.v, v.v + 8, bs.begin() + BTile::index(mn, k));
+            }
+          }
+          for (int r = 0; r < kBM; ++r)
+            for (int c = 0; c < kBN; ++c)
+              for (int k = 0; k < kBK; ++k) acc[r * kBN + c] += as[ATile::index(r, k)] * bs[BTile::index(c, k)];
+        }
+        for (int r = 0; r < kBM; ++r)
+          for (int c = 0; c < kBN; ++c)
+            if (m0 + r < p.M && n0 + c < p.N) p.store(m0 + r, n0 + c, z, acc[r * kBN + c]);
+      }
+}
+
+struct Case {
+  Shape x, w;
+  Conv2dParams p;
+  const char* what;
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.what; }
+
+class Conv2dIgemm : public ::testing::TestWithParam<Case> {};
+
+// Forward, dx and dw (with 1, 3 and 5 K slices: 5 leaves the last slice empty) against the
+// library's CPU convolution on the same f32 inputs; gradients accumulate onto random
+// starting values, as the op's contract says.
+TEST_P(Conv2dIgemm, ReplayMatchesReference) {
+  const Case& c = GetParam();
+  const Conv2dDims d = conv2d_dims(c.x, c.w, c.p);
+  ASSERT_TRUE(igemm_supported(d));
+  const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
+  const Tensor x = test::random_tensor(c.x, DType::kF32, 1), w = test::random_tensor(c.w, DType::kF32, 2);
+  const Tensor b = test::random_tensor({c.w[0]}, DType::kF32, 3), dy = test::random_tensor(ys, DType::kF32, 4);
+  const Tensor dx0 = test::random_tensor(c.x, DType::kF32, 5), dw0 = test::random_tensor(c.w, DType::kF32, 6);
+  const size_t ws_bytes = conv2d_workspace_bytes(c.x, c.w, c.p, DType::kF32, Device::kCPU);
+  const Tensor ws = ws_bytes ? Tensor::empty({int64_t(ws_bytes / 4 + 1)}, DType::kF32, Device::kCPU) : Tensor{};
+
+  Tensor y_ref = Tensor::empty(ys, DType::kF32, Device::kCPU);
+  conv2d_forward(x, w, &b, y_ref, c.p, ws);
+  Tensor dx_ref = dx0.to(Device::kCPU), dw_ref = dw0.to(Device::kCPU);
+  conv2d_backward(x, w, dy, &dx_ref, &dw_ref, nullptr, c.p, ws);
+
+  // Sums of at most 3*3*24 products of values in [-1, 1], and dw's of up to 2*13*17: f32
+  // in a different order than BLAS, so 1e-4 relative with a small absolute floor.
+  Tensor y = Tensor::empty(ys, DType::kF32, Device::kCPU);
+  const ConvFwd<float> fwd(d, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>());
+  replay(fwd, 1, fwd.K);
+  test::expect_close(y, y_ref, 1e-4, 1e-4, "y");
+
+  Tensor dx = dx0.to(Device::kCPU);
+  const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dx.data<float>());
+  replay(dgrad, 1, dgrad.K);
+  test::expect_close(dx, dx_ref, 1e-4, 1e-4, "dx");
+
+  for (int splits : {1, 3, 5}) {
+    Tensor dw = dw0.to(Device::kCPU);
+    std::vector<float> partial(size_t(splits) * c.w.numel(), -1e30f);  // every entry must be written
+    const ConvWgrad<float> wgrad(d, dy.data<float>(), x.data<float>(), dw.data<float>(), partial.data(), splits);
+    replay(wgrad, splits, wgrad_chunk(d, splits));
+    if (splits > 1)
+      for (int64_t i = 0; i < c.w.numel(); ++i) wgrad.reduce(i);
+    test::expect_close(dw, dw_ref, 1e-3, 1e-4, cat("dw, ", splits, " slices").c_str());
+  }
+}
+
+// Channel counts that are multiples of 8 take the 16-byte paths; 7 and 3 the scalar ones.
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Conv2dIgemm,
+    ::testing::Values(Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "3x3 s1 p1, vector loads"},
+                      Case{{2, 13, 17, 7}, {5, 3, 3, 7}, {2, 2, 1, 1, 1}, "3x3 s2 p1, scalar loads"},
+                      Case{{2, 13, 17, 16}, {8, 3, 3, 16}, {2, 2, 1, 1, 1}, "3x3 s2 p1, vector loads"},
+                      Case{{3, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, two N tiles"},
+                      Case{{1, 20, 21, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}, "the stem: Cin 3"},
+                      Case{{2, 7, 9, 24}, {16, 5, 3, 24}, {1, 2, 2, 0, 1}, "5x3 kernel, mixed stride"}),
+    [](const ::testing::TestParamInfo<Case>& i) { return std::to_string(i.index); });
+
+// The slicing of the weight gradient: a pure function of the shapes, enough blocks for a big
+// GPU on yolov8n's stem at batch 64, one slice for small problems, the workspace to match.
+TEST(Conv2dIgemmPlan, WgradSlices) {
+  const Conv2dDims stem = conv2d_dims({64, 640, 640, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1});
+  EXPECT_EQ(wgrad_splits(stem), 256);  // 1 tile, P = 6.5M: capped at 256 slices
+  EXPECT_EQ(wgrad_chunk(stem, 256) % kBK, 0);
+  EXPECT_GE(int64_t(wgrad_chunk(stem, 256)) * 256, 64 * 320 * 320);
+  EXPECT_EQ(wgrad_workspace_bytes(stem), size_t(256) * 16 * 27 * 4);
+  const Conv2dDims deep = conv2d_dims({64, 20, 20, 256}, {256, 3, 3, 256}, {1, 1, 1, 1, 1});
+  EXPECT_EQ(wgrad_splits(deep), 15);  // 2 x 36 tiles: ceil(1024 / 72)
+  const Conv2dDims small = conv2d_dims({3, 13, 17, 7}, {5, 3, 3, 7}, {2, 2, 1, 1, 1});
+  EXPECT_EQ(wgrad_splits(small), 1);
+  EXPECT_EQ(wgrad_workspace_bytes(small), 0u);
+  EXPECT_EQ(conv2d_workspace_bytes({64, 20, 20, 256}, {256, 3, 3, 256}, {1, 1, 1, 1, 1}, DType::kBF16,
+                                    Device::kCUDA),
+            size_t(15) * 256 * 2304 * 4);
+  EXPECT_EQ(conv2d_workspace_bytes({64, 20, 20, 256}, {256, 3, 3, 256}, {1, 1, 1, 1, 1}, DType::kF32,
+                                    Device::kCUDA),
+            0u);
+  EXPECT_FALSE(igemm_supported(conv2d_dims({2, 8, 8, 4}, {4, 3, 3, 1}, {1, 1, 1, 1, 4})));  // grouped
+}
+
+}  // namespace
+}  // namespace vt
