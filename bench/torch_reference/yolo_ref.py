@@ -21,6 +21,8 @@ and PyYAML; see make_reference.py.
 """
 
 import math
+import os
+import re
 
 import torch
 import torch.nn as nn
@@ -159,12 +161,20 @@ class YoloModel(nn.Module):
 
 
 def build_model(yaml_path, nc):
-    """The model of an Ultralytics-style YAML with `depth_multiple`, `width_multiple` and
-    `max_channels`, for `nc` classes."""
+    """The model of an Ultralytics-style YAML for `nc` classes: `depth_multiple`,
+    `width_multiple` and `max_channels`, or a `scales` table whose row is picked by the file
+    name's scale letter (yolov8n.yaml -> 'n'), as Ultralytics does."""
     with open(yaml_path) as f:
         cfg = yaml.safe_load(f)
-    depth, width = cfg["depth_multiple"], cfg["width_multiple"]
-    max_channels = cfg.get("max_channels", 1024)
+    if "scales" in cfg:
+        stem = os.path.splitext(os.path.basename(yaml_path))[0]
+        m = re.search(r"yolov\d+([nslmx])", stem)
+        if not m or m.group(1) not in cfg["scales"]:
+            raise ValueError(f"{yaml_path}: no scale letter of {list(cfg['scales'])} in the file name")
+        depth, width, max_channels = cfg["scales"][m.group(1)]
+    else:
+        depth, width = cfg["depth_multiple"], cfg["width_multiple"]
+        max_channels = cfg.get("max_channels", 1024)
     ch = [3]  # output channels per layer; ch[-1] is the image while building layer 0
     layers, sources = [], []
     for i, (f, n, name, args) in enumerate(cfg["backbone"] + cfg["head"]):

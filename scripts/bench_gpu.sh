@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The GPU evidence of issue 8 in one command, for a machine with a GPU (built elsewhere with
+# a CUDA build folder, e.g. the recipe of ../shared/device/README.md):
+#   1. every GPU parity test (layers, optim; GPU-vs-CPU, tensor-core convs included);
+#   2. bench/kernel_bench: conv kernels vs cuBLAS, memory-bound kernels vs copy bandwidth;
+#   3. end to end, training images/s at 640, batch 64, bf16: visiontrain (synthetic raw
+#      shards, no validation) vs the PyTorch implementation of the same model
+#      (bench/torch_train_bench.py, eager and torch.compile), for yolov8n and yolov8s.
+# Everything is written to OUT_DIR (logs and JSON); the summary is printed at the end.
+#   scripts/bench_gpu.sh BUILD_DIR OUT_DIR [PYTHON]      (PYTHON: one with torch, default python3)
+# Steps that fail are reported and the rest still runs; the exit code is the number of
+# failed steps.
+set -uo pipefail
+build="$(cd "$1" && pwd)"
+out="$(mkdir -p "$2" && cd "$2" && pwd)"
+py="${3:-python3}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+failed=0
+step() {  # step NAME LOG COMMAND...: runs it with its output in LOG, reports the outcome
+  local name="$1" log="$2"
+  shift 2
+  local t0=$SECONDS
+  if "$@" >"$log" 2>&1; then
+    echo "== $name: ok ($((SECONDS - t0)) s)"
+  else
+    echo "== $name: FAILED (exit $?, $((SECONDS - t0)) s; tail of $log:)"
+    tail -15 "$log"
+    failed=$((failed + 1))
+  fi
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+step "parity: layers" "$out/parity_layers.txt" "$build/tests/layers_tests" --gtest_brief=1
+step "parity: optim" "$out/parity_optim.txt" "$build/tests/optim_tests" --gtest_brief=1
+grep -hE "^\[  (PASSED|FAILED|SKIPPED)" "$out"/parity_*.txt
+
+step "kernel_bench" "$out/kernel_bench.txt" "$build/bench/kernel_bench" --out "$out/kernel_bench.json"
+grep -E "all three passes|^\(b\)|GB/s|ratio" "$out/kernel_bench.txt" | head -20
+
+data="$(mktemp -d /tmp/vt-bench-XXXXXX)"
+trap 'rm -rf "$data"' EXIT
+step "synthetic raw shards at 640" "$out/synth.txt" "$build/visiontrain" synth --out "$data/synth" --train 1024 \
+  --val 16 --imgsz 640 --store raw --quiet
+for model in yolov8n yolov8s; do
+  step "visiontrain train $model" "$out/train_$model.txt" "$build/visiontrain" train --data "$data/synth" \
+    --model "configs/$model.yaml" --out "$data/run_$model" --batch 64 --imgsz 640 --precision bf16 --steps 40 \
+    --no-val --quiet --device cuda
+  [ -f "$data/run_$model/metrics.jsonl" ] && cp "$data/run_$model/metrics.jsonl" "$out/metrics_$model.jsonl"
+  for mode in eager compile; do
+    step "pytorch $model $mode" "$out/torch_${model}_$mode.txt" "$py" bench/torch_train_bench.py \
+      --model "configs/$model.yaml" --batch 64 --imgsz 640 --mode "$mode" --out "$out/torch_${model}_$mode.json"
+  done
+done
+
+# Summary: visiontrain's median images/s over steps 10.. against PyTorch's.
+"$py" - "$out" <<'EOF'
+import json, os, statistics, sys
+out = sys.argv[1]
+for model in ("yolov8n", "yolov8s"):
+    path = os.path.join(out, f"metrics_{model}.jsonl")
+    if not os.path.exists(path):
+        continue
+    steps = [json.loads(l) for l in open(path) if '"step_s"' in l]
+    rows = [s for s in steps if s["step"] >= 10]
+    ips = statistics.median(s["images_per_s"] for s in rows)
+    wait = sum(s["data_wait_s"] for s in rows) / sum(s["step_s"] for s in rows)
+    line = f"{model}: visiontrain {ips:.1f} images/s (data-wait {100 * wait:.2f}%)"
+    for mode in ("eager", "compile"):
+        p = os.path.join(out, f"torch_{model}_{mode}.json")
+        if os.path.exists(p):
+            t = json.load(open(p))
+            line += f"; pytorch {mode} {t['images_per_s']:.1f} (ours x{ips / t['images_per_s']:.2f})"
+    print(line)
+EOF
+echo "bench_gpu: $failed failed step(s); results in $out"
+exit "$failed"
