@@ -1,5 +1,6 @@
-// Activations in CUDA: one grid-stride elementwise kernel per direction, the kind chosen
-// inside (a uniform branch, so it costs nothing per element).
+// Activations in CUDA: one elementwise kernel per direction in 16-byte packs
+// (launch_elementwise), the kind chosen inside (a uniform branch, so it costs nothing per
+// element).
 #include "layers/activation.h"
 #include "layers/cuda_common.cuh"
 
@@ -34,17 +35,40 @@ __device__ __forceinline__ float act_derivative(ActKind k, float slope, float x)
   return 1.f;
 }
 
+// y = f(x) and dx += dy f'(x), in 16-byte packs (launch_elementwise).
 template <class T>
-__global__ void forward_kernel(ActKind k, float slope, const T* x, T* y, int64_t n) {
-  VT_GRID_STRIDE(i, n) { y[i] = from_f32<T>(act_value(k, slope, to_f32(x[i]))); }
-}
+struct Forward {
+  ActKind k;
+  float slope;
+  const T* x;
+  T* y;
+  template <int V>
+  __device__ void apply(int64_t i) const {
+    const Pack<T, V> a = load_pack<V>(x + i);
+    Pack<T, V> o;
+#pragma unroll
+    for (int j = 0; j < V; ++j) o.v[j] = from_f32<T>(act_value(k, slope, to_f32(a.v[j])));
+    store_pack(y + i, o);
+  }
+};
 
 template <class T>
-__global__ void backward_kernel(ActKind k, float slope, const T* x, const T* dy, T* dx, int64_t n) {
-  VT_GRID_STRIDE(i, n) {
-    dx[i] = from_f32<T>(to_f32(dx[i]) + to_f32(dy[i]) * act_derivative(k, slope, to_f32(x[i])));
+struct Backward {
+  ActKind k;
+  float slope;
+  const T* x;
+  const T* dy;
+  T* dx;
+  template <int V>
+  __device__ void apply(int64_t i) const {
+    const Pack<T, V> a = load_pack<V>(x + i), g = load_pack<V>(dy + i);
+    Pack<T, V> o = load_pack<V>(dx + i);
+#pragma unroll
+    for (int j = 0; j < V; ++j)
+      o.v[j] = from_f32<T>(to_f32(o.v[j]) + to_f32(g.v[j]) * act_derivative(k, slope, to_f32(a.v[j])));
+    store_pack(dx + i, o);
   }
-}
+};
 
 }  // namespace
 
@@ -53,8 +77,8 @@ void activation_forward(const Activation& act, const Tensor& x, const Tensor& y,
   if (n == 0) return;
   dispatch("activation_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    forward_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(act.kind, act.negative_slope,
-                                                                   x.data<T>(), y.data<T>(), n);
+    launch_elementwise<T>(Forward<T>{act.kind, act.negative_slope, x.data<T>(), y.data<T>()}, n,
+                          {x.raw(), y.raw()}, stream_of(s));
   });
   VT_LAUNCH_CHECK();
 }
@@ -65,8 +89,8 @@ void activation_backward(const Activation& act, const Tensor& x, const Tensor& d
   if (n == 0) return;
   dispatch("activation_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    backward_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
-        act.kind, act.negative_slope, x.data<T>(), dy.data<T>(), dx.data<T>(), n);
+    launch_elementwise<T>(Backward<T>{act.kind, act.negative_slope, x.data<T>(), dy.data<T>(), dx.data<T>()}, n,
+                          {x.raw(), dy.raw(), dx.raw()}, stream_of(s));
   });
   VT_LAUNCH_CHECK();
 }

@@ -1,4 +1,5 @@
-// Elementwise add in CUDA: grid-stride kernels, fp32 arithmetic whatever the storage type.
+// Elementwise add in CUDA: 16-byte packs (launch_elementwise), fp32 arithmetic whatever the
+// storage type.
 // Each element is read and written by one thread only, which is what lets y alias a or b.
 #include "layers/add.h"
 #include "layers/cuda_common.cuh"
@@ -6,20 +7,34 @@
 namespace vt::cuda {
 namespace {
 
+// y = a + b, dst += src, x *= alpha, in 16-byte packs (launch_elementwise).
 template <class T>
-__global__ void add_kernel(const T* a, const T* b, T* y, int64_t n) {
-  VT_GRID_STRIDE(i, n) { y[i] = from_f32<T>(to_f32(a[i]) + to_f32(b[i])); }
-}
+struct Add {
+  const T* a;
+  const T* b;
+  T* y;
+  template <int V>
+  __device__ void apply(int64_t i) const {
+    const Pack<T, V> u = load_pack<V>(a + i), w = load_pack<V>(b + i);
+    Pack<T, V> o;
+#pragma unroll
+    for (int j = 0; j < V; ++j) o.v[j] = from_f32<T>(to_f32(u.v[j]) + to_f32(w.v[j]));
+    store_pack(y + i, o);
+  }
+};
 
 template <class T>
-__global__ void accumulate_kernel(const T* src, T* dst, int64_t n) {
-  VT_GRID_STRIDE(i, n) { dst[i] = from_f32<T>(to_f32(dst[i]) + to_f32(src[i])); }
-}
-
-template <class T>
-__global__ void scale_kernel(T* x, float alpha, int64_t n) {
-  VT_GRID_STRIDE(i, n) { x[i] = from_f32<T>(to_f32(x[i]) * alpha); }
-}
+struct Scale {
+  T* x;
+  float alpha;
+  template <int V>
+  __device__ void apply(int64_t i) const {
+    Pack<T, V> o = load_pack<V>(x + i);
+#pragma unroll
+    for (int j = 0; j < V; ++j) o.v[j] = from_f32<T>(to_f32(o.v[j]) * alpha);
+    store_pack(x + i, o);
+  }
+};
 
 }  // namespace
 
@@ -28,7 +43,8 @@ void add_forward(const Tensor& a, const Tensor& b, const Tensor& y, Stream s) {
   if (n == 0) return;
   dispatch("add_forward", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    add_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(a.data<T>(), b.data<T>(), y.data<T>(), n);
+    launch_elementwise<T>(Add<T>{a.data<T>(), b.data<T>(), y.data<T>()}, n, {a.raw(), b.raw(), y.raw()},
+                          stream_of(s));
   });
   VT_LAUNCH_CHECK();
 }
@@ -38,7 +54,8 @@ void accumulate(const Tensor& src, const Tensor& dst, Stream s) {
   if (n == 0) return;
   dispatch("add_backward", src.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    accumulate_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(src.data<T>(), dst.data<T>(), n);
+    launch_elementwise<T>(Add<T>{src.data<T>(), dst.data<T>(), dst.data<T>()}, n, {src.raw(), dst.raw()},
+                          stream_of(s));
   });
   VT_LAUNCH_CHECK();
 }
@@ -48,7 +65,7 @@ void scale(const Tensor& x, double alpha, Stream s) {
   if (n == 0) return;
   dispatch("scale", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    scale_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(x.data<T>(), static_cast<float>(alpha), n);
+    launch_elementwise<T>(Scale<T>{x.data<T>(), static_cast<float>(alpha)}, n, {x.raw()}, stream_of(s));
   });
   VT_LAUNCH_CHECK();
 }

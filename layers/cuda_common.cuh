@@ -1,5 +1,5 @@
-// Helpers shared by the CUDA kernels: storage-type conversion, launch geometry, the
-// f32/bf16 dispatch, and the post-launch check. Included by .cu files only.
+// Helpers shared by the CUDA kernels: storage-type conversion, launch geometry, vectorized
+// elementwise launches, the f32/bf16 dispatch, and the post-launch check. Included by .cu files only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <type_traits>
 
 #include "layers/check.h"
 #include "layers/tensor.h"
@@ -38,6 +40,43 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
 #define VT_GRID_STRIDE(i, n)                                                           \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+// Elementwise kernels in 16-byte packs (8 bf16 or 4 f32 per load and store), the
+// memory-bound ops' access pattern. An op is a functor with
+//   template <int V> __device__ void apply(int64_t i) const   // elements [i, i + V)
+// that reads and writes its buffers with load_pack / store_pack. launch_elementwise runs it
+// with V = 16 / sizeof(T) when every buffer is 16-byte aligned (the n % V tail with V = 1),
+// else element by element. Each element is handled by one thread, so outputs may alias inputs.
+template <class T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+template <int V, class T>
+__device__ __forceinline__ Pack<std::remove_const_t<T>, V> load_pack(T* p) {
+  return *reinterpret_cast<const Pack<std::remove_const_t<T>, V>*>(p);
+}
+template <int V, class T>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
+  *reinterpret_cast<Pack<T, V>*>(p) = v;
+}
+
+template <int V, class Op>
+__global__ void elementwise_kernel(Op op, int64_t n) {
+  const int64_t packs = n / V;
+  VT_GRID_STRIDE(p, packs) { op.template apply<V>(p * V); }
+  if (V > 1 && blockIdx.x == 0 && threadIdx.x < n - packs * V) op.template apply<1>(packs * V + threadIdx.x);
+}
+
+template <class T, class Op>
+void launch_elementwise(const Op& op, int64_t n, std::initializer_list<const void*> buffers, cudaStream_t st) {
+  constexpr int V = 16 / static_cast<int>(sizeof(T));
+  bool aligned = true;
+  for (const void* b : buffers) aligned = aligned && reinterpret_cast<uintptr_t>(b) % 16 == 0;
+  if (aligned)
+    elementwise_kernel<V><<<grid_for((n + V - 1) / V), kThreads, 0, st>>>(op, n);
+  else
+    elementwise_kernel<1><<<grid_for(n), kThreads, 0, st>>>(op, n);
+}
 
 // Calls fn(T{}) with T = float or bf16 for the CUDA activation storage types.
 template <class Fn>

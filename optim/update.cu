@@ -1,5 +1,5 @@
-// The fused updates in CUDA: one grid-stride elementwise kernel per update, fp32 storage and
-// arithmetic, the same formulas in the same order as update_cpu.cpp (see update.h).
+// The fused updates in CUDA: one elementwise kernel per update in 16-byte packs, fp32
+// storage and arithmetic, the same formulas in the same order as update_cpu.cpp (see update.h).
 //
 // Nothing here syncs with the host: the clipping norm is read by every thread from the (1)
 // device buffer that reduce_sum_squares wrote earlier on the same stream, and the other
@@ -62,66 +62,109 @@ __device__ __forceinline__ float grad_multiplier(const Coeffs& c) {
   return clip >= 1.f ? c.grad_scale : c.grad_scale * clip;
 }
 
+// The updates as launch_elementwise ops: 4 floats (and 4 group bytes) per 16-byte access.
 // p, grad, buf: (n); group: (n).
-__global__ void sgd_kernel(Coeffs c, float* p, const float* grad, const uint8_t* group, float* buf, int64_t n) {
-  const float mult = grad_multiplier(c);
-  VT_GRID_STRIDE(i, n) {
-    const unsigned j = group[i];
-    const float pi = p[i];
-    float d = grad[i] * mult;
-    if (j == 0) d = d + c.weight_decay * pi;
-    const float b = c.first ? d : c.momentum * buf[i] + d;
-    buf[i] = b;
-    d = c.nesterov ? d + c.momentum * b : b;
-    p[i] = pi - pick(j, c.lr0, c.lr1, c.lr2) * d;
+struct Sgd {
+  Coeffs c;
+  float* p;
+  const float* grad;
+  const uint8_t* group;
+  float* buf;
+  template <int V>
+  __device__ void apply(int64_t i) const {
+    const float mult = grad_multiplier(c);
+    Pack<float, V> pp = load_pack<V>(p + i), bb = load_pack<V>(buf + i);
+    const Pack<float, V> gg = load_pack<V>(grad + i);
+    const Pack<uint8_t, V> jj = load_pack<V>(group + i);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const unsigned j = jj.v[e];
+      const float pi = pp.v[e];
+      float d = gg.v[e] * mult;
+      if (j == 0) d = d + c.weight_decay * pi;
+      const float b = c.first ? d : c.momentum * bb.v[e] + d;
+      bb.v[e] = b;
+      d = c.nesterov ? d + c.momentum * b : b;
+      pp.v[e] = pi - pick(j, c.lr0, c.lr1, c.lr2) * d;
+    }
+    store_pack(buf + i, bb);
+    store_pack(p + i, pp);
   }
-}
+};
 
 // p, grad, m, v: (n); group: (n).
-__global__ void adamw_kernel(Coeffs c, float* p, const float* grad, const uint8_t* group, float* m, float* v,
-                             int64_t n) {
-  const float mult = grad_multiplier(c);
-  VT_GRID_STRIDE(i, n) {
-    const unsigned j = group[i];
-    const float g = grad[i] * mult;
-    const float mi = c.momentum * m[i] + c.one_minus_b1 * g;
-    const float vi = c.beta2 * v[i] + c.one_minus_b2 * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
-    const float decay_mult = j == 0 ? c.decay_mult0 : 1.f;
-    p[i] = p[i] * decay_mult - pick(j, c.step_size0, c.step_size1, c.step_size2) * (mi / denom);
+struct AdamW {
+  Coeffs c;
+  float* p;
+  const float* grad;
+  const uint8_t* group;
+  float* m;
+  float* v;
+  template <int V>
+  __device__ void apply(int64_t i) const {
+    const float mult = grad_multiplier(c);
+    Pack<float, V> pp = load_pack<V>(p + i), mm = load_pack<V>(m + i), vv = load_pack<V>(v + i);
+    const Pack<float, V> gg = load_pack<V>(grad + i);
+    const Pack<uint8_t, V> jj = load_pack<V>(group + i);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const unsigned j = jj.v[e];
+      const float g = gg.v[e] * mult;
+      const float mi = c.momentum * mm.v[e] + c.one_minus_b1 * g;
+      const float vi = c.beta2 * vv.v[e] + c.one_minus_b2 * g * g;
+      mm.v[e] = mi;
+      vv.v[e] = vi;
+      const float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
+      const float decay_mult = j == 0 ? c.decay_mult0 : 1.f;
+      pp.v[e] = pp.v[e] * decay_mult - pick(j, c.step_size0, c.step_size1, c.step_size2) * (mi / denom);
+    }
+    store_pack(m + i, mm);
+    store_pack(v + i, vv);
+    store_pack(p + i, pp);
   }
-}
+};
 
 // ema, model: (n).
-__global__ void ema_kernel(float d, float one_minus_d, float* ema, const float* model, int64_t n) {
-  VT_GRID_STRIDE(i, n) { ema[i] = d * ema[i] + one_minus_d * model[i]; }
-}
+struct Ema {
+  float d, one_minus_d;
+  float* ema;
+  const float* model;
+  template <int V>
+  __device__ void apply(int64_t i) const {
+    Pack<float, V> e = load_pack<V>(ema + i);
+    const Pack<float, V> w = load_pack<V>(model + i);
+#pragma unroll
+    for (int k = 0; k < V; ++k) e.v[k] = d * e.v[k] + one_minus_d * w.v[k];
+    store_pack(ema + i, e);
+  }
+};
 
 }  // namespace
 
 void sgd_step(const UpdateConstants& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
               const Tensor& momentum_buf, Stream s) {
   const int64_t n = params.numel();
-  sgd_kernel<<<grid_for(n), kThreads, 0, stream_of(s)>>>(coeffs_of(k), params.data<float>(), grads.data<float>(),
-                                                         groups.data<uint8_t>(), momentum_buf.data<float>(), n);
+  launch_elementwise<float>(Sgd{coeffs_of(k), params.data<float>(), grads.data<float>(), groups.data<uint8_t>(),
+                                momentum_buf.data<float>()},
+                            n, {params.raw(), grads.raw(), groups.raw(), momentum_buf.raw()}, stream_of(s));
   VT_LAUNCH_CHECK();
 }
 
 void adamw_step(const UpdateConstants& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
                 const Tensor& exp_avg, const Tensor& exp_avg_sq, Stream s) {
   const int64_t n = params.numel();
-  adamw_kernel<<<grid_for(n), kThreads, 0, stream_of(s)>>>(coeffs_of(k), params.data<float>(), grads.data<float>(),
-                                                           groups.data<uint8_t>(), exp_avg.data<float>(),
-                                                           exp_avg_sq.data<float>(), n);
+  launch_elementwise<float>(AdamW{coeffs_of(k), params.data<float>(), grads.data<float>(), groups.data<uint8_t>(),
+                                  exp_avg.data<float>(), exp_avg_sq.data<float>()},
+                            n, {params.raw(), grads.raw(), groups.raw(), exp_avg.raw(), exp_avg_sq.raw()},
+                            stream_of(s));
   VT_LAUNCH_CHECK();
 }
 
 void ema_update(const Tensor& ema, const Tensor& model, double decay, Stream s) {
   const int64_t n = ema.numel();
-  ema_kernel<<<grid_for(n), kThreads, 0, stream_of(s)>>>(static_cast<float>(decay), static_cast<float>(1 - decay),
-                                                         ema.data<float>(), model.data<float>(), n);
+  launch_elementwise<float>(Ema{static_cast<float>(decay), static_cast<float>(1 - decay), ema.data<float>(),
+                                model.data<float>()},
+                            n, {ema.raw(), model.raw()}, stream_of(s));
   VT_LAUNCH_CHECK();
 }
 
