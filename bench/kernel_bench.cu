@@ -49,16 +49,17 @@ namespace {
 
 using namespace vt;
 
-#define CUBLAS_OK(call)                                                                  \
-  do {                                                                                   \
-    const cublasStatus_t st_ = (call);                                                   \
+#define CUBLAS_OK(call)                                                                     \
+  do {                                                                                      \
+    const cublasStatus_t st_ = (call);                                                      \
     VT_CHECK(st_ == CUBLAS_STATUS_SUCCESS, #call, " failed: ", cublasGetStatusString(st_)); \
   } while (0)
 
 // Uniform values in [lo, hi) from a hash of the index: any size, no host round trip.
 template <class T>
 __global__ void fill_kernel(T* p, int64_t n, uint32_t seed, float lo, float hi) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(blockDim.x) * gridDim.x) {
     uint32_t h = uint32_t(i) * 2654435761u ^ seed;
     h ^= h >> 16, h *= 0x7feb352du, h ^= h >> 15, h *= 0x846ca68bu, h ^= h >> 16;
     const float u = lo + (hi - lo) * float(h >> 8) / float(1 << 24);
@@ -114,8 +115,13 @@ struct Gemm {
   cudaDataType_t c_type;
   Tensor a, b, c;
   Gemm(cublasHandle_t h_, int64_t m, int64_t n, int64_t k, bool f32_out)
-      : h(h_), M(m), N(n), K(k), c_type(f32_out ? CUDA_R_32F : CUDA_R_16BF),
-        a(random_gpu({m, k}, DType::kBF16, 11)), b(random_gpu({k, n}, DType::kBF16, 12)),
+      : h(h_),
+        M(m),
+        N(n),
+        K(k),
+        c_type(f32_out ? CUDA_R_32F : CUDA_R_16BF),
+        a(random_gpu({m, k}, DType::kBF16, 11)),
+        b(random_gpu({k, n}, DType::kBF16, 12)),
         c(Tensor::empty({m, n}, f32_out ? DType::kF32 : DType::kBF16, Device::kCUDA)) {}
   void run() {
     const float alpha = 1.f, beta = 0.f;
@@ -129,9 +135,7 @@ struct ConvShape {
   Shape x, w;
   Conv2dParams p;
   int count = 0;
-  std::string key() const {
-    return cat(x.str(), " ", w.str(), " s", p.stride_h, " p", p.pad_h);
-  }
+  std::string key() const { return cat(x.str(), " ", w.str(), " s", p.stride_h, " p", p.pad_h); }
 };
 
 std::vector<ConvShape> conv_shapes(const std::string& yaml, int64_t batch, int64_t imgsz) {
@@ -190,9 +194,9 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
       theirs[2] = tm.ms([&] { g.run(); });
     }
     auto tf = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
-    std::printf("  %-44s %3d | %7.1f %7.1f %5.2f | %7.1f %7.1f %5.2f | %7.1f %7.1f %5.2f\n", c.key().c_str(), c.count,
-                tf(ours[0]), tf(theirs[0]), theirs[0] / ours[0], tf(ours[1]), tf(theirs[1]), theirs[1] / ours[1],
-                tf(ours[2]), tf(theirs[2]), theirs[2] / ours[2]);
+    std::printf("  %-44s %3d | %7.1f %7.1f %5.2f | %7.1f %7.1f %5.2f | %7.1f %7.1f %5.2f\n", c.key().c_str(),
+                c.count, tf(ours[0]), tf(theirs[0]), theirs[0] / ours[0], tf(ours[1]), tf(theirs[1]),
+                theirs[1] / ours[1], tf(ours[2]), tf(theirs[2]), theirs[2] / ours[2]);
     nlohmann::json r = {{"x", c.key()}, {"count", c.count}, {"gflop", flops / 1e9}};
     const char* names[3] = {"forward", "dgrad", "wgrad"};
     for (int k = 0; k < 3; ++k) {
@@ -214,7 +218,8 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
                 flops_total / cublas_ms[k] / 1e9, cublas_ms[k] / ours_ms[k]);
     o += ours_ms[k], t += cublas_ms[k];
   }
-  agg["all"] = {{"ours_tflops", 3 * flops_total / o / 1e9}, {"cublas_tflops", 3 * flops_total / t / 1e9},
+  agg["all"] = {{"ours_tflops", 3 * flops_total / o / 1e9},
+                {"cublas_tflops", 3 * flops_total / t / 1e9},
                 {"ratio", t / o}};
   std::printf("\n  all three passes: ours %.1f TFLOP/s, cuBLAS %.1f, ratio %.2f (target >= 0.60)\n",
               3 * flops_total / o / 1e9, 3 * flops_total / t / 1e9, t / o);
@@ -227,11 +232,11 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
   const Tensor x = random_gpu(act, DType::kBF16, 1), dy = random_gpu(act, DType::kBF16, 2);
   const Tensor y = Tensor::empty(act, DType::kBF16, Device::kCUDA), dx = random_gpu(act, DType::kBF16, 3);
   const double bytes = double(x.nbytes());
-  const double copy_ms = tm.ms([&] {
-    CUDA_CHECK(cudaMemcpyAsync(y.raw(), x.raw(), x.nbytes(), cudaMemcpyDeviceToDevice, tm.st));
-  });
+  const double copy_ms = tm.ms(
+      [&] { CUDA_CHECK(cudaMemcpyAsync(y.raw(), x.raw(), x.nbytes(), cudaMemcpyDeviceToDevice, tm.st)); });
   const double copy_gbs = 2 * bytes / (copy_ms * 1e-3) / 1e9;
-  std::printf("\n(b) memory-bound kernels vs device-to-device copy (%.1f GB/s on %.0f MB)\n", copy_gbs, bytes / 1e6);
+  std::printf("\n(b) memory-bound kernels vs device-to-device copy (%.1f GB/s on %.0f MB)\n", copy_gbs,
+              bytes / 1e6);
   std::printf("  %-34s %9s %9s %6s\n", "kernel", "ms", "GB/s", "ratio");
   nlohmann::json rows = nlohmann::json::array();
   auto row = [&](const char* name, double traffic, double ms) {
@@ -246,23 +251,31 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
   const int64_t c = act[3];
   const Tensor gamma = random_gpu({c}, DType::kF32, 4, 0.5f, 1.5f), beta = random_gpu({c}, DType::kF32, 5);
   const Tensor rm = random_gpu({c}, DType::kF32, 6), rv = random_gpu({c}, DType::kF32, 7, 0.5f, 1.5f);
-  const Tensor sm = Tensor::empty({c}, DType::kF32, Device::kCUDA), si = Tensor::empty({c}, DType::kF32, Device::kCUDA);
-  const Tensor dg = Tensor::empty({c}, DType::kF32, Device::kCUDA), db = Tensor::empty({c}, DType::kF32, Device::kCUDA);
+  const Tensor sm = Tensor::empty({c}, DType::kF32, Device::kCUDA),
+               si = Tensor::empty({c}, DType::kF32, Device::kCUDA);
+  const Tensor dg = Tensor::empty({c}, DType::kF32, Device::kCUDA),
+               db = Tensor::empty({c}, DType::kF32, Device::kCUDA);
+  const Tensor bn_ws =
+      Tensor::empty({int64_t(batchnorm_workspace_bytes(act, Device::kCUDA) / 4)}, DType::kF32, Device::kCUDA);
   row("batchnorm train forward (x x2, y)", 3 * bytes,
-      tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, {}, s); }));
+      tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, {}, s, bn_ws); }));
   row("batchnorm backward (x, dy x2, dx rw)", 6 * bytes,
-      tm.ms([&] { batchnorm_backward(x, dy, gamma, sm, si, &dx, &dg, &db, {}, s); }));
+      tm.ms([&] { batchnorm_backward(x, dy, gamma, sm, si, &dx, &dg, &db, {}, s, bn_ws); }));
 
-  const Tensor p = random_gpu({params}, DType::kF32, 8), g = random_gpu({params}, DType::kF32, 9, -1e-3f, 1e-3f);
-  const Tensor m = random_gpu({params}, DType::kF32, 10, -1e-3f, 1e-3f), v = random_gpu({params}, DType::kF32, 11, 0, 1e-6f);
-  const Tensor groups = Tensor::empty({params}, DType::kU8, Device::kCUDA), ema = random_gpu({params}, DType::kF32, 12);
+  const Tensor p = random_gpu({params}, DType::kF32, 8),
+               g = random_gpu({params}, DType::kF32, 9, -1e-3f, 1e-3f);
+  const Tensor m = random_gpu({params}, DType::kF32, 10, -1e-3f, 1e-3f),
+               v = random_gpu({params}, DType::kF32, 11, 0, 1e-6f);
+  const Tensor groups = Tensor::empty({params}, DType::kU8, Device::kCUDA),
+               ema = random_gpu({params}, DType::kF32, 12);
   CUDA_CHECK(cudaMemsetAsync(groups.raw(), 0, groups.nbytes(), tm.st));
   StepHyper hyper;
   hyper.step = 10;
   const double pb = 4.0 * double(params);
   row("adamw step (p g m v rw groups)", 7 * pb + double(params),
       tm.ms([&] { adamw_step(hyper, {}, p, g, groups, m, v, s); }));
-  row("sgd step (p g buf rw groups)", 5 * pb + double(params), tm.ms([&] { sgd_step(hyper, {}, p, g, groups, m, s); }));
+  row("sgd step (p g buf rw groups)", 5 * pb + double(params),
+      tm.ms([&] { sgd_step(hyper, {}, p, g, groups, m, s); }));
   row("ema update (ema rw, model)", 3 * pb, tm.ms([&] { ema_update(ema, p, 0.999, s); }));
   return {{"copy_gbs", copy_gbs}, {"activation", act.str()}, {"params", params}, {"kernels", rows}};
 }
@@ -271,8 +284,9 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
 
 int main(int argc, char** argv) {
   cxxopts::Options opts("kernel_bench", "visiontrain's GPU kernels vs cuBLAS and the device copy bandwidth");
-  opts.add_options()("models", "model specs, comma-separated",
-                     cxxopts::value<std::string>()->default_value("configs/yolov8n.yaml,configs/yolov8s.yaml"))(
+  opts.add_options()(
+      "models", "model specs, comma-separated",
+      cxxopts::value<std::string>()->default_value("configs/yolov8n.yaml,configs/yolov8s.yaml"))(
       "batch", "batch", cxxopts::value<int64_t>()->default_value("64"))(
       "imgsz", "image size", cxxopts::value<int64_t>()->default_value("640"))(
       "iters", "timed repetitions (median)", cxxopts::value<int>()->default_value("10"))(

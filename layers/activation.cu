@@ -7,26 +7,34 @@
 namespace vt::cuda {
 namespace {
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + __expf(-x)); }
+__device__ __forceinline__ float sigmoid(float x) {
+  return 1.f / (1.f + __expf(-x));
+}
 
 __device__ __forceinline__ float act_value(ActKind k, float slope, float x) {
   switch (k) {
-    case ActKind::kReLU: return x > 0.f ? x : 0.f;
-    case ActKind::kSiLU: return x * sigmoid(x);
-    case ActKind::kLeakyReLU: return x > 0.f ? x : slope * x;
-    case ActKind::kSigmoid: return sigmoid(x);
+    case ActKind::kReLU:
+      return x > 0.f ? x : 0.f;
+    case ActKind::kSiLU:
+      return x * sigmoid(x);
+    case ActKind::kLeakyReLU:
+      return x > 0.f ? x : slope * x;
+    case ActKind::kSigmoid:
+      return sigmoid(x);
   }
   return x;
 }
 
 __device__ __forceinline__ float act_derivative(ActKind k, float slope, float x) {
   switch (k) {
-    case ActKind::kReLU: return x > 0.f ? 1.f : 0.f;
+    case ActKind::kReLU:
+      return x > 0.f ? 1.f : 0.f;
     case ActKind::kSiLU: {
       const float s = sigmoid(x);
       return s * (1.f + x * (1.f - s));
     }
-    case ActKind::kLeakyReLU: return x > 0.f ? 1.f : slope;
+    case ActKind::kLeakyReLU:
+      return x > 0.f ? 1.f : slope;
     case ActKind::kSigmoid: {
       const float s = sigmoid(x);
       return s * (1.f - s);
@@ -89,8 +97,8 @@ void activation_backward(const Activation& act, const Tensor& x, const Tensor& d
   if (n == 0) return;
   dispatch("activation_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    launch_elementwise<T>(Backward<T>{act.kind, act.negative_slope, x.data<T>(), dy.data<T>(), dx.data<T>()}, n,
-                          {x.raw(), dy.raw(), dx.raw()}, stream_of(s));
+    launch_elementwise<T>(Backward<T>{act.kind, act.negative_slope, x.data<T>(), dy.data<T>(), dx.data<T>()},
+                          n, {x.raw(), dy.raw(), dx.raw()}, stream_of(s));
   });
   VT_LAUNCH_CHECK();
 }

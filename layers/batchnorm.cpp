@@ -1,6 +1,7 @@
 // Batch norm contract checks and backend dispatch (see batchnorm.h).
 #include "layers/batchnorm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 
@@ -41,11 +42,36 @@ void check_grads(const char* op, const Tensor& x, const Tensor& dy, const Tensor
   }
 }
 
+// The workspace as the CUDA passes take it: null when absent (the single-block path);
+// a given one must be large enough.
+float* cuda_workspace(const char* op, const Tensor& x, const Tensor& workspace) {
+  if (!x.is_cuda() || !workspace.defined() || workspace.raw() == nullptr) return nullptr;
+  const size_t need = batchnorm_workspace_bytes(x.shape(), x.device());
+  op_check(workspace.is_cuda() && workspace.nbytes() >= need, op,
+           cat("workspace must be at least ", need, " bytes on cuda, got ", workspace.nbytes()),
+           {{"x", x}, {"workspace", workspace}});
+  return static_cast<float*>(workspace.raw());
+}
+
 }  // namespace
+
+int64_t batchnorm_slices(const Shape& x) {
+  // About 1024 blocks of 32 channels, each slice at least 256 positions, at most 256 slices:
+  // from the shape alone, so the workspace is planned ahead and results are device-independent.
+  const int64_t m = x[0] * x[1] * x[2], groups = (x[3] + 31) / 32;
+  return std::max<int64_t>(1, std::min<int64_t>({(1024 + groups - 1) / groups, m / 256, 256}));
+}
+
+size_t batchnorm_workspace_bytes(const Shape& x, Device dev) {
+  if (dev != Device::kCUDA || x.rank() != 4) return 0;
+  // (slices, C) partials of two sums, then two (C) totals.
+  return static_cast<size_t>((2 * batchnorm_slices(x) + 2) * x[3]) * sizeof(float);
+}
 
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
-                             const Tensor& save_invstd, const BatchNormParams& p, Stream s) {
+                             const Tensor& save_invstd, const BatchNormParams& p, Stream s,
+                             const Tensor& workspace) {
   const char* op = "batchnorm_forward_train";
   check_types(op, {{"x", x}, {"y", y}},
               {{"gamma", gamma},
@@ -69,7 +95,7 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
            {{"x", x}});
   if (x.is_cuda())
     VT_CUDA_CALL(op, cuda::batchnorm_forward_train(x, gamma, beta, y, running_mean, running_var, save_mean,
-                                                   save_invstd, p, s));
+                                                   save_invstd, p, cuda_workspace(op, x, workspace), s));
   else
     cpu::batchnorm_forward_train(x, gamma, beta, y, running_mean, running_var, save_mean, save_invstd, p);
 }
@@ -96,7 +122,7 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
 
 void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                         const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta, const BatchNormParams& p, Stream s) {
+                        const Tensor* dbeta, const BatchNormParams& p, Stream s, const Tensor& workspace) {
   const char* op = "batchnorm_backward";
   check_types(op, {{"x", x}, {"dy", dy}},
               {{"gamma", gamma}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
@@ -105,7 +131,8 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
   check_channels(op, x, {{"gamma", gamma}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
   check_grads(op, x, dy, dx, dgamma, dbeta);
   if (x.is_cuda())
-    VT_CUDA_CALL(op, cuda::batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, s));
+    VT_CUDA_CALL(op, cuda::batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
+                                              cuda_workspace(op, x, workspace), s));
   else
     cpu::batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }

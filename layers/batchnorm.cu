@@ -9,7 +9,8 @@
 // The training forward is one kernel: mean, then the variance about it (two passes over x),
 // then y. The backward needs sum(dy) and sum(dy * xhat) per channel before dx, so the
 // kernel reduces first and then writes dx. The eval forward and the eval dx are elementwise.
-// One block per 32 channels is few blocks when C is small and M large; correct, not fast.
+// One block per 32 channels is few blocks when C is small and M large: correct, not fast;
+// with a workspace the training passes take the sliced path below instead.
 #include "layers/batchnorm.h"
 #include "layers/cuda_common.cuh"
 
@@ -152,6 +153,138 @@ __global__ void backward_eval_dx_kernel(const T* dy, const float* gamma, const f
   }
 }
 
+// ---- The sliced path, when the caller gives a workspace (batchnorm_workspace_bytes): the
+// per-channel sums are split over S slices of the M positions, one block per (group of 32
+// channels, slice), each writing its partial to part (S, C); one thread per channel then adds
+// the S partials in slice order. Training forward: sum x -> mean; sum (x - mean)^2 -> var,
+// invstd and the running statistics; y elementwise. Backward: sum dy and sum dy xhat ->
+// dgamma, dbeta and the totals dx needs; dx elementwise. Same formulas as the single-block
+// kernels above; only the order of the additions differs.
+enum class SliceSum { kX, kSqDev, kGrads };
+
+// part_a (and part_b for kGrads): (S, C). Grid (channel groups, S), block (kChannels, kRows).
+template <class T, SliceSum kKind>
+__global__ void slice_sums_kernel(const T* x, const T* dy, const float* mean, const float* invstd,
+                                  float* part_a, float* part_b, int64_t m_count, int64_t c_count,
+                                  int64_t slice_len) {
+  __shared__ float red[kRows][kChannels];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
+  const bool active = c < c_count;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * slice_len, m1 = min(m_count, m0 + slice_len);
+  float a = 0.f, b = 0.f;
+  if (active) {
+    const float mu = kKind == SliceSum::kX ? 0.f : mean[c];
+    const float is = kKind == SliceSum::kGrads ? invstd[c] : 0.f;
+    for (int64_t m = m0 + threadIdx.y; m < m1; m += kRows) {
+      const float v = to_f32(x[m * c_count + c]);
+      if (kKind == SliceSum::kX) {
+        a += v;
+      } else if (kKind == SliceSum::kSqDev) {
+        const float d = v - mu;
+        a += d * d;
+      } else {
+        const float g = to_f32(dy[m * c_count + c]);
+        a += g;
+        b += g * ((v - mu) * is);
+      }
+    }
+  }
+  a = column_sum(a, red);
+  if (kKind == SliceSum::kGrads) b = column_sum(b, red);
+  if (active && threadIdx.y == 0) {
+    part_a[blockIdx.y * c_count + c] = a;
+    if (kKind == SliceSum::kGrads) part_b[blockIdx.y * c_count + c] = b;
+  }
+}
+
+__device__ __forceinline__ float slices_total(const float* part, int64_t slices, int64_t c_count, int64_t c) {
+  float t = 0.f;
+  for (int64_t z = 0; z < slices; ++z) t += part[z * c_count + c];
+  return t;
+}
+
+__global__ void mean_kernel(const float* part, int64_t slices, int64_t m_count, int64_t c_count,
+                            float* save_mean) {
+  VT_GRID_STRIDE(c, c_count) {
+    save_mean[c] = slices_total(part, slices, c_count, c) / static_cast<float>(m_count);
+  }
+}
+
+__global__ void var_kernel(const float* part, int64_t slices, int64_t m_count, int64_t c_count,
+                           float momentum, float eps, const float* save_mean, float* save_invstd,
+                           float* running_mean, float* running_var) {
+  VT_GRID_STRIDE(c, c_count) {
+    const float var = slices_total(part, slices, c_count, c) / static_cast<float>(m_count);  // biased
+    save_invstd[c] = 1.f / sqrtf(var + eps);
+    // M == 1 has no unbiased variance; the biased one (0) is used instead (see batchnorm.h).
+    const float unbiased =
+        m_count > 1 ? var * (static_cast<float>(m_count) / static_cast<float>(m_count - 1)) : var;
+    running_mean[c] = (1.f - momentum) * running_mean[c] + momentum * save_mean[c];
+    running_var[c] = (1.f - momentum) * running_var[c] + momentum * unbiased;
+  }
+}
+
+// totals: (2, C), sum dy then sum dy xhat, for dx.
+__global__ void grad_totals_kernel(const float* part_a, const float* part_b, int64_t slices, int64_t c_count,
+                                   float* dgamma, float* dbeta, float* totals) {
+  VT_GRID_STRIDE(c, c_count) {
+    const float sum_dy = slices_total(part_a, slices, c_count, c);
+    const float sum_dy_xhat = slices_total(part_b, slices, c_count, c);
+    if (dgamma) dgamma[c] += sum_dy_xhat;
+    if (dbeta) dbeta[c] += sum_dy;
+    totals[c] = sum_dy;
+    totals[c_count + c] = sum_dy_xhat;
+  }
+}
+
+// y = (x - mean) invstd gamma + beta over (M, C) flattened; packs never straddle a row
+// (launched with packs only when C is a multiple of the pack).
+template <class T>
+struct Normalize {
+  const T* x;
+  T* y;
+  const float *mean, *invstd, *gamma, *beta;
+  int64_t c_count;
+  template <int V>
+  __device__ void apply(int64_t i) const {
+    const int64_t c0 = i % c_count;
+    const Pack<T, V> a = load_pack<V>(x + i);
+    Pack<T, V> o;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const int64_t c = c0 + j;
+      o.v[j] = from_f32<T>((to_f32(a.v[j]) - mean[c]) * invstd[c] * gamma[c] + beta[c]);
+    }
+    store_pack(y + i, o);
+  }
+};
+
+// dx += gamma invstd (dy - sum dy / M - xhat sum(dy xhat) / M).
+template <class T>
+struct TrainDx {
+  const T* x;
+  const T* dy;
+  T* dx;
+  const float *mean, *invstd, *gamma, *totals;
+  int64_t m_count, c_count;
+  template <int V>
+  __device__ void apply(int64_t i) const {
+    const int64_t c0 = i % c_count;
+    const Pack<T, V> a = load_pack<V>(x + i), g = load_pack<V>(dy + i);
+    Pack<T, V> o = load_pack<V>(dx + i);
+    const float m = static_cast<float>(m_count);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const int64_t c = c0 + j;
+      const float xhat = (to_f32(a.v[j]) - mean[c]) * invstd[c];
+      o.v[j] = from_f32<T>(to_f32(o.v[j]) +
+                           gamma[c] * invstd[c] *
+                               (to_f32(g.v[j]) - totals[c] / m - xhat * (totals[c_count + c] / m)));
+    }
+    store_pack(dx + i, o);
+  }
+};
+
 // M = N*H*W.
 int64_t positions(const Tensor& x) {
   return x.dim(0) * x.dim(1) * x.dim(2);
@@ -172,15 +305,40 @@ float* data_or_null(const Tensor* t) {
 
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
-                             const Tensor& save_invstd, const BatchNormParams& p, Stream s) {
+                             const Tensor& save_invstd, const BatchNormParams& p, float* workspace,
+                             Stream s) {
   const int64_t m_count = positions(x), c_count = x.dim(3);
   if (m_count == 0 || c_count == 0) return;
+  const cudaStream_t st = stream_of(s);
   dispatch("batchnorm_forward_train", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
+    if (workspace) {
+      const int64_t slices = batchnorm_slices(x.shape()), len = (m_count + slices - 1) / slices;
+      const dim3 grid(channel_grid(c_count).x, static_cast<unsigned>(slices));
+      float* mean = save_mean.data<float>();
+      float* invstd = save_invstd.data<float>();
+      slice_sums_kernel<T, SliceSum::kX><<<grid, channel_block(), 0, st>>>(
+          x.data<T>(), nullptr, nullptr, nullptr, workspace, nullptr, m_count, c_count, len);
+      VT_LAUNCH_CHECK();
+      mean_kernel<<<grid_for(c_count), kThreads, 0, st>>>(workspace, slices, m_count, c_count, mean);
+      VT_LAUNCH_CHECK();
+      slice_sums_kernel<T, SliceSum::kSqDev><<<grid, channel_block(), 0, st>>>(
+          x.data<T>(), nullptr, mean, nullptr, workspace, nullptr, m_count, c_count, len);
+      VT_LAUNCH_CHECK();
+      var_kernel<<<grid_for(c_count), kThreads, 0, st>>>(
+          workspace, slices, m_count, c_count, float(p.momentum), float(p.eps), mean, invstd,
+          running_mean.data<float>(), running_var.data<float>());
+      VT_LAUNCH_CHECK();
+      constexpr int kPack = 16 / static_cast<int>(sizeof(T));
+      launch_elementwise<T>(Normalize<T>{x.data<T>(), y.data<T>(), mean, invstd, gamma.data<float>(),
+                                         beta.data<float>(), c_count},
+                            x.numel(), {x.raw(), y.raw()}, st, c_count % kPack == 0);
+      return;
+    }
     forward_train_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
         x.data<T>(), gamma.data<float>(), beta.data<float>(), y.data<T>(), running_mean.data<float>(),
-        running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(), float(p.momentum), float(p.eps),
-        m_count, c_count);
+        running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(), float(p.momentum),
+        float(p.eps), m_count, c_count);
   });
   VT_LAUNCH_CHECK();
 }
@@ -201,12 +359,32 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
 
 void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                         const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta, Stream s) {
+                        const Tensor* dbeta, float* workspace, Stream s) {
   const int64_t m_count = positions(x), c_count = x.dim(3);
   if (m_count == 0 || c_count == 0 || (!dx && !dgamma && !dbeta)) return;
   const Stats st{save_mean.data<float>(), save_invstd.data<float>(), nullptr, 0.f};
   dispatch("batchnorm_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
+    if (workspace) {
+      const cudaStream_t cs = stream_of(s);
+      const int64_t slices = batchnorm_slices(x.shape()), len = (m_count + slices - 1) / slices;
+      const dim3 grid(channel_grid(c_count).x, static_cast<unsigned>(slices));
+      float *part_a = workspace, *part_b = workspace + slices * c_count, *totals = part_b + slices * c_count;
+      slice_sums_kernel<T, SliceSum::kGrads><<<grid, channel_block(), 0, cs>>>(
+          x.data<T>(), dy.data<T>(), st.mean, st.invstd, part_a, part_b, m_count, c_count, len);
+      VT_LAUNCH_CHECK();
+      grad_totals_kernel<<<grid_for(c_count), kThreads, 0, cs>>>(
+          part_a, part_b, slices, c_count, data_or_null(dgamma), data_or_null(dbeta), totals);
+      VT_LAUNCH_CHECK();
+      if (dx) {
+        constexpr int kPack = 16 / static_cast<int>(sizeof(T));
+        launch_elementwise<T>(TrainDx<T>{x.data<T>(), dy.data<T>(), dx->data<T>(), st.mean, st.invstd,
+                                         gamma.data<float>(), totals, m_count, c_count},
+                              x.numel(), {x.raw(), dy.raw(), dx->raw()}, cs, c_count % kPack == 0);
+        VT_LAUNCH_CHECK();
+      }
+      return;
+    }
     backward_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
         x.data<T>(), dy.data<T>(), gamma.data<float>(), st, dx ? dx->data<T>() : nullptr,
         data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
@@ -223,7 +401,8 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
     using T = decltype(tag);
     if (dx) {
       backward_eval_dx_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
-          dy.data<T>(), gamma.data<float>(), running_var.data<float>(), dx->data<T>(), float(p.eps), n, c_count);
+          dy.data<T>(), gamma.data<float>(), running_var.data<float>(), dx->data<T>(), float(p.eps), n,
+          c_count);
       VT_LAUNCH_CHECK();
     }
     if (dgamma || dbeta) {

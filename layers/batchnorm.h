@@ -27,11 +27,20 @@ struct BatchNormParams {
   double eps = 1e-3;       // added to the variance, > 0
 };
 
+// Scratch for the training passes on CUDA: with a workspace of at least this many bytes (f32
+// storage, on x's device), their per-channel sums are split over slices of the M positions
+// (batchnorm_slices) across many blocks and combined in slice order (deterministic); without
+// one, each group of 32 channels is reduced by a single block (correct, few blocks). 0 on the
+// CPU, which ignores the workspace.
+int64_t batchnorm_slices(const Shape& x);
+size_t batchnorm_workspace_bytes(const Shape& x, Device dev);
+
 // Training forward. Overwrites y, save_mean (= mean_c) and save_invstd (= invstd_c, with
 // eps); updates running_mean and running_var in place.
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
-                             const Tensor& save_invstd, const BatchNormParams& p, Stream s = {});
+                             const Tensor& save_invstd, const BatchNormParams& p, Stream s = {},
+                             const Tensor& workspace = {});
 // Eval forward with the running statistics. Overwrites y; reads nothing else it writes.
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
@@ -44,7 +53,8 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
 // Any of dx, dgamma, dbeta may be null (that gradient is not wanted).
 void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                         const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta, const BatchNormParams& p, Stream s = {});
+                        const Tensor* dbeta, const BatchNormParams& p, Stream s = {},
+                        const Tensor& workspace = {});
 // Eval backward, frozen statistics (fine-tuning with frozen BN): the forward is a fixed
 // per-channel affine map. With invstd = 1 / sqrt(running_var + eps), xhat = (x - running_mean) * invstd:
 //   dx += dy * gamma * invstd,  dgamma += sum_m(dy * xhat),  dbeta += sum_m(dy).
@@ -69,15 +79,16 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
                              const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p);
 }  // namespace cpu
 namespace cuda {
+// workspace: null, or batchnorm_workspace_bytes(x) bytes (the sliced reductions).
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
-                             const Tensor& save_invstd, const BatchNormParams& p, Stream s);
+                             const Tensor& save_invstd, const BatchNormParams& p, float* workspace, Stream s);
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
                             const BatchNormParams& p, Stream s);
 void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                         const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta, Stream s);
+                        const Tensor* dbeta, float* workspace, Stream s);
 void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
                              const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s);

@@ -102,7 +102,9 @@ __global__ void __launch_bounds__(kBlockThreads) igemm_kernel(P p, int k_chunk) 
 
 template <class P>
 __global__ void reduce_kernel(P p) {
-  VT_GRID_STRIDE(i, int64_t(p.M) * p.N) { p.reduce(i); }
+  VT_GRID_STRIDE(i, int64_t(p.M) * p.N) {
+    p.reduce(i);
+  }
 }
 
 template <class P>
@@ -118,7 +120,8 @@ void launch(const P& p, int slices, int k_chunk, cudaStream_t st) {
 bool conv2d_igemm_available(const Conv2dDims& d) {
   static const int major = [] {
     int dev = 0, m = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
       return 0;
     return m;
   }();

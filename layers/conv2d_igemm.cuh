@@ -17,8 +17,8 @@ bool conv2d_igemm_available(const Conv2dDims& d);
 void conv2d_igemm_forward(const Conv2dDims& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* b,
                           __nv_bfloat16* y, cudaStream_t st);
 // dx (N, H, W, Cin) += dL/dx.
-void conv2d_igemm_dgrad(const Conv2dDims& d, const __nv_bfloat16* dy, const __nv_bfloat16* w, __nv_bfloat16* dx,
-                        cudaStream_t st);
+void conv2d_igemm_dgrad(const Conv2dDims& d, const __nv_bfloat16* dy, const __nv_bfloat16* w,
+                        __nv_bfloat16* dx, cudaStream_t st);
 // dw (Cout, KH, KW, Cin) += dL/dw; workspace: igemm::wgrad_workspace_bytes(d) bytes.
 void conv2d_igemm_wgrad(const Conv2dDims& d, const __nv_bfloat16* dy, const __nv_bfloat16* x, float* dw,
                         float* workspace, cudaStream_t st);

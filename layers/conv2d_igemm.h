@@ -49,7 +49,7 @@ struct alignas(16) Vec8 {
 constexpr int kBM = 128, kBN = 64, kBK = 32, kPad = 8, kBlockThreads = 256;
 constexpr int kASlots = kBM * kBK / 8 / kBlockThreads;  // vectors of A per thread and K step: 2
 constexpr int kBSlots = kBN * kBK / 8 / kBlockThreads;  // vectors of B per thread and K step: 1
-constexpr int kLdC = kBN + 4;                      // float staging of C for the epilogue
+constexpr int kLdC = kBN + 4;                           // float staging of C for the epilogue
 
 template <bool KContig, int MN>
 struct OperandTile {
@@ -78,7 +78,9 @@ VT_HD Vec8<T> load8(int mn, int k, Fast fast, Elem elem) {
 }
 
 // Whether p may be read as Vec8 (16-byte aligned); element offsets are multiples of 8.
-VT_HD bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+VT_HD bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
+}
 
 template <class T>
 VT_HD Vec8<T> zeros8() {
@@ -100,9 +102,19 @@ VT_HD Pixel pixel_of(int m, int hh, int ww) {
 struct Dims {
   int n, h, w, cin, ho, wo, cout, kh, kw, sh, sw, ph, pw;
   explicit Dims(const Conv2dDims& d)
-      : n(int(d.n)), h(int(d.h)), w(int(d.w)), cin(int(d.cin)), ho(int(d.ho)), wo(int(d.wo)),
-        cout(int(d.cout)), kh(int(d.kh)), kw(int(d.kw)), sh(int(d.stride_h)), sw(int(d.stride_w)),
-        ph(int(d.pad_h)), pw(int(d.pad_w)) {}
+      : n(int(d.n)),
+        h(int(d.h)),
+        w(int(d.w)),
+        cin(int(d.cin)),
+        ho(int(d.ho)),
+        wo(int(d.wo)),
+        cout(int(d.cout)),
+        kh(int(d.kh)),
+        kw(int(d.kw)),
+        sh(int(d.stride_h)),
+        sw(int(d.stride_w)),
+        ph(int(d.pad_h)),
+        pw(int(d.pad_w)) {}
 };
 
 // Shapes this path handles: groups 1 and every index within 32 bits.
@@ -149,8 +161,16 @@ struct ConvFwd {
   int M, N, K;
   bool a_vec, b_vec;  // 8 consecutive k are 8 channels of one tap / of one filter, aligned
   ConvFwd(const Conv2dDims& cd, const T* x_, const T* w_, const float* b_, T* y_)
-      : d(cd), x(x_), w(w_), bias(b_), y(y_), M(d.n * d.ho * d.wo), N(d.cout), K(d.kh * d.kw * d.cin),
-        a_vec(d.cin % 8 == 0 && aligned16(x_)), b_vec(K % 8 == 0 && aligned16(w_)) {}
+      : d(cd),
+        x(x_),
+        w(w_),
+        bias(b_),
+        y(y_),
+        M(d.n * d.ho * d.wo),
+        N(d.cout),
+        K(d.kh * d.kw * d.cin),
+        a_vec(d.cin % 8 == 0 && aligned16(x_)),
+        b_vec(K % 8 == 0 && aligned16(w_)) {}
 
   // x address of A(m, k), or -1 outside the image or the matrix.
   VT_HD int64_t a_offset(int m, int k) const {
@@ -194,8 +214,15 @@ struct ConvDgrad {
   int M, N, K;
   bool a_vec, b_vec;  // dy's / w's channels in aligned groups of 8
   ConvDgrad(const Conv2dDims& cd, const T* dy_, const T* w_, T* dx_)
-      : d(cd), dy(dy_), w(w_), dx(dx_), M(d.n * d.h * d.w), N(d.cin), K(d.kh * d.kw * d.cout),
-        a_vec(d.cout % 8 == 0 && aligned16(dy_)), b_vec(d.cin % 8 == 0 && aligned16(w_)) {}
+      : d(cd),
+        dy(dy_),
+        w(w_),
+        dx(dx_),
+        M(d.n * d.h * d.w),
+        N(d.cin),
+        K(d.kh * d.kw * d.cout),
+        a_vec(d.cout % 8 == 0 && aligned16(dy_)),
+        b_vec(d.cin % 8 == 0 && aligned16(w_)) {}
 
   // dy address of A(m, k), or -1 where no output reads input pixel m through tap k.
   VT_HD int64_t a_offset(int m, int k) const {
@@ -249,8 +276,16 @@ struct ConvWgrad {
   int M, N, K;
   bool a_vec, b_vec;  // dy's / x's channels in aligned groups of 8
   ConvWgrad(const Conv2dDims& cd, const T* dy_, const T* x_, float* dw_, float* partial_, int splits_)
-      : d(cd), dy(dy_), x(x_), dw(dw_), partial(partial_), splits(splits_), M(d.cout),
-        N(d.kh * d.kw * d.cin), K(d.n * d.ho * d.wo), a_vec(d.cout % 8 == 0 && aligned16(dy_)),
+      : d(cd),
+        dy(dy_),
+        x(x_),
+        dw(dw_),
+        partial(partial_),
+        splits(splits_),
+        M(d.cout),
+        N(d.kh * d.kw * d.cin),
+        K(d.n * d.ho * d.wo),
+        a_vec(d.cout % 8 == 0 && aligned16(dy_)),
         b_vec(d.cin % 8 == 0 && aligned16(x_)) {}
 
   VT_HD T a(int m, int k) const { return m < M && k < K ? dy[int64_t(k) * M + m] : T(0.f); }

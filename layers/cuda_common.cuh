@@ -17,17 +17,27 @@ namespace vt::cuda {
 
 using bf16 = __nv_bfloat16;
 
-inline cudaStream_t stream_of(Stream s) { return static_cast<cudaStream_t>(s.handle); }
+inline cudaStream_t stream_of(Stream s) {
+  return static_cast<cudaStream_t>(s.handle);
+}
 
 // Loads and stores in fp32 whatever the storage type; all arithmetic is fp32.
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(float x) {
+  return x;
+}
+__device__ __forceinline__ float to_f32(bf16 x) {
+  return __bfloat162float(x);
+}
 template <class T>
 __device__ __forceinline__ T from_f32(float x);
 template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+__device__ __forceinline__ float from_f32<float>(float x) {
+  return x;
+}
 template <>
-__device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+__device__ __forceinline__ bf16 from_f32<bf16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 constexpr int kThreads = 256;
 
@@ -37,7 +47,7 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(blocks, 65535 * 8)));
 }
 
-#define VT_GRID_STRIDE(i, n)                                                           \
+#define VT_GRID_STRIDE(i, n)                                                             \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
@@ -45,8 +55,9 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
 // memory-bound ops' access pattern. An op is a functor with
 //   template <int V> __device__ void apply(int64_t i) const   // elements [i, i + V)
 // that reads and writes its buffers with load_pack / store_pack. launch_elementwise runs it
-// with V = 16 / sizeof(T) when every buffer is 16-byte aligned (the n % V tail with V = 1),
-// else element by element. Each element is handled by one thread, so outputs may alias inputs.
+// with V = 16 / sizeof(T) when every buffer is 16-byte aligned and the caller allows packs
+// (the n % V tail with V = 1), else element by element. Each element is handled by one thread, so outputs may
+// alias inputs.
 template <class T, int V>
 struct alignas(sizeof(T) * V) Pack {
   T v[V];
@@ -63,14 +74,17 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
 template <int V, class Op>
 __global__ void elementwise_kernel(Op op, int64_t n) {
   const int64_t packs = n / V;
-  VT_GRID_STRIDE(p, packs) { op.template apply<V>(p * V); }
+  VT_GRID_STRIDE(p, packs) {
+    op.template apply<V>(p * V);
+  }
   if (V > 1 && blockIdx.x == 0 && threadIdx.x < n - packs * V) op.template apply<1>(packs * V + threadIdx.x);
 }
 
 template <class T, class Op>
-void launch_elementwise(const Op& op, int64_t n, std::initializer_list<const void*> buffers, cudaStream_t st) {
+void launch_elementwise(const Op& op, int64_t n, std::initializer_list<const void*> buffers, cudaStream_t st,
+                        bool packs_allowed = true) {
   constexpr int V = 16 / static_cast<int>(sizeof(T));
-  bool aligned = true;
+  bool aligned = packs_allowed;
   for (const void* b : buffers) aligned = aligned && reinterpret_cast<uintptr_t>(b) % 16 == 0;
   if (aligned)
     elementwise_kernel<V><<<grid_for((n + V - 1) / V), kThreads, 0, st>>>(op, n);
@@ -82,9 +96,14 @@ void launch_elementwise(const Op& op, int64_t n, std::initializer_list<const voi
 template <class Fn>
 void dispatch(const char* op, DType dt, Fn&& fn) {
   switch (dt) {
-    case DType::kF32: fn(float{}); return;
-    case DType::kBF16: fn(bf16{}); return;
-    default: VT_CHECK(false, op, ": storage type ", dtype_name(dt), " is not supported on CUDA");
+    case DType::kF32:
+      fn(float{});
+      return;
+    case DType::kBF16:
+      fn(bf16{});
+      return;
+    default:
+      VT_CHECK(false, op, ": storage type ", dtype_name(dt), " is not supported on CUDA");
   }
 }
 

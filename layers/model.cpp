@@ -97,13 +97,18 @@ void Model::plan_memory() {
   stats_id_ = plan_.request("bn_stats", {stats_size_}, pt);
   saved_id_ = plan_.request("bn_saved", {stats_size_}, pt);
   if (dt == DType::kBF16) weights_id_ = plan_.request("weights_bf16", {flat_size_}, DType::kBF16);
+  // One scratch buffer for every op that needs one (convs, and BN's sliced reductions on
+  // CUDA): ops run one after another on the step's stream.
   size_t ws = 0;
-  for (const GraphOp& o : graph_.ops)
+  for (const GraphOp& o : graph_.ops) {
     if (o.kind == OpKind::kConv)
       ws = std::max(ws, conv2d_workspace_bytes(graph_.acts[o.inputs[0]].shape, graph_.params[o.weight].shape,
                                                o.conv, dt, opt_.device));
+    if (o.kind == OpKind::kBatchNorm)
+      ws = std::max(ws, batchnorm_workspace_bytes(graph_.acts[o.inputs[0]].shape, opt_.device));
+  }
   if (ws > 0)
-    workspace_id_ = plan_.request("conv_workspace", {static_cast<int64_t>((ws + 3) / 4)}, DType::kF32);
+    workspace_id_ = plan_.request("op_workspace", {static_cast<int64_t>((ws + 3) / 4)}, DType::kF32);
   plan_.allocate();
 }
 
@@ -171,7 +176,7 @@ void Model::forward_op(const BoundOp& o, bool train, Stream s) {
     case OpKind::kBatchNorm:
       if (train)
         batchnorm_forward_train(o.x[0], o.w, o.b, o.y[0], o.run_mean, o.run_var, o.save_mean, o.save_invstd,
-                                kBn, s);
+                                kBn, s, workspace_);
       else
         batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], kBn, s);
       break;
@@ -207,7 +212,8 @@ void Model::backward_op(const BoundOp& o, bool train, Stream s) {
       break;
     case OpKind::kBatchNorm:
       if (train)
-        batchnorm_backward(o.x[0], o.dy[0], o.w, o.save_mean, o.save_invstd, dx, &o.dw, &o.db, kBn, s);
+        batchnorm_backward(o.x[0], o.dy[0], o.w, o.save_mean, o.save_invstd, dx, &o.dw, &o.db, kBn, s,
+                           workspace_);
       else
         batchnorm_backward_eval(o.x[0], o.dy[0], o.w, o.run_mean, o.run_var, dx, &o.dw, &o.db, kBn, s);
       break;

@@ -144,8 +144,8 @@ struct Ema {
 void sgd_step(const UpdateConstants& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
               const Tensor& momentum_buf, Stream s) {
   const int64_t n = params.numel();
-  launch_elementwise<float>(Sgd{coeffs_of(k), params.data<float>(), grads.data<float>(), groups.data<uint8_t>(),
-                                momentum_buf.data<float>()},
+  launch_elementwise<float>(Sgd{coeffs_of(k), params.data<float>(), grads.data<float>(),
+                                groups.data<uint8_t>(), momentum_buf.data<float>()},
                             n, {params.raw(), grads.raw(), groups.raw(), momentum_buf.raw()}, stream_of(s));
   VT_LAUNCH_CHECK();
 }
@@ -153,8 +153,8 @@ void sgd_step(const UpdateConstants& k, const Tensor& params, const Tensor& grad
 void adamw_step(const UpdateConstants& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
                 const Tensor& exp_avg, const Tensor& exp_avg_sq, Stream s) {
   const int64_t n = params.numel();
-  launch_elementwise<float>(AdamW{coeffs_of(k), params.data<float>(), grads.data<float>(), groups.data<uint8_t>(),
-                                  exp_avg.data<float>(), exp_avg_sq.data<float>()},
+  launch_elementwise<float>(AdamW{coeffs_of(k), params.data<float>(), grads.data<float>(),
+                                  groups.data<uint8_t>(), exp_avg.data<float>(), exp_avg_sq.data<float>()},
                             n, {params.raw(), grads.raw(), groups.raw(), exp_avg.raw(), exp_avg_sq.raw()},
                             stream_of(s));
   VT_LAUNCH_CHECK();
@@ -162,9 +162,9 @@ void adamw_step(const UpdateConstants& k, const Tensor& params, const Tensor& gr
 
 void ema_update(const Tensor& ema, const Tensor& model, double decay, Stream s) {
   const int64_t n = ema.numel();
-  launch_elementwise<float>(Ema{static_cast<float>(decay), static_cast<float>(1 - decay), ema.data<float>(),
-                                model.data<float>()},
-                            n, {ema.raw(), model.raw()}, stream_of(s));
+  launch_elementwise<float>(
+      Ema{static_cast<float>(decay), static_cast<float>(1 - decay), ema.data<float>(), model.data<float>()},
+      n, {ema.raw(), model.raw()}, stream_of(s));
   VT_LAUNCH_CHECK();
 }
 

@@ -59,8 +59,9 @@ class Block {
     for (const char* s : {"run_mean", "run_var", "save_mean", "save_invstd"}) ids_[s] = plan_.request(s, {2 * c}, pt);
     for (const char* s : {"l1", "l2", "one"}) ids_[s] = plan_.request(s, {1}, pt);
     conv1_ = {1, 1, 1, 1, 1};
-    const size_t ws = std::max(conv2d_workspace_bytes(act, {2 * c, 3, 3, c}, conv1_, dt, dev),
-                               conv2d_workspace_bytes(act4, {2 * c, 1, 1, 4 * c}, conv2_, dt, dev));
+    const size_t ws = std::max({conv2d_workspace_bytes(act, {2 * c, 3, 3, c}, conv1_, dt, dev),
+                                conv2d_workspace_bytes(act4, {2 * c, 1, 1, 4 * c}, conv2_, dt, dev),
+                                batchnorm_workspace_bytes(act2, dev)});
     ids_["ws"] = plan_.request("ws", {static_cast<int64_t>(ws / 4 + 1)}, DType::kF32);
     ids_["red_ws"] = plan_.request("red_ws", Shape{std::max<int64_t>(1, reduce_workspace_elems(act2.numel(), dev))}, DType::kF32);
     plan_.allocate();
@@ -92,7 +93,7 @@ class Block {
     const Tensor b1 = b["b1"];
     conv2d_forward(b["x"], b["w1"], &b1, b["y1"], conv1_, b["ws"]);
     batchnorm_forward_train(b["y1"], b["gamma"], b["beta"], b["bn"], b["run_mean"], b["run_var"], b["save_mean"],
-                            b["save_invstd"], bn_);
+                            b["save_invstd"], bn_, {}, b["ws"]);
     activation_forward({ActKind::kSiLU}, b["bn"], b["a"]);
     maxpool_forward(b["a"], b["p"], {5, 1, 2});
     concat_forward({b["a"], b["p"]}, b["c"]);
@@ -125,7 +126,8 @@ class Block {
     maxpool_backward(b["a"], b["dp"], b["da"], {5, 1, 2});
     activation_backward({ActKind::kSiLU}, b["bn"], b["da"], b["dbn"]);
     Tensor dy1 = b["dy1"], dgamma = b["dgamma"], dbeta = b["dbeta"];
-    batchnorm_backward(b["y1"], b["dbn"], b["gamma"], b["save_mean"], b["save_invstd"], &dy1, &dgamma, &dbeta, bn_);
+    batchnorm_backward(b["y1"], b["dbn"], b["gamma"], b["save_mean"], b["save_invstd"], &dy1, &dgamma, &dbeta, bn_,
+                       {}, b["ws"]);
     Tensor dx = b["dx"], dw1 = b["dw1"], db1 = b["db1"];
     conv2d_backward(b["x"], b["w1"], b["dy1"], &dx, &dw1, &db1, conv1_, b["ws"]);
     synchronize();

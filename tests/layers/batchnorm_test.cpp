@@ -222,9 +222,10 @@ struct BnRun {
 };
 
 // Runs train forward + backward and eval forward + backward on `dev` with activations in
-// `dt`, from the (f32 CPU) inputs given; the gradients start at dx0, dg0, db0.
+// `dt`, from the (f32 CPU) inputs given; the gradients start at dx0, dg0, db0. `sliced`:
+// the training passes get a workspace (on CUDA: the sliced reductions).
 BnRun run_layer(Device dev, DType dt, const Tensor& x, const Tensor& dy, const Tensor& dx0, const BnState& in,
-                const Tensor& dg0, const Tensor& db0, const BatchNormParams& p) {
+                const Tensor& dg0, const Tensor& db0, const BatchNormParams& p, bool sliced = false) {
   auto act = [&](const Tensor& t) { return t.to(dev, dt); };
   auto par = [&](const Tensor& t) { return t.to(dev, DType::kF32); };
   const Tensor xd = act(x), dyd = act(dy), gamma = par(in.gamma), beta = par(in.beta);
@@ -237,8 +238,11 @@ BnRun run_layer(Device dev, DType dt, const Tensor& x, const Tensor& dy, const T
   r.dx = act(dx0);
   r.dgamma = par(dg0);
   r.dbeta = par(db0);
-  batchnorm_forward_train(xd, gamma, beta, r.y, r.running_mean, r.running_var, r.save_mean, r.save_invstd, p);
-  batchnorm_backward(xd, dyd, gamma, r.save_mean, r.save_invstd, &r.dx, &r.dgamma, &r.dbeta, p);
+  const size_t ws_bytes = batchnorm_workspace_bytes(x.shape(), dev);
+  const Tensor ws = sliced && ws_bytes ? Tensor::empty({int64_t(ws_bytes / 4)}, DType::kF32, dev) : Tensor{};
+  batchnorm_forward_train(xd, gamma, beta, r.y, r.running_mean, r.running_var, r.save_mean, r.save_invstd, p,
+                          {}, ws);
+  batchnorm_backward(xd, dyd, gamma, r.save_mean, r.save_invstd, &r.dx, &r.dgamma, &r.dbeta, p, {}, ws);
 
   const Tensor rm = par(in.running_mean), rv = par(in.running_var);
   r.y_eval = Tensor::empty(x.shape(), dt, dev);
@@ -252,9 +256,10 @@ BnRun run_layer(Device dev, DType dt, const Tensor& x, const Tensor& dy, const T
 }
 
 // Awkward shapes: batch 1 and 3, 7 channels, 13x17 images; M = 4800 positions over 37
-// channels (two channel groups, the second partial, and many positions per thread); and
-// M == 1.
-const Shape kGpuShapes[] = {{1, 13, 17, 7}, {3, 13, 17, 7}, {3, 40, 40, 37}, {1, 1, 1, 7}};
+// channels (two channel groups, the second partial, and many positions per thread; 18
+// slices on the sliced path, elementwise passes unpacked); M == 1; and 64 channels over
+// M = 4096 (16 slices, elementwise passes in 16-byte packs).
+const Shape kGpuShapes[] = {{1, 13, 17, 7}, {3, 13, 17, 7}, {3, 40, 40, 37}, {1, 1, 1, 7}, {4, 32, 32, 64}};
 
 struct GpuInputs {
   Tensor x, dy, dx0, dg0, db0;
@@ -284,48 +289,61 @@ TEST(BatchNorm, GpuMatchesCpu) {
   const BatchNormParams p;
   for (DType dt : {DType::kF32, DType::kBF16}) {
     for (const Shape& s : kGpuShapes) {
-      SCOPED_TRACE(std::string(dtype_name(dt)) + " " + s.str());
-      const GpuInputs in = gpu_inputs(s, dt);
-      const BnRun cpu = run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
-      const BnRun gpu = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
+      for (bool sliced : {false, true}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + s.str() +
+                     (sliced ? " sliced" : " one block per group"));
+        const GpuInputs in = gpu_inputs(s, dt);
+        const BnRun cpu = run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
+        const BnRun gpu = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, sliced);
 
-      // Statistics are fp32 on the GPU in both storage types (from identical inputs), against
-      // the CPU's double sums rounded once. An fp32 sum of M <= 4800 terms, kRows = 16 serial
-      // partials of <= 300 terms each and then a 4-level tree, has a relative error of a few
-      // 1e-7 for the positive sums of the variance and of ~1e-7 * sum|x| / |sum| for the mean;
-      // with x in [-1, 3] (mean ~1) both stay well below 1e-5. The running update and
-      // invstd add a few fp32 roundings. So 1e-5 relative, with 1e-6 absolute for values near 0.
-      test::expect_close(gpu.save_mean, cpu.save_mean, 1e-6, 1e-5, "save_mean");
-      test::expect_close(gpu.save_invstd, cpu.save_invstd, 1e-6, 1e-5, "save_invstd");
-      test::expect_close(gpu.running_mean, cpu.running_mean, 1e-6, 1e-5, "running_mean");
-      test::expect_close(gpu.running_var, cpu.running_var, 1e-6, 1e-5, "running_var");
+        // Statistics are fp32 on the GPU in both storage types (from identical inputs), against
+        // the CPU's double sums rounded once. An fp32 sum of M <= 4800 terms, kRows = 16 serial
+        // partials of <= 300 terms each and then a 4-level tree, has a relative error of a few
+        // 1e-7 for the positive sums of the variance and of ~1e-7 * sum|x| / |sum| for the mean;
+        // with x in [-1, 3] (mean ~1) both stay well below 1e-5. The running update and
+        // invstd add a few fp32 roundings. So 1e-5 relative, with 1e-6 absolute for values near 0.
+        test::expect_close(gpu.save_mean, cpu.save_mean, 1e-6, 1e-5, "save_mean");
+        test::expect_close(gpu.save_invstd, cpu.save_invstd, 1e-6, 1e-5, "save_invstd");
+        test::expect_close(gpu.running_mean, cpu.running_mean, 1e-6, 1e-5, "running_mean");
+        test::expect_close(gpu.running_var, cpu.running_var, 1e-6, 1e-5, "running_var");
 
-      // dgamma, dbeta: fp32 sums of M terms |dy * xhat| <~ 2 that cancel (random signs), so the
-      // result is ~sqrt(M) ~ 70 while a serial partial grows to ~sqrt(300) ~ 17: each of ~300
-      // additions rounds by <= 2^-24 * 17 ~ 1e-6, a random walk of ~sqrt(300) * 1e-6 ~ 2e-5 per
-      // partial and ~4e-5 over 16 (a host emulation of the kernel's summation order measured
-      // 2e-5 on these inputs). atol 3e-4 leaves a 7x margin, while one wrong or missing term
-      // (~0.5) cannot pass. Same in bf16 runs: these are fp32 sums of the same inputs.
-      test::expect_close(gpu.dgamma, cpu.dgamma, 3e-4, 1e-5, "dgamma");
-      test::expect_close(gpu.dbeta, cpu.dbeta, 3e-4, 1e-5, "dbeta");
-      test::expect_close(gpu.dgamma_eval, cpu.dgamma_eval, 3e-4, 1e-5, "dgamma eval");
-      test::expect_close(gpu.dbeta_eval, cpu.dbeta_eval, 3e-4, 1e-5, "dbeta eval");
+        // dgamma, dbeta: fp32 sums of M terms |dy * xhat| <~ 2 that cancel (random signs), so the
+        // result is ~sqrt(M) ~ 70 while a serial partial grows to ~sqrt(300) ~ 17: each of ~300
+        // additions rounds by <= 2^-24 * 17 ~ 1e-6, a random walk of ~sqrt(300) * 1e-6 ~ 2e-5 per
+        // partial and ~4e-5 over 16 (a host emulation of the kernel's summation order measured
+        // 2e-5 on these inputs). atol 3e-4 leaves a 7x margin, while one wrong or missing term
+        // (~0.5) cannot pass. Same in bf16 runs: these are fp32 sums of the same inputs.
+        test::expect_close(gpu.dgamma, cpu.dgamma, 3e-4, 1e-5, "dgamma");
+        test::expect_close(gpu.dbeta, cpu.dbeta, 3e-4, 1e-5, "dbeta");
+        test::expect_close(gpu.dgamma_eval, cpu.dgamma_eval, 3e-4, 1e-5, "dgamma eval");
+        test::expect_close(gpu.dbeta_eval, cpu.dbeta_eval, 3e-4, 1e-5, "dbeta eval");
 
-      // Activations and dx. f32: y = (x - mean) * invstd * gamma + beta and dx of size ~1-5,
-      // with the statistics above (<= 1e-5 relative, fed through factors ~1-3) and a few fp32
-      // roundings (~1e-7 each): 3e-5 absolute and relative. bf16: the result is rounded once to
-      // 8 significant bits, at most 2^-9 ~ 0.2% relative (one more unit, 0.4%, where the fp32
-      // value lies within the differences above of a rounding boundary); 1% relative allows that
-      // with margin, and 1e-2 absolute covers results near 0, whose fp32 errors are absolute
-      // (e.g. dx = dx0 + g cancelling, with g's error ~1e-5 and dx0's bf16 unit at |dx0| <= 1
-      // up to 2^-8 ~ 4e-3 when the sum rounds the other way).
-      const double atol = dt == DType::kF32 ? 3e-5 : 1e-2, rtol = dt == DType::kF32 ? 3e-5 : 1e-2;
-      test::expect_close(gpu.y, cpu.y, atol, rtol, "y");
-      test::expect_close(gpu.dx, cpu.dx, atol, rtol, "dx");
-      test::expect_close(gpu.y_eval, cpu.y_eval, atol, rtol, "y eval");
-      test::expect_close(gpu.dx_eval, cpu.dx_eval, atol, rtol, "dx eval");
+        // Activations and dx. f32: y = (x - mean) * invstd * gamma + beta and dx of size ~1-5,
+        // with the statistics above (<= 1e-5 relative, fed through factors ~1-3) and a few fp32
+        // roundings (~1e-7 each): 3e-5 absolute and relative. bf16: the result is rounded once to
+        // 8 significant bits, at most 2^-9 ~ 0.2% relative (one more unit, 0.4%, where the fp32
+        // value lies within the differences above of a rounding boundary); 1% relative allows that
+        // with margin, and 1e-2 absolute covers results near 0, whose fp32 errors are absolute
+        // (e.g. dx = dx0 + g cancelling, with g's error ~1e-5 and dx0's bf16 unit at |dx0| <= 1
+        // up to 2^-8 ~ 4e-3 when the sum rounds the other way).
+        const double atol = dt == DType::kF32 ? 3e-5 : 1e-2, rtol = dt == DType::kF32 ? 3e-5 : 1e-2;
+        test::expect_close(gpu.y, cpu.y, atol, rtol, "y");
+        test::expect_close(gpu.dx, cpu.dx, atol, rtol, "dx");
+        test::expect_close(gpu.y_eval, cpu.y_eval, atol, rtol, "y eval");
+        test::expect_close(gpu.dx_eval, cpu.dx_eval, atol, rtol, "dx eval");
+      }
     }
   }
+}
+
+// The sliced reductions' plan: from the shape alone, on CUDA only.
+TEST(BatchNorm, WorkspacePlan) {
+  EXPECT_EQ(batchnorm_workspace_bytes({64, 160, 160, 64}, Device::kCPU), 0u);
+  EXPECT_EQ(batchnorm_slices({64, 160, 160, 64}), 256);  // 2 channel groups: capped at 256 slices
+  EXPECT_EQ(batchnorm_workspace_bytes({64, 160, 160, 64}, Device::kCUDA), size_t(2 * 256 + 2) * 64 * 4);
+  EXPECT_EQ(batchnorm_slices({3, 40, 40, 37}), 18);     // 4800 positions, at least 256 per slice
+  EXPECT_EQ(batchnorm_slices({64, 20, 20, 1024}), 32);  // 32 groups: 1024 blocks
+  EXPECT_EQ(batchnorm_slices({1, 1, 1, 7}), 1);
 }
 
 bool bit_identical(const Tensor& a, const Tensor& b) {
@@ -379,8 +397,9 @@ TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
       [&] { batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y_bad, p); },
       {"batchnorm_forward_eval", "y", "(2, 3, 4, 5)"});
   const Tensor x3 = Tensor::empty({6, 5, 4}, DType::kF32, Device::kCPU);
-  test::expect_error([&] { batchnorm_forward_eval(x3, st.gamma, st.beta, st.running_mean, st.running_var, x3, p); },
-               {"batchnorm_forward_eval", "NHWC", "(6, 5, 4)"});
+  test::expect_error(
+      [&] { batchnorm_forward_eval(x3, st.gamma, st.beta, st.running_mean, st.running_var, x3, p); },
+      {"batchnorm_forward_eval", "NHWC", "(6, 5, 4)"});
   const Tensor dx_bad = Tensor::empty({2, 3, 5, 5}, DType::kF32, Device::kCPU);
   test::expect_error(
       [&] {
@@ -398,8 +417,9 @@ TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
   // Storage types: bf16 activations on the CPU; f64 parameters with f32 activations.
   const Tensor xb = Tensor::empty(s, DType::kBF16, Device::kCPU),
                yb = Tensor::empty(s, DType::kBF16, Device::kCPU);
-  test::expect_error([&] { batchnorm_forward_eval(xb, st.gamma, st.beta, st.running_mean, st.running_var, yb, p); },
-               {"batchnorm_forward_eval", "unsupported storage type bf16", "(2, 3, 5, 4)"});
+  test::expect_error(
+      [&] { batchnorm_forward_eval(xb, st.gamma, st.beta, st.running_mean, st.running_var, yb, p); },
+      {"batchnorm_forward_eval", "unsupported storage type bf16", "(2, 3, 5, 4)"});
   const Tensor g64 = Tensor::empty({4}, DType::kF64, Device::kCPU);
   test::expect_error(
       [&] { batchnorm_backward(x, dy, g64, st.save_mean, st.save_invstd, &dx, nullptr, nullptr, p); },

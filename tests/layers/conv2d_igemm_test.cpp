@@ -55,7 +55,8 @@ void replay(const P& p, int slices, int k_chunk) {
           }
           for (int r = 0; r < kBM; ++r)
             for (int c = 0; c < kBN; ++c)
-              for (int k = 0; k < kBK; ++k) acc[r * kBN + c] += as[ATile::index(r, k)] * bs[BTile::index(c, k)];
+              for (int k = 0; k < kBK; ++k)
+                acc[r * kBN + c] += as[ATile::index(r, k)] * bs[BTile::index(c, k)];
         }
         for (int r = 0; r < kBM; ++r)
           for (int c = 0; c < kBN; ++c)
@@ -69,7 +70,9 @@ struct Case {
   const char* what;
 };
 
-void PrintTo(const Case& c, std::ostream* os) { *os << c.what; }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.what;
+}
 
 class Conv2dIgemm : public ::testing::TestWithParam<Case> {};
 
@@ -82,10 +85,12 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   ASSERT_TRUE(igemm_supported(d));
   const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
   const Tensor x = test::random_tensor(c.x, DType::kF32, 1), w = test::random_tensor(c.w, DType::kF32, 2);
-  const Tensor b = test::random_tensor({c.w[0]}, DType::kF32, 3), dy = test::random_tensor(ys, DType::kF32, 4);
+  const Tensor b = test::random_tensor({c.w[0]}, DType::kF32, 3),
+               dy = test::random_tensor(ys, DType::kF32, 4);
   const Tensor dx0 = test::random_tensor(c.x, DType::kF32, 5), dw0 = test::random_tensor(c.w, DType::kF32, 6);
   const size_t ws_bytes = conv2d_workspace_bytes(c.x, c.w, c.p, DType::kF32, Device::kCPU);
-  const Tensor ws = ws_bytes ? Tensor::empty({int64_t(ws_bytes / 4 + 1)}, DType::kF32, Device::kCPU) : Tensor{};
+  const Tensor ws =
+      ws_bytes ? Tensor::empty({int64_t(ws_bytes / 4 + 1)}, DType::kF32, Device::kCPU) : Tensor{};
 
   Tensor y_ref = Tensor::empty(ys, DType::kF32, Device::kCPU);
   conv2d_forward(x, w, &b, y_ref, c.p, ws);
@@ -107,7 +112,8 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   for (int splits : {1, 3, 5}) {
     Tensor dw = dw0.to(Device::kCPU);
     std::vector<float> partial(size_t(splits) * c.w.numel(), -1e30f);  // every entry must be written
-    const ConvWgrad<float> wgrad(d, dy.data<float>(), x.data<float>(), dw.data<float>(), partial.data(), splits);
+    const ConvWgrad<float> wgrad(d, dy.data<float>(), x.data<float>(), dw.data<float>(), partial.data(),
+                                 splits);
     replay(wgrad, splits, wgrad_chunk(d, splits));
     if (splits > 1)
       for (int64_t i = 0; i < c.w.numel(); ++i) wgrad.reduce(i);
@@ -140,10 +146,10 @@ TEST(Conv2dIgemmPlan, WgradSlices) {
   EXPECT_EQ(wgrad_splits(small), 1);
   EXPECT_EQ(wgrad_workspace_bytes(small), 0u);
   EXPECT_EQ(conv2d_workspace_bytes({64, 20, 20, 256}, {256, 3, 3, 256}, {1, 1, 1, 1, 1}, DType::kBF16,
-                                    Device::kCUDA),
+                                   Device::kCUDA),
             size_t(15) * 256 * 2304 * 4);
   EXPECT_EQ(conv2d_workspace_bytes({64, 20, 20, 256}, {256, 3, 3, 256}, {1, 1, 1, 1, 1}, DType::kF32,
-                                    Device::kCUDA),
+                                   Device::kCUDA),
             0u);
   EXPECT_FALSE(igemm_supported(conv2d_dims({2, 8, 8, 4}, {4, 3, 3, 1}, {1, 1, 1, 1, 4})));  // grouped
 }
