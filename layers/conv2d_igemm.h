@@ -115,6 +115,16 @@ struct Dims {
         sw(int(d.stride_w)),
         ph(int(d.pad_h)),
         pw(int(d.pad_w)) {}
+
+  // x address of im2col element (p, f): output position p = (n, ho, wo), filter index
+  // f = (kh, kw, ci); -1 where the tap falls in the padding.
+  VT_HD int64_t x_col(int p, int f) const {
+    const Pixel o = pixel_of(p, ho, wo);
+    const int ci = f % cin, t = f / cin;
+    const int hi = o.y * sh - ph + t / kw, wi = o.x * sw - pw + t % kw;
+    if (hi < 0 || hi >= h || wi < 0 || wi >= w) return -1;
+    return ((int64_t(o.n) * h + hi) * w + wi) * cin + ci;
+  }
 };
 
 // Shapes this path handles: groups 1 and every index within 32 bits.
@@ -173,14 +183,7 @@ struct ConvFwd {
         b_vec(K % 8 == 0 && aligned16(w_)) {}
 
   // x address of A(m, k), or -1 outside the image or the matrix.
-  VT_HD int64_t a_offset(int m, int k) const {
-    if (m >= M || k >= K) return -1;
-    const Pixel o = pixel_of(m, d.ho, d.wo);
-    const int ci = k % d.cin, t = k / d.cin;
-    const int hi = o.y * d.sh - d.ph + t / d.kw, wi = o.x * d.sw - d.pw + t % d.kw;
-    if (hi < 0 || hi >= d.h || wi < 0 || wi >= d.w) return -1;
-    return ((int64_t(o.n) * d.h + hi) * d.w + wi) * d.cin + ci;
-  }
+  VT_HD int64_t a_offset(int m, int k) const { return m < M && k < K ? d.x_col(m, k) : -1; }
   VT_HD T a(int m, int k) const {
     const int64_t o = a_offset(m, k);
     return o < 0 ? T(0.f) : x[o];
@@ -295,14 +298,7 @@ struct ConvWgrad {
     return true;
   }
   // x address of B(k = p, n = (kh, kw, ci)), or -1 in the padding or beyond the matrix.
-  VT_HD int64_t b_offset(int k, int n) const {
-    if (k >= K || n >= N) return -1;
-    const Pixel o = pixel_of(k, d.ho, d.wo);
-    const int ci = n % d.cin, t = n / d.cin;
-    const int hi = o.y * d.sh - d.ph + t / d.kw, wi = o.x * d.sw - d.pw + t % d.kw;
-    if (hi < 0 || hi >= d.h || wi < 0 || wi >= d.w) return -1;
-    return ((int64_t(o.n) * d.h + hi) * d.w + wi) * d.cin + ci;
-  }
+  VT_HD int64_t b_offset(int k, int n) const { return k < K && n < N ? d.x_col(k, n) : -1; }
   VT_HD T b(int k, int n) const {
     const int64_t o = b_offset(k, n);
     return o < 0 ? T(0.f) : x[o];
