@@ -1,5 +1,6 @@
-// Concat and split in CUDA: one launch per part, each a grid-stride copy between the part
-// and its channel slice of the whole (one thread per part element, so any C_i works).
+// Concat and split in CUDA: one launch per part, each an elementwise copy between the part
+// and its channel slice of the whole (in 16-byte packs when the channel counts allow, else
+// one element per thread, so any C_i works).
 // Parts run one after another on the stream, which makes repeated parts accumulate
 // correctly and keeps the result deterministic.
 #include "layers/concat.h"
@@ -9,16 +10,29 @@ namespace vt::cuda {
 namespace {
 
 // part: (pixels, Cp) contiguous; whole: (pixels, Cw), the part at channels [off, off + Cp).
-// kToWhole picks the direction, kAccumulate adds (in fp32) instead of overwriting.
+// kToWhole picks the direction, kAccumulate adds (in fp32) instead of overwriting. A
+// launch_elementwise op over the part's elements: packs are allowed when Cp, Cw and off are
+// multiples of the pack, so a pack is contiguous and aligned on both sides.
 template <class T, bool kToWhole, bool kAccumulate>
-__global__ void copy_slice_kernel(T* part, T* whole, int64_t pixels, int64_t Cp, int64_t Cw, int64_t off) {
-  VT_GRID_STRIDE(i, pixels * Cp) {
+struct CopySlice {
+  T* part;
+  T* whole;
+  int64_t Cp, Cw, off;
+  template <int V>
+  __device__ void apply(int64_t i) const {
     const int64_t p = i / Cp, c = i - p * Cp;
-    T* dst = kToWhole ? &whole[p * Cw + off + c] : &part[i];
-    const T src = kToWhole ? part[i] : whole[p * Cw + off + c];
-    *dst = kAccumulate ? from_f32<T>(to_f32(*dst) + to_f32(src)) : src;
+    T* w = whole + p * Cw + off + c;
+    T* dst = kToWhole ? w : part + i;
+    const Pack<T, V> src = load_pack<V>(kToWhole ? part + i : w);
+    Pack<T, V> out = src;
+    if (kAccumulate) {
+      out = load_pack<V>(dst);
+#pragma unroll
+      for (int j = 0; j < V; ++j) out.v[j] = from_f32<T>(to_f32(out.v[j]) + to_f32(src.v[j]));
+    }
+    store_pack(dst, out);
   }
-}
+};
 
 template <bool kToWhole, bool kAccumulate>
 void run_parts(const char* op, const Tensor& whole, const std::vector<Tensor>& parts, Stream s) {
@@ -29,8 +43,10 @@ void run_parts(const char* op, const Tensor& whole, const std::vector<Tensor>& p
     for (const Tensor& part : parts) {
       const int64_t Cp = part.dim(3), n = pixels * Cp;
       if (n > 0) {
-        copy_slice_kernel<T, kToWhole, kAccumulate><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
-            part.data<T>(), whole.data<T>(), pixels, Cp, Cw, off);
+        constexpr int kPack = 16 / static_cast<int>(sizeof(T));
+        launch_elementwise<T>(
+            CopySlice<T, kToWhole, kAccumulate>{part.data<T>(), whole.data<T>(), Cp, Cw, off}, n,
+            {part.raw(), whole.raw()}, stream_of(s), Cp % kPack == 0 && Cw % kPack == 0 && off % kPack == 0);
         VT_LAUNCH_CHECK();
       }
       off += Cp;

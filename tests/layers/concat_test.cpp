@@ -99,58 +99,61 @@ std::vector<Tensor> bf16_rounded(const std::vector<Tensor>& ts) {
 
 TEST(ConcatSplit, GpuMatchesCpu) {
   VT_REQUIRE_GPU();
-  const std::vector<int64_t> channels{7, 1, 3};
-  for (DType dt : {DType::kF32, DType::kBF16}) {
-    for (const Shape& pix : {Shape{1, 13, 17, 11}, Shape{3, 13, 17, 11}, Shape{2, 1, 1, 11}}) {
-      SCOPED_TRACE(cat(dtype_name(dt), " ", pix.str()));
-      // Concat and split forward copy values: exact. Backward adds one f32 value to another
-      // exactly as the CPU does, so f32 is bit-identical (tolerance 0); bf16 then rounds
-      // that f32 sum once to 8 significant bits, at most half an ulp = 2^-8 of the value.
-      const double rtol = dt == DType::kF32 ? 0 : 1.0 / 256;
-      // The CPU reference sees exactly the inputs the GPU sees (bf16-rounded in bf16 runs).
-      std::vector<Tensor> parts, dparts0;
-      for (size_t i = 0; i < channels.size(); ++i) {
-        const Shape s{pix[0], pix[1], pix[2], channels[i]};
-        parts.push_back(test::random_tensor(s, DType::kF32, 20 + i));
-        dparts0.push_back(test::random_tensor(s, DType::kF32, 30 + i));
-      }
-      Tensor whole = test::random_tensor(pix, DType::kF32, 2),
-             dwhole0 = test::random_tensor(pix, DType::kF32, 3);
-      if (dt == DType::kBF16) {
-        parts = bf16_rounded(parts), dparts0 = bf16_rounded(dparts0);
-        whole = test::round_to_bf16(whole), dwhole0 = test::round_to_bf16(dwhole0);
-      }
+  // Channels 7, 1, 3: one element per thread; 16, 8, 24: 16-byte packs (bf16 and f32).
+  for (const std::vector<int64_t>& channels :
+       {std::vector<int64_t>{7, 1, 3}, std::vector<int64_t>{16, 8, 24}})
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      const int64_t c = channels[0] + channels[1] + channels[2];
+      for (const Shape& pix : {Shape{1, 13, 17, c}, Shape{3, 13, 17, c}, Shape{2, 1, 1, c}}) {
+        SCOPED_TRACE(cat(dtype_name(dt), " ", pix.str()));
+        // Concat and split forward copy values: exact. Backward adds one f32 value to another
+        // exactly as the CPU does, so f32 is bit-identical (tolerance 0); bf16 then rounds
+        // that f32 sum once to 8 significant bits, at most half an ulp = 2^-8 of the value.
+        const double rtol = dt == DType::kF32 ? 0 : 1.0 / 256;
+        // The CPU reference sees exactly the inputs the GPU sees (bf16-rounded in bf16 runs).
+        std::vector<Tensor> parts, dparts0;
+        for (size_t i = 0; i < channels.size(); ++i) {
+          const Shape s{pix[0], pix[1], pix[2], channels[i]};
+          parts.push_back(test::random_tensor(s, DType::kF32, 20 + i));
+          dparts0.push_back(test::random_tensor(s, DType::kF32, 30 + i));
+        }
+        Tensor whole = test::random_tensor(pix, DType::kF32, 2),
+               dwhole0 = test::random_tensor(pix, DType::kF32, 3);
+        if (dt == DType::kBF16) {
+          parts = bf16_rounded(parts), dparts0 = bf16_rounded(dparts0);
+          whole = test::round_to_bf16(whole), dwhole0 = test::round_to_bf16(dwhole0);
+        }
 
-      // concat: parts -> y; backward: whole (as dy) -> dparts0 + slices.
-      const Tensor y = Tensor::empty(pix, DType::kF32, Device::kCPU);
-      concat_forward(parts, y);
-      std::vector<Tensor> dxs;
-      for (const Tensor& t : dparts0) dxs.push_back(t.to(Device::kCPU));
-      concat_backward(whole, dxs);
-      const Tensor yg = Tensor::empty(pix, dt, Device::kCUDA);
-      const std::vector<Tensor> dxsg = on_gpu(dparts0, dt);
-      concat_forward(on_gpu(parts, dt), yg);
-      concat_backward(whole.to(Device::kCUDA, dt), dxsg);
+        // concat: parts -> y; backward: whole (as dy) -> dparts0 + slices.
+        const Tensor y = Tensor::empty(pix, DType::kF32, Device::kCPU);
+        concat_forward(parts, y);
+        std::vector<Tensor> dxs;
+        for (const Tensor& t : dparts0) dxs.push_back(t.to(Device::kCPU));
+        concat_backward(whole, dxs);
+        const Tensor yg = Tensor::empty(pix, dt, Device::kCUDA);
+        const std::vector<Tensor> dxsg = on_gpu(dparts0, dt);
+        concat_forward(on_gpu(parts, dt), yg);
+        concat_backward(whole.to(Device::kCUDA, dt), dxsg);
 
-      // split: whole -> ys; backward: parts (as dys) -> dwhole0 + parts.
-      const std::vector<Tensor> ys = parts_like(pix, channels, DType::kF32, Device::kCPU);
-      split_forward(whole, ys);
-      const Tensor dx = dwhole0.to(Device::kCPU);
-      split_backward(parts, dx);
-      const std::vector<Tensor> ysg = parts_like(pix, channels, dt, Device::kCUDA);
-      const Tensor dxg = dwhole0.to(Device::kCUDA, dt);
-      split_forward(whole.to(Device::kCUDA, dt), ysg);
-      split_backward(on_gpu(parts, dt), dxg);
-      synchronize();
+        // split: whole -> ys; backward: parts (as dys) -> dwhole0 + parts.
+        const std::vector<Tensor> ys = parts_like(pix, channels, DType::kF32, Device::kCPU);
+        split_forward(whole, ys);
+        const Tensor dx = dwhole0.to(Device::kCPU);
+        split_backward(parts, dx);
+        const std::vector<Tensor> ysg = parts_like(pix, channels, dt, Device::kCUDA);
+        const Tensor dxg = dwhole0.to(Device::kCUDA, dt);
+        split_forward(whole.to(Device::kCUDA, dt), ysg);
+        split_backward(on_gpu(parts, dt), dxg);
+        synchronize();
 
-      test::expect_close(yg, y, 0, 0, "concat forward");
-      test::expect_close(dxg, dx, 0, rtol, "split backward");
-      for (size_t i = 0; i < channels.size(); ++i) {
-        test::expect_close(dxsg[i], dxs[i], 0, rtol, cat("concat backward part ", i));
-        test::expect_close(ysg[i], ys[i], 0, 0, cat("split forward part ", i));
+        test::expect_close(yg, y, 0, 0, "concat forward");
+        test::expect_close(dxg, dx, 0, rtol, "split backward");
+        for (size_t i = 0; i < channels.size(); ++i) {
+          test::expect_close(dxsg[i], dxs[i], 0, rtol, cat("concat backward part ", i));
+          test::expect_close(ysg[i], ys[i], 0, 0, cat("split forward part ", i));
+        }
       }
     }
-  }
 }
 
 TEST(ConcatSplit, BadArgumentsNameTheOpAndShapes) {
@@ -179,9 +182,17 @@ TEST(ConcatSplit, BadArgumentsNameTheOpAndShapes) {
       {"concat_forward", "unsupported storage type bf16", "(1, 4, 4, 4)"});
   // Mixed storage types, no parts, an undefined entry, a part overlapping the whole.
   const Tensor y4 = Tensor::empty({1, 4, 4, 4}, DType::kF32, Device::kCPU);
-  test::expect_error([&] { concat_forward({a, ab}, y4); }, {"concat_forward", "different storage types", "xs[1]"});
+  test::expect_error(
+      [&] {
+        concat_forward({a, ab}, y4);
+      },
+      {"concat_forward", "different storage types", "xs[1]"});
   test::expect_error([&] { concat_forward({}, y); }, {"concat_forward", "at least one part"});
-  test::expect_error([&] { concat_backward(y, {a, Tensor()}); }, {"concat_backward", "dxs[1] has no storage"});
+  test::expect_error(
+      [&] {
+        concat_backward(y, {a, Tensor()});
+      },
+      {"concat_backward", "dxs[1] has no storage"});
   const Tensor inside = Tensor::view(y4.raw(), {1, 4, 4, 2}, DType::kF32, Device::kCPU);
   test::expect_error([&] { split_forward(y4, {inside, a}); }, {"split_forward", "ys[0] overlaps x"});
 }
