@@ -135,8 +135,10 @@ void conv2d_igemm_forward(const Conv2dDims& d, const bf16* x, const bf16* w, con
 }
 
 void conv2d_igemm_dgrad(const Conv2dDims& d, const bf16* dy, const bf16* w, bf16* dx, cudaStream_t st) {
-  const ConvDgrad<bf16> p(d, dy, w, dx);
-  launch(p, 1, p.K, st);
+  for (int phase = 0; phase < ConvDgrad<bf16>::phases(d); ++phase) {
+    const ConvDgrad<bf16> p(d, dy, w, dx, phase);
+    if (p.M > 0 && p.K > 0) launch(p, 1, p.K, st);  // K == 0: no tap reaches these pixels
+  }
 }
 
 void conv2d_igemm_wgrad(const Conv2dDims& d, const bf16* dy, const bf16* x, float* dw, float* workspace,

@@ -11,7 +11,9 @@
 //   ConvFwd:   y  (M = N Ho Wo, N = Cout)          = x_col (M, KH KW Cin)  . w^T   (+ bias)
 //   ConvDgrad: dx (M = N H W,   N = Cin)          += dy_gather (M, KH KW Cout) . w'  (K, Cin)
 //              where dy_gather(m = (n, hi, wi), k = (kh, kw, co)) = dy[n, ho, wo, co] when
-//              hi + pad - kh = ho stride exactly with ho in range (likewise wo), else 0
+//              hi + pad - kh = ho stride exactly with ho in range (likewise wo), else 0;
+//              run as stride_h x stride_w phase GEMMs, each over the pixels and taps that
+//              meet (see ConvDgrad), so no structural zero is multiplied
 //   ConvWgrad: dw (M = Cout,    N = KH KW Cin)    += dy^T (Cout, P) . x_col (P, KH KW Cin),
 //              P = N Ho Wo, split over `splits` slices of P; each slice writes its partial
 //              (splits, M, N) to the workspace and reduce_partials adds them into dw in slice
@@ -205,8 +207,13 @@ struct ConvFwd {
   }
 };
 
-// dx += dy_gather . w'. A (K-contiguous: dy's channels), B(k = (kh, kw, co), ci) = w[co, kh,
-// kw, ci] (N-contiguous: w's input channels).
+// dx += dy_gather . w' for one stride phase. An input pixel (hi, wi) is read by tap kh only
+// when hi + pad_h - kh is a multiple of stride_h, i.e. kh = (hi + pad_h) mod stride_h (mod
+// stride_h), so the pixels split into stride_h x stride_w phases, each with its own taps:
+// phase (py, px) holds the pixels with (hi + pad_h) % stride_h == py (likewise wi) and the
+// taps kh = py + stride_h i, kw = px + stride_w j. One GEMM per phase then multiplies no
+// structural zeros (stride 1: one phase, every tap). A (K-contiguous: dy's channels), K
+// ordered (i, j, co); B(k, ci) = w[co, kh, kw, ci] (N-contiguous: w's input channels).
 template <class T>
 struct ConvDgrad {
   static constexpr bool kAK = true, kBK = false;
@@ -214,29 +221,53 @@ struct ConvDgrad {
   const T* dy;
   const T* w;
   T* dx;
+  int py, px;    // the phase
+  int hi0, wi0;  // its first input row and column; then every stride_h-th / stride_w-th
+  int hp, wp;    // its rows and columns
+  int th, tw;    // its taps along h and w
   int M, N, K;
   bool a_vec, b_vec;  // dy's / w's channels in aligned groups of 8
-  ConvDgrad(const Conv2dDims& cd, const T* dy_, const T* w_, T* dx_)
+  static int phases(const Conv2dDims& cd) { return int(cd.stride_h * cd.stride_w); }
+  ConvDgrad(const Conv2dDims& cd, const T* dy_, const T* w_, T* dx_, int phase)
       : d(cd),
         dy(dy_),
         w(w_),
         dx(dx_),
-        M(d.n * d.h * d.w),
+        py(phase / d.sw),
+        px(phase % d.sw),
+        hi0(((py - d.ph) % d.sh + d.sh) % d.sh),
+        wi0(((px - d.pw) % d.sw + d.sw) % d.sw),
+        hp(hi0 < d.h ? (d.h - 1 - hi0) / d.sh + 1 : 0),
+        wp(wi0 < d.w ? (d.w - 1 - wi0) / d.sw + 1 : 0),
+        th(py < d.kh ? (d.kh - 1 - py) / d.sh + 1 : 0),
+        tw(px < d.kw ? (d.kw - 1 - px) / d.sw + 1 : 0),
+        M(d.n * hp * wp),
         N(d.cin),
-        K(d.kh * d.kw * d.cout),
+        K(th * tw * d.cout),
         a_vec(d.cout % 8 == 0 && aligned16(dy_)),
         b_vec(d.cin % 8 == 0 && aligned16(w_)) {}
 
-  // dy address of A(m, k), or -1 where no output reads input pixel m through tap k.
+  // The tap (kh, kw) and output channel of column k.
+  VT_HD void tap(int k, int& kh, int& kw, int& co) const {
+    const int t = k / d.cout;
+    co = k % d.cout, kh = py + d.sh * (t / tw), kw = px + d.sw * (t % tw);
+  }
+  // dx offset (without the channel) of the phase's pixel m.
+  VT_HD int64_t pixel_offset(int m) const {
+    const Pixel i = pixel_of(m, hp, wp);
+    return ((int64_t(i.n) * d.h + hi0 + d.sh * i.y) * d.w + wi0 + d.sw * i.x) * d.cin;
+  }
+  // dy address of A(m, k), or -1 where the output the tap reads lies outside dy.
   VT_HD int64_t a_offset(int m, int k) const {
     if (m >= M || k >= K) return -1;
-    const Pixel i = pixel_of(m, d.h, d.w);
-    const int co = k % d.cout, t = k / d.cout;
-    const int th = i.y + d.ph - t / d.kw, tw = i.x + d.pw - t % d.kw;
-    if (th < 0 || tw < 0 || th % d.sh != 0 || tw % d.sw != 0) return -1;
-    const int ho = th / d.sh, wo = tw / d.sw;
-    if (ho >= d.ho || wo >= d.wo) return -1;
-    return ((int64_t(i.n) * d.ho + ho) * d.wo + wo) * d.cout + co;
+    const Pixel i = pixel_of(m, hp, wp);
+    int kh, kw, co;
+    tap(k, kh, kw, co);
+    const int ho = (hi0 + d.sh * i.y + d.ph - kh) / d.sh,
+              wo = (wi0 + d.sw * i.x + d.pw - kw) / d.sw;  // exact
+    const bool inside =
+        hi0 + d.sh * i.y + d.ph >= kh && wi0 + d.sw * i.x + d.pw >= kw && ho < d.ho && wo < d.wo;
+    return inside ? ((int64_t(i.n) * d.ho + ho) * d.wo + wo) * d.cout + co : -1;
   }
   VT_HD T a(int m, int k) const {
     const int64_t o = a_offset(m, k);
@@ -248,10 +279,11 @@ struct ConvDgrad {
     out = o < 0 ? zeros8<T>() : *reinterpret_cast<const Vec8<T>*>(dy + o);
     return true;
   }
-  // w address of B(k, n): k = (kh, kw, co) -> w[co, kh, kw, n].
+  // w address of B(k, n): w[co, kh, kw, n].
   VT_HD int64_t b_offset(int k, int n) const {
-    const int co = k % d.cout, t = k / d.cout;
-    return (int64_t(co) * d.kh * d.kw + t) * d.cin + n;
+    int kh, kw, co;
+    tap(k, kh, kw, co);
+    return ((int64_t(co) * d.kh + kh) * d.kw + kw) * d.cin + n;
   }
   VT_HD T b(int k, int n) const { return n < N && k < K ? w[b_offset(k, n)] : T(0.f); }
   VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
@@ -260,7 +292,7 @@ struct ConvDgrad {
     return true;
   }
   VT_HD void store(int m, int n, int /*slice*/, float v) const {
-    T& o = dx[int64_t(m) * N + n];
+    T& o = dx[pixel_offset(m) + n];
     o = T(to_float(o) + v);
   }
 };

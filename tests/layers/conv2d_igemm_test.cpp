@@ -105,9 +105,24 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   test::expect_close(y, y_ref, 1e-4, 1e-4, "y");
 
   Tensor dx = dx0.to(Device::kCPU);
-  const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dx.data<float>());
-  replay(dgrad, 1, dgrad.K);
+  int64_t pixels = 0, pairs = 0;  // phase pixels, and their (pixel, tap) pairs
+  for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
+    const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dx.data<float>(), phase);
+    if (dgrad.M > 0 && dgrad.K > 0) replay(dgrad, 1, dgrad.K);
+    pixels += dgrad.M;
+    pairs += int64_t(dgrad.M) * (dgrad.K / d.cout);
+  }
   test::expect_close(dx, dx_ref, 1e-4, 1e-4, "dx");
+  // The phases hold every pixel once, and exactly the (pixel, tap) pairs whose offset is a
+  // multiple of the stride: no structural zero is multiplied.
+  auto meeting = [](int64_t size, int64_t k, int64_t stride, int64_t pad) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < size; ++i)
+      for (int64_t t = 0; t < k; ++t) n += (i + pad - t) % stride == 0;
+    return n;
+  };
+  EXPECT_EQ(pixels, d.n * d.h * d.w);
+  EXPECT_EQ(pairs, d.n * meeting(d.h, d.kh, d.stride_h, d.pad_h) * meeting(d.w, d.kw, d.stride_w, d.pad_w));
 
   for (int splits : {1, 3, 5}) {
     Tensor dw = dw0.to(Device::kCPU);
@@ -129,7 +144,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{{2, 13, 17, 16}, {8, 3, 3, 16}, {2, 2, 1, 1, 1}, "3x3 s2 p1, vector loads"},
                       Case{{3, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, two N tiles"},
                       Case{{1, 20, 21, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}, "the stem: Cin 3"},
-                      Case{{2, 7, 9, 24}, {16, 5, 3, 24}, {1, 2, 2, 0, 1}, "5x3 kernel, mixed stride"}),
+                      Case{{2, 7, 9, 24}, {16, 5, 3, 24}, {1, 2, 2, 0, 1}, "5x3 kernel, mixed stride"},
+                      Case{{2, 14, 16, 8}, {16, 5, 5, 8}, {3, 3, 2, 2, 1}, "5x5 s3 p2: 9 phases"}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::to_string(i.index); });
 
 // The slicing of the weight gradient: a pure function of the shapes, enough blocks for a big
