@@ -4,7 +4,7 @@
 #   1. every GPU parity test (layers, optim; GPU-vs-CPU, tensor-core convs included);
 #   2. bench/kernel_bench: conv kernels vs cuBLAS, memory-bound kernels vs copy bandwidth;
 #   3. end to end, training images/s at 640, batch 64, bf16: visiontrain (synthetic raw
-#      shards, no validation) vs the PyTorch implementation of the same model
+#      shards, no validation; eager and --cuda-graph) vs the PyTorch implementation of the same model
 #      (bench/torch_train_bench.py, eager and torch.compile), for yolov8n and yolov8s.
 # Everything is written to OUT_DIR (logs and JSON); the summary is printed at the end.
 #   scripts/bench_gpu.sh BUILD_DIR OUT_DIR [PYTHON]      (PYTHON: one with torch, default python3)
@@ -43,10 +43,13 @@ trap 'rm -rf "$data"' EXIT
 step "synthetic raw shards at 640" "$out/synth.txt" "$build/visiontrain" synth --out "$data/synth" --train 1024 \
   --val 16 --imgsz 640 --store raw --quiet
 for model in yolov8n yolov8s; do
-  step "visiontrain train $model" "$out/train_$model.txt" "$build/visiontrain" train --data "$data/synth" \
-    --model "configs/$model.yaml" --out "$data/run_$model" --batch 64 --imgsz 640 --precision bf16 --steps 40 \
-    --no-val --quiet --device cuda
-  [ -f "$data/run_$model/metrics.jsonl" ] && cp "$data/run_$model/metrics.jsonl" "$out/metrics_$model.jsonl"
+  for graph in "" --cuda-graph; do
+    run="${model}${graph:+_graph}"
+    step "visiontrain train $model $graph" "$out/train_$run.txt" "$build/visiontrain" train --data "$data/synth" \
+      --model "configs/$model.yaml" --out "$data/run_$run" --batch 64 --imgsz 640 --precision bf16 --steps 40 \
+      --no-val --quiet --device cuda $graph
+    [ -f "$data/run_$run/metrics.jsonl" ] && cp "$data/run_$run/metrics.jsonl" "$out/metrics_$run.jsonl"
+  done
   for mode in eager compile; do
     step "pytorch $model $mode" "$out/torch_${model}_$mode.txt" "$py" bench/torch_train_bench.py \
       --model "configs/$model.yaml" --batch 64 --imgsz 640 --mode "$mode" --out "$out/torch_${model}_$mode.json"
@@ -58,14 +61,15 @@ done
 import json, os, statistics, sys
 out = sys.argv[1]
 for model in ("yolov8n", "yolov8s"):
-    path = os.path.join(out, f"metrics_{model}.jsonl")
+  for run in (model, model + "_graph"):
+    path = os.path.join(out, f"metrics_{run}.jsonl")
     if not os.path.exists(path):
         continue
     steps = [json.loads(l) for l in open(path) if '"step_s"' in l]
     rows = [s for s in steps if s["step"] >= 10]
     ips = statistics.median(s["images_per_s"] for s in rows)
     wait = sum(s["data_wait_s"] for s in rows) / sum(s["step_s"] for s in rows)
-    line = f"{model}: visiontrain {ips:.1f} images/s (data-wait {100 * wait:.2f}%)"
+    line = f"{run}: visiontrain {ips:.1f} images/s (data-wait {100 * wait:.2f}%)"
     for mode in ("eager", "compile"):
         p = os.path.join(out, f"torch_{model}_{mode}.json")
         if os.path.exists(p):

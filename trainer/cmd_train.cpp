@@ -47,6 +47,7 @@ int cmd_train(int argc, char** argv) {
     ("bucket-mb", "gradient bucket size, MB", cxxopts::value<double>()->default_value("25"))
     ("first-bucket-mb", "size of the first (earliest-ready) bucket, MB", cxxopts::value<double>()->default_value("1"))
     ("comm-timeout", "seconds a collective may take before the watchdog aborts the job (0: never)", cxxopts::value<double>()->default_value("300"))
+    ("cuda-graph", "replay each step's forward, loss and backward as one CUDA graph (GPU, one rank, --accumulate 1, no --trace)")
     ("trace", "write a Chrome trace (Perfetto) of the first --trace-steps steps of every rank", cxxopts::value<std::string>())
     ("trace-steps", "steps to trace", cxxopts::value<int64_t>()->default_value("20"))
     ("resume", "continue a run: auto (the newest checkpoint of --out that verifies) or a checkpoint file", cxxopts::value<std::string>())
@@ -95,6 +96,7 @@ int cmd_train(int argc, char** argv) {
   o.bucket_mb = a["bucket-mb"].as<double>();
   o.first_bucket_mb = a["first-bucket-mb"].as<double>();
   o.comm_timeout = a["comm-timeout"].as<double>();
+  o.cuda_graph = a.count("cuda-graph") > 0;
   o.trace = a.count("trace") ? a["trace"].as<std::string>() : "";
   o.trace_steps = a["trace-steps"].as<int64_t>();
   o.resume = a.count("resume") ? a["resume"].as<std::string>() : "";

@@ -22,6 +22,7 @@
 #include "data/loader.h"
 #include "layers/add.h"
 #include "layers/check.h"
+#include "layers/cuda_graph.h"
 #include "layers/detect_loss.h"
 #include "layers/memory_plan.h"
 #include "layers/model.h"
@@ -266,6 +267,8 @@ class Trainer {
   void start_state();
   void open_loader(int64_t epoch, const data::LoaderState& at);
   void step(int64_t epoch, int64_t ni, EpochStats& e);
+  void accumulate_grads(int64_t offset, int64_t count);
+  void graph_micro_step(const data::Batch& batch);
   void end_epoch(int64_t epoch, const EpochStats& e);
   void save(double fitness, std::vector<std::string> copies, const nlohmann::json& metrics);
   void set_progress(const EpochStats& e, double lr, double step_s);
@@ -310,7 +313,13 @@ class Trainer {
   std::string progress_suffix_;  // set_progress()
   StopSignals signals_;
   Trace trace_;
-  const Stream s_{};
+  // --cuda-graph: the step's own stream (the legacy default stream cannot be captured), the
+  // graph, the fixed targets buffer it reads, and whether the eager warm-up step has run.
+  std::unique_ptr<CudaStream> graph_stream_;
+  std::unique_ptr<CudaGraph> graph_;
+  Tensor graph_targets_;
+  bool graph_warm_ = false;
+  Stream s_{};  // the legacy default stream, or graph_stream_'s
 };
 
 Trainer::Trainer(TrainOptions opt)
@@ -328,6 +337,14 @@ Trainer::Trainer(TrainOptions opt)
   dev_ = pick_device(opt_.device);
   if (dev_ == Device::kCUDA) cuda_set_device(w_.local_rank % cuda_device_count());
   dt_ = pick_dtype(opt_.precision, dev_);
+  if (opt_.cuda_graph) {
+    VT_CHECK(dev_ == Device::kCUDA && w_.size == 1 && k_ == 1 && opt_.trace.empty(),
+             "train: --cuda-graph needs the GPU, one rank, --accumulate 1 and no --trace (got ", device_name(dev_),
+             ", ", w_.size, " ranks, --accumulate ", k_, opt_.trace.empty() ? "" : ", --trace", ")");
+    graph_stream_ = std::make_unique<CudaStream>();
+    graph_ = std::make_unique<CudaGraph>();
+    s_ = graph_stream_->get();
+  }
   if (lead_) std::filesystem::create_directories(opt_.out);
 
   // Data first: a bad dataset fails before anything else is built.
@@ -535,6 +552,37 @@ int Trainer::run() {
 // One global step `ni`: k micro-steps of forward, loss and backward on this rank, the
 // gradient buckets all-reduced as backward finishes them when the step updates, the BN
 // statistics averaged, the optimizer and EMA; then the step's numbers.
+// gsum_ += the micro-step's gradient over flat range [offset, offset + count), as backward
+// finishes it.
+void Trainer::accumulate_grads(int64_t offset, int64_t count) {
+  const Tensor g = comm::slice(model_->grads(), offset, count), acc = comm::slice(gsum_, offset, count);
+  add_backward(g, &acc, nullptr, s_);
+}
+
+// A micro-step's device work under --cuda-graph (one rank, one micro-step): zero the
+// gradients, forward, loss, backward into gsum_, all on fixed buffers (the batch's targets
+// are copied into graph_targets_ first; its images already are in the model's input). The
+// first step runs eagerly, so that lazy initialisations stay outside the capture; the second
+// records the graph; every step launches it.
+void Trainer::graph_micro_step(const data::Batch& batch) {
+  Model& model = *model_;
+  if (!graph_targets_.defined()) graph_targets_ = Tensor::empty(batch.targets.shape(), batch.targets.dtype(), dev_);
+  copy(batch.targets, graph_targets_);
+  auto body = [&] {
+    model.zero_grads(s_);
+    model.forward(true, s_);
+    detect_loss(loss_cfg_, model.outputs(), graph_targets_, model.output_grads(), loss_, loss_work_, s_);
+    model.backward(s_, [&](int64_t offset, int64_t count) { accumulate_grads(offset, count); });
+  };
+  if (!graph_warm_) {
+    body();
+    graph_warm_ = true;
+    return;
+  }
+  if (!graph_->ready()) graph_->capture(s_, body);
+  graph_->launch(s_);
+}
+
 void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
   Model& model = *model_;
   inject_fault(w_.rank, ni);
@@ -545,12 +593,18 @@ void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
   double step_wait = 0, local[5] = {0, 0, 0, 0, 0};
   for (int j = 0; j < k_; ++j) {
     const bool last = j == k_ - 1;
-    model.zero_grads(s_);
     double t0 = now();
     const data::Batch* batch = loader_->next();
     step_wait += loader_->stats().last_wait_s;
     batch->wait(s_);
     copy(batch->images, model.input());
+    if (graph_) {
+      graph_micro_step(*batch);
+      const Tensor l = loss_.to(Device::kCPU);
+      for (int q = 0; q < 4; ++q) local[q] += l.data<float>()[q];
+      continue;
+    }
+    model.zero_grads(s_);
     if (average_bn_) {
       // Every micro-batch updates the running statistics from the step's starting point.
       if (j == 0) {
@@ -575,8 +629,7 @@ void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
     trace_.add("forward", Trace::kStep, t1, t0, ni);
     if (communicate && last) buckets_->begin(ni);
     model.backward(s_, [&](int64_t offset, int64_t count) {
-      const Tensor g = comm::slice(model.grads(), offset, count), acc = comm::slice(gsum_, offset, count);
-      add_backward(g, &acc, nullptr, s_);
+      accumulate_grads(offset, count);
       if (communicate && last) buckets_->ready(offset + count, s_);
     });
     t1 = mark(ni);

@@ -60,6 +60,7 @@ struct TrainOptions {
   std::string comm = "auto";               // auto | nccl | mpi
   double bucket_mb = 25, first_bucket_mb = 1;
   double comm_timeout = 300;               // watchdog, seconds (0: off)
+  bool cuda_graph = false;                 // replay each step's forward/loss/backward as a CUDA graph
   std::string trace;                       // Chrome trace file ("": none)
   int64_t trace_steps = 20;
   std::string resume;                      // "": a new run; "auto": the newest good checkpoint; or a path
