@@ -96,7 +96,16 @@ void Model::plan_memory() {
   groups_id_ = plan_.request("groups", {flat_size_}, DType::kU8);
   stats_id_ = plan_.request("bn_stats", {stats_size_}, pt);
   saved_id_ = plan_.request("bn_saved", {stats_size_}, pt);
-  if (dt == DType::kBF16) weights_id_ = plan_.request("weights_bf16", {flat_size_}, DType::kBF16);
+  bf16_offset_.assign(graph_.params.size(), -1);
+  if (dt == DType::kBF16) {
+    int64_t size = 0;
+    for (const GraphOp& o : graph_.ops)
+      if (o.kind == OpKind::kConv && o.weight >= 0 && !graph_.params[o.weight].constant) {
+        bf16_offset_[o.weight] = size;
+        size += (graph_.params[o.weight].shape.numel() + 7) / 8 * 8;
+      }
+    weights_id_ = plan_.request("weights_bf16", {std::max<int64_t>(size, 1)}, DType::kBF16);
+  }
   // One scratch buffer for every op that needs one (convs, and BN's sliced reductions on
   // CUDA): ops run one after another on the step's stream.
   size_t ws = 0;
@@ -128,7 +137,6 @@ void Model::bind() {
   auto param = [&](const Tensor& flat, int id) {
     return slice(flat, param_offset_[id], graph_.params[id].shape);
   };
-  const Tensor& conv_weights = weights_id_ >= 0 ? weights_ : params_;
 
   for (const GraphOp& op : graph_.ops) {
     BoundOp b;
@@ -136,7 +144,12 @@ void Model::bind() {
     for (int a : op.inputs) b.x.push_back(act[a]), b.dx.push_back(dact[a]);
     for (int a : op.outputs) b.y.push_back(act[a]), b.dy.push_back(dact[a]);
     if (op.weight >= 0) {
-      b.w = param(op.kind == OpKind::kConv ? conv_weights : params_, op.weight);
+      b.w = param(params_, op.weight);
+      if (bf16_offset_[op.weight] >= 0) {
+        const Tensor master = b.w;
+        b.w = slice(weights_, bf16_offset_[op.weight], graph_.params[op.weight].shape);
+        weight_casts_.emplace_back(master, b.w);
+      }
       b.dw = param(grads_, op.weight);
       b.param_offset = param_offset_[op.weight];
       b.param_count = graph_.params[op.weight].shape.numel();
@@ -162,7 +175,7 @@ void Model::bind() {
 }
 
 void Model::refresh_weights(Stream s) {
-  if (weights_.defined()) cast(params_, weights_, s);
+  for (const auto& [master, copy] : weight_casts_) cast(master, copy, s);
 }
 
 void Model::forward_op(const BoundOp& o, bool train, Stream s) {

@@ -14,8 +14,9 @@
 //   grads    (P)  same type; backward ACCUMULATES into it, like every op
 //   groups   (P)  u8: 0 conv weights (decayed), 1 BN gamma, 2 biases (BN beta, Detect conv biases)
 //   bn_stats (2 sum C)  per BN, in the same order: running mean (C), then running var (C)
-// A bf16 model keeps a bf16 copy of the flat params for its convolutions, made by
-// refresh_weights(); f32 and f64 models read the master weights directly.
+// A bf16 model keeps a bf16 copy of its conv weights, made by refresh_weights(), each
+// weight at an offset that is a multiple of 8 elements (16 bytes: the tensor-core convs' vector
+// loads need it whatever the class count); f32 and f64 models read the master weights directly.
 //
 // The parameter table lists every parameter under its Ultralytics name with its shape (conv
 // weights OHWI), offset and group, in flat order, then the constant DFL weights (offset -1,
@@ -152,6 +153,8 @@ class Model {
   int64_t flat_size_ = 0, stats_size_ = 0;
   std::vector<ParamInfo> table_;
   std::vector<int64_t> param_offset_;  // per graph param (-1 for constants)
+  std::vector<int64_t> bf16_offset_;   // per conv weight, in the bf16 copy (bf16 models; -1 otherwise)
+  std::vector<std::pair<Tensor, Tensor>> weight_casts_;  // (master, bf16 copy) per conv weight
   std::vector<int64_t> bn_offset_;     // per BN: start of its mean in bn_stats
   std::vector<int64_t> grad_offset_;   // per activation: start in the gradient arena (-1: none)
   std::vector<BufferId> act_ids_;
