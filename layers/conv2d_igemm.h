@@ -91,6 +91,20 @@ VT_HD Vec8<T> zeros8() {
   return z;
 }
 
+// The element at offset o of p, or zero for o < 0 (padding, beyond the matrix).
+template <class T>
+VT_HD T at_or_zero(const T* p, int64_t o) {
+  return o < 0 ? T(0.f) : p[o];
+}
+// The 8 elements at offset o of p (zeros for o < 0) when the vector path applies (`vec`);
+// false otherwise, and load8 goes element by element.
+template <class T>
+VT_HD bool vec_at_or_zero(bool vec, const T* p, int64_t o, Vec8<T>& out) {
+  if (!vec) return false;
+  out = o < 0 ? zeros8<T>() : *reinterpret_cast<const Vec8<T>*>(p + o);
+  return true;
+}
+
 // Decoded output/input pixel index m = (n, y, x) of an (N, Hh, Ww) grid.
 struct Pixel {
   int n, y, x;
@@ -186,21 +200,14 @@ struct ConvFwd {
 
   // x address of A(m, k), or -1 outside the image or the matrix.
   VT_HD int64_t a_offset(int m, int k) const { return m < M && k < K ? d.x_col(m, k) : -1; }
-  VT_HD T a(int m, int k) const {
-    const int64_t o = a_offset(m, k);
-    return o < 0 ? T(0.f) : x[o];
-  }
+  VT_HD T a(int m, int k) const { return at_or_zero(x, a_offset(m, k)); }
   VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
-    if (!a_vec) return false;
-    const int64_t o = a_offset(m, k);
-    out = o < 0 ? zeros8<T>() : *reinterpret_cast<const Vec8<T>*>(x + o);
-    return true;
+    return vec_at_or_zero(a_vec, x, a_offset(m, k), out);
   }
-  VT_HD T b(int k, int n) const { return n < N && k < K ? w[int64_t(n) * K + k] : T(0.f); }
+  VT_HD int64_t b_offset(int k, int n) const { return n < N && k < K ? int64_t(n) * K + k : -1; }  // w[n, k]
+  VT_HD T b(int k, int n) const { return at_or_zero(w, b_offset(k, n)); }
   VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
-    if (!b_vec) return false;
-    out = n < N && k < K ? *reinterpret_cast<const Vec8<T>*>(w + int64_t(n) * K + k) : zeros8<T>();
-    return true;
+    return vec_at_or_zero(b_vec, w, b_offset(k, n), out);
   }
   VT_HD void store(int m, int n, int /*slice*/, float v) const {
     y[int64_t(m) * N + n] = T(v + (bias ? bias[n] : 0.f));
@@ -269,15 +276,9 @@ struct ConvDgrad {
         hi0 + d.sh * i.y + d.ph >= kh && wi0 + d.sw * i.x + d.pw >= kw && ho < d.ho && wo < d.wo;
     return inside ? ((int64_t(i.n) * d.ho + ho) * d.wo + wo) * d.cout + co : -1;
   }
-  VT_HD T a(int m, int k) const {
-    const int64_t o = a_offset(m, k);
-    return o < 0 ? T(0.f) : dy[o];
-  }
+  VT_HD T a(int m, int k) const { return at_or_zero(dy, a_offset(m, k)); }
   VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
-    if (!a_vec) return false;
-    const int64_t o = a_offset(m, k);
-    out = o < 0 ? zeros8<T>() : *reinterpret_cast<const Vec8<T>*>(dy + o);
-    return true;
+    return vec_at_or_zero(a_vec, dy, a_offset(m, k), out);
   }
   // w address of B(k, n): w[co, kh, kw, n].
   VT_HD int64_t b_offset(int k, int n) const {
@@ -285,11 +286,9 @@ struct ConvDgrad {
     tap(k, kh, kw, co);
     return ((int64_t(co) * d.kh + kh) * d.kw + kw) * d.cin + n;
   }
-  VT_HD T b(int k, int n) const { return n < N && k < K ? w[b_offset(k, n)] : T(0.f); }
+  VT_HD T b(int k, int n) const { return at_or_zero(w, n < N && k < K ? b_offset(k, n) : -1); }
   VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
-    if (!b_vec) return false;
-    out = n < N && k < K ? *reinterpret_cast<const Vec8<T>*>(w + b_offset(k, n)) : zeros8<T>();
-    return true;
+    return vec_at_or_zero(b_vec, w, n < N && k < K ? b_offset(k, n) : -1, out);
   }
   VT_HD void store(int m, int n, int /*slice*/, float v) const {
     T& o = dx[pixel_offset(m) + n];
@@ -323,23 +322,16 @@ struct ConvWgrad {
         a_vec(d.cout % 8 == 0 && aligned16(dy_)),
         b_vec(d.cin % 8 == 0 && aligned16(x_)) {}
 
-  VT_HD T a(int m, int k) const { return m < M && k < K ? dy[int64_t(k) * M + m] : T(0.f); }
+  VT_HD int64_t a_offset(int m, int k) const { return m < M && k < K ? int64_t(k) * M + m : -1; }  // dy[k, m]
+  VT_HD T a(int m, int k) const { return at_or_zero(dy, a_offset(m, k)); }
   VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
-    if (!a_vec) return false;
-    out = m < M && k < K ? *reinterpret_cast<const Vec8<T>*>(dy + int64_t(k) * M + m) : zeros8<T>();
-    return true;
+    return vec_at_or_zero(a_vec, dy, a_offset(m, k), out);
   }
   // x address of B(k = p, n = (kh, kw, ci)), or -1 in the padding or beyond the matrix.
   VT_HD int64_t b_offset(int k, int n) const { return k < K && n < N ? d.x_col(k, n) : -1; }
-  VT_HD T b(int k, int n) const {
-    const int64_t o = b_offset(k, n);
-    return o < 0 ? T(0.f) : x[o];
-  }
+  VT_HD T b(int k, int n) const { return at_or_zero(x, b_offset(k, n)); }
   VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
-    if (!b_vec) return false;
-    const int64_t o = b_offset(k, n);
-    out = o < 0 ? zeros8<T>() : *reinterpret_cast<const Vec8<T>*>(x + o);
-    return true;
+    return vec_at_or_zero(b_vec, x, b_offset(k, n), out);
   }
   VT_HD void store(int m, int n, int slice, float v) const {
     if (splits == 1)
