@@ -260,7 +260,14 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
   row("batchnorm train forward (x x2, y)", 3 * bytes,
       tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, {}, s, bn_ws); }));
   row("batchnorm backward (x, dy x2, dx rw)", 6 * bytes,
-      tm.ms([&] { batchnorm_backward(x, dy, gamma, sm, si, &dx, &dg, &db, {}, s, bn_ws); }));
+      tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, {}, s, bn_ws); }));
+  // The model's Conv epilogue: BN with the SiLU fused (one pass where BN + SiLU take two).
+  BatchNormParams fused;
+  fused.silu = true;
+  row("bn+silu train forward (x x2, y)", 3 * bytes,
+      tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, fused, s, bn_ws); }));
+  row("bn+silu backward (x, dy x2, dx rw)", 6 * bytes,
+      tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, fused, s, bn_ws); }));
 
   const Tensor p = random_gpu({params}, DType::kF32, 8),
                g = random_gpu({params}, DType::kF32, 9, -1e-3f, 1e-3f);

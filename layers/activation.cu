@@ -7,20 +7,16 @@
 namespace vt::cuda {
 namespace {
 
-__device__ __forceinline__ float sigmoid(float x) {
-  return 1.f / (1.f + __expf(-x));
-}
-
 __device__ __forceinline__ float act_value(ActKind k, float slope, float x) {
   switch (k) {
     case ActKind::kReLU:
       return x > 0.f ? x : 0.f;
     case ActKind::kSiLU:
-      return x * sigmoid(x);
+      return silu(x);
     case ActKind::kLeakyReLU:
       return x > 0.f ? x : slope * x;
     case ActKind::kSigmoid:
-      return sigmoid(x);
+      return sigmoid_fast(x);
   }
   return x;
 }
@@ -29,14 +25,12 @@ __device__ __forceinline__ float act_derivative(ActKind k, float slope, float x)
   switch (k) {
     case ActKind::kReLU:
       return x > 0.f ? 1.f : 0.f;
-    case ActKind::kSiLU: {
-      const float s = sigmoid(x);
-      return s * (1.f + x * (1.f - s));
-    }
+    case ActKind::kSiLU:
+      return silu_derivative(x);
     case ActKind::kLeakyReLU:
       return x > 0.f ? 1.f : slope;
     case ActKind::kSigmoid: {
-      const float s = sigmoid(x);
+      const float s = sigmoid_fast(x);
       return s * (1.f - s);
     }
   }

@@ -120,39 +120,44 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
     cpu::batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, p);
 }
 
-void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
-                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta, const BatchNormParams& p, Stream s, const Tensor& workspace) {
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
+                        const Tensor& save_mean, const Tensor& save_invstd, const Tensor* dx,
+                        const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s,
+                        const Tensor& workspace) {
   const char* op = "batchnorm_backward";
   check_types(op, {{"x", x}, {"dy", dy}},
-              {{"gamma", gamma}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
+              {{"gamma", gamma}, {"beta", beta}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
   check_nhwc(op, {"x", x});
   check_shape(op, {"dy", dy}, x.shape());
-  check_channels(op, x, {{"gamma", gamma}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
+  check_channels(op, x,
+                 {{"gamma", gamma}, {"beta", beta}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
   check_grads(op, x, dy, dx, dgamma, dbeta);
   if (x.is_cuda())
-    VT_CUDA_CALL(op, cuda::batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
-                                              cuda_workspace(op, x, workspace), s));
+    VT_CUDA_CALL(op, cuda::batchnorm_backward(x, dy, gamma, beta, save_mean, save_invstd, dx, dgamma, dbeta,
+                                              p, cuda_workspace(op, x, workspace), s));
   else
-    cpu::batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+    cpu::batchnorm_backward(x, dy, gamma, beta, save_mean, save_invstd, dx, dgamma, dbeta, p);
 }
 
-void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
                              const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s) {
   const char* op = "batchnorm_backward_eval";
-  check_types(op, {{"x", x}, {"dy", dy}},
-              {{"gamma", gamma}, {"running_mean", running_mean}, {"running_var", running_var}});
+  check_types(
+      op, {{"x", x}, {"dy", dy}},
+      {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean}, {"running_var", running_var}});
   check_nhwc(op, {"x", x});
   check_shape(op, {"dy", dy}, x.shape());
-  check_channels(op, x, {{"gamma", gamma}, {"running_mean", running_mean}, {"running_var", running_var}});
+  check_channels(
+      op, x,
+      {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean}, {"running_var", running_var}});
   check_grads(op, x, dy, dx, dgamma, dbeta);
   check_eps(op, x, p);
   if (x.is_cuda())
-    VT_CUDA_CALL(
-        op, cuda::batchnorm_backward_eval(x, dy, gamma, running_mean, running_var, dx, dgamma, dbeta, p, s));
+    VT_CUDA_CALL(op, cuda::batchnorm_backward_eval(x, dy, gamma, beta, running_mean, running_var, dx, dgamma,
+                                                   dbeta, p, s));
   else
-    cpu::batchnorm_backward_eval(x, dy, gamma, running_mean, running_var, dx, dgamma, dbeta, p);
+    cpu::batchnorm_backward_eval(x, dy, gamma, beta, running_mean, running_var, dx, dgamma, dbeta, p);
 }
 
 }  // namespace vt

@@ -9,6 +9,9 @@
 // The training forward is one kernel: mean, then the variance about it (two passes over x),
 // then y. The backward needs sum(dy) and sum(dy * xhat) per channel before dx, so the
 // kernel reduces first and then writes dx. The eval forward and the eval dx are elementwise.
+// Every kernel that reads or writes the BN output is templated on kSiLU, the fused SiLU of
+// BatchNormParams::silu: the forward applies it before the store, the backward takes dy back
+// through it at u = xhat gamma + beta, recomputed in registers (act_out / act_grad).
 // One block per 32 channels is few blocks when C is small and M large: correct, not fast;
 // with a workspace the training passes take the sliced path below instead.
 #include "layers/batchnorm.h"
@@ -36,8 +39,18 @@ __device__ float column_sum(float v, float (*red)[kChannels]) {
   return total;
 }
 
+// The fused activation at the BN output u: the value stored, and the gradient dy takes back to u.
+template <bool kSiLU>
+__device__ __forceinline__ float act_out(float u) {
+  return kSiLU ? silu(u) : u;
+}
+template <bool kSiLU>
+__device__ __forceinline__ float act_grad(float u, float dy) {
+  return kSiLU ? dy * silu_derivative(u) : dy;
+}
+
 // x, y: (M, C) storage T; gamma, beta, running_*, save_*: (C) fp32.
-template <class T>
+template <class T, bool kSiLU>
 __global__ void forward_train_kernel(const T* x, const float* gamma, const float* beta, T* y,
                                      float* running_mean, float* running_var, float* save_mean,
                                      float* save_invstd, float momentum, float eps, int64_t m_count,
@@ -75,19 +88,19 @@ __global__ void forward_train_kernel(const T* x, const float* gamma, const float
   const float g = gamma[c], b = beta[c];
   for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
     const int64_t i = m * c_count + c;
-    y[i] = from_f32<T>((to_f32(x[i]) - mean) * invstd * g + b);
+    y[i] = from_f32<T>(act_out<kSiLU>((to_f32(x[i]) - mean) * invstd * g + b));
   }
 }
 
 // x, y: (M, C) flattened to n = M * C elements; the rest (C) fp32.
-template <class T>
+template <class T, bool kSiLU>
 __global__ void forward_eval_kernel(const T* x, const float* gamma, const float* beta,
                                     const float* running_mean, const float* running_var, T* y, float eps,
                                     int64_t n, int64_t c_count) {
   VT_GRID_STRIDE(i, n) {
     const int64_t c = i % c_count;
     const float invstd = 1.f / sqrtf(running_var[c] + eps);
-    y[i] = from_f32<T>((to_f32(x[i]) - running_mean[c]) * invstd * gamma[c] + beta[c]);
+    y[i] = from_f32<T>(act_out<kSiLU>((to_f32(x[i]) - running_mean[c]) * invstd * gamma[c] + beta[c]));
   }
 }
 
@@ -102,25 +115,27 @@ struct Stats {
 };
 
 // The reductions of both backward passes, then the training dx. x, dy, dx: (M, C) storage T;
-// gamma, dgamma, dbeta: (C) fp32. Each of dx, dgamma, dbeta may be null; dx, when given, gets
-// the training formula (through the batch statistics), so the eval launcher passes null and
-// writes its dx elementwise.
-template <class T>
-__global__ void backward_kernel(const T* x, const T* dy, const float* gamma, Stats st, T* dx, float* dgamma,
-                                float* dbeta, int64_t m_count, int64_t c_count) {
+// gamma, beta, dgamma, dbeta: (C) fp32. Each of dx, dgamma, dbeta may be null; dx, when given,
+// gets the training formula (through the batch statistics), so the eval launcher passes null
+// and writes its dx elementwise.
+template <class T, bool kSiLU>
+__global__ void backward_kernel(const T* x, const T* dy, const float* gamma, const float* beta, Stats st,
+                                T* dx, float* dgamma, float* dbeta, int64_t m_count, int64_t c_count) {
   __shared__ float red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
   const float mean = active ? st.mean[c] : 0.f;
   const float invstd = active ? st.invstd_at(c) : 0.f;
+  const float gam = active ? gamma[c] : 0.f, bet = active && kSiLU ? beta[c] : 0.f;
 
   float s_dy = 0.f, s_dy_xhat = 0.f;
   if (active) {
     for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
       const int64_t i = m * c_count + c;
-      const float g = to_f32(dy[i]);
+      const float xhat = (to_f32(x[i]) - mean) * invstd;
+      const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(dy[i]));
       s_dy += g;
-      s_dy_xhat += g * ((to_f32(x[i]) - mean) * invstd);
+      s_dy_xhat += g * xhat;
     }
   }
   const float sum_dy = column_sum(s_dy, red);
@@ -132,24 +147,27 @@ __global__ void backward_kernel(const T* x, const T* dy, const float* gamma, Sta
     if (dbeta) dbeta[c] += sum_dy;
   }
   if (!dx) return;
-  const float k = gamma[c] * invstd;
+  const float k = gam * invstd;
   const float mean_dy = sum_dy / static_cast<float>(m_count);
   const float mean_dy_xhat = sum_dy_xhat / static_cast<float>(m_count);
   for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
     const int64_t i = m * c_count + c;
     const float xhat = (to_f32(x[i]) - mean) * invstd;
-    dx[i] = from_f32<T>(to_f32(dx[i]) + k * (to_f32(dy[i]) - mean_dy - xhat * mean_dy_xhat));
+    const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(dy[i]));
+    dx[i] = from_f32<T>(to_f32(dx[i]) + k * (g - mean_dy - xhat * mean_dy_xhat));
   }
 }
 
-// The eval dx of the fixed affine map: dx += dy * gamma * invstd. (M, C) flattened to n.
-template <class T>
-__global__ void backward_eval_dx_kernel(const T* dy, const float* gamma, const float* running_var, T* dx,
-                                        float eps, int64_t n, int64_t c_count) {
+// The eval dx of the fixed affine map: dx += g * gamma * invstd, g = dy taken back through the
+// fused activation (x is read only then). (M, C) flattened to n.
+template <class T, bool kSiLU>
+__global__ void backward_eval_dx_kernel(const T* x, const T* dy, const float* gamma, const float* beta,
+                                        Stats st, T* dx, int64_t n, int64_t c_count) {
   VT_GRID_STRIDE(i, n) {
     const int64_t c = i % c_count;
-    const float invstd = 1.f / sqrtf(running_var[c] + eps);
-    dx[i] = from_f32<T>(to_f32(dx[i]) + gamma[c] * invstd * to_f32(dy[i]));
+    const float invstd = st.invstd_at(c);
+    const float u = kSiLU ? (to_f32(x[i]) - st.mean[c]) * invstd * gamma[c] + beta[c] : 0.f;
+    dx[i] = from_f32<T>(to_f32(dx[i]) + gamma[c] * invstd * act_grad<kSiLU>(u, to_f32(dy[i])));
   }
 }
 
@@ -163,10 +181,11 @@ __global__ void backward_eval_dx_kernel(const T* dy, const float* gamma, const f
 enum class SliceSum { kX, kSqDev, kGrads };
 
 // part_a (and part_b for kGrads): (S, C). Grid (channel groups, S), block (kChannels, kRows).
-template <class T, SliceSum kKind>
+// gamma and beta are read by kGrads with kSiLU only (u for the fused activation's gradient).
+template <class T, SliceSum kKind, bool kSiLU = false>
 __global__ void slice_sums_kernel(const T* x, const T* dy, const float* mean, const float* invstd,
-                                  float* part_a, float* part_b, int64_t m_count, int64_t c_count,
-                                  int64_t slice_len) {
+                                  const float* gamma, const float* beta, float* part_a, float* part_b,
+                                  int64_t m_count, int64_t c_count, int64_t slice_len) {
   __shared__ float red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
@@ -175,6 +194,7 @@ __global__ void slice_sums_kernel(const T* x, const T* dy, const float* mean, co
   if (active) {
     const float mu = kKind == SliceSum::kX ? 0.f : mean[c];
     const float is = kKind == SliceSum::kGrads ? invstd[c] : 0.f;
+    const float gam = kSiLU ? gamma[c] : 0.f, bet = kSiLU ? beta[c] : 0.f;
     for (int64_t m = m0 + threadIdx.y; m < m1; m += kRows) {
       const float v = to_f32(x[m * c_count + c]);
       if (kKind == SliceSum::kX) {
@@ -183,9 +203,10 @@ __global__ void slice_sums_kernel(const T* x, const T* dy, const float* mean, co
         const float d = v - mu;
         a += d * d;
       } else {
-        const float g = to_f32(dy[m * c_count + c]);
+        const float xhat = (v - mu) * is;
+        const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(dy[m * c_count + c]));
         a += g;
-        b += g * ((v - mu) * is);
+        b += g * xhat;
       }
     }
   }
@@ -237,9 +258,9 @@ __global__ void grad_totals_kernel(const float* part_a, const float* part_b, int
   }
 }
 
-// y = (x - mean) invstd gamma + beta over (M, C) flattened; packs never straddle a row
+// y = act((x - mean) invstd gamma + beta) over (M, C) flattened; packs never straddle a row
 // (launched with packs only when C is a multiple of the pack).
-template <class T>
+template <class T, bool kSiLU>
 struct Normalize {
   const T* x;
   T* y;
@@ -253,19 +274,20 @@ struct Normalize {
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       const int64_t c = c0 + j;
-      o.v[j] = from_f32<T>((to_f32(a.v[j]) - mean[c]) * invstd[c] * gamma[c] + beta[c]);
+      o.v[j] = from_f32<T>(act_out<kSiLU>((to_f32(a.v[j]) - mean[c]) * invstd[c] * gamma[c] + beta[c]));
     }
     store_pack(y + i, o);
   }
 };
 
-// dx += gamma invstd (dy - sum dy / M - xhat sum(dy xhat) / M).
-template <class T>
+// dx += gamma invstd (g - sum g / M - xhat sum(g xhat) / M), g = dy taken back through the
+// fused activation at u = xhat gamma + beta.
+template <class T, bool kSiLU>
 struct TrainDx {
   const T* x;
   const T* dy;
   T* dx;
-  const float *mean, *invstd, *gamma, *totals;
+  const float *mean, *invstd, *gamma, *beta, *totals;
   int64_t m_count, c_count;
   template <int V>
   __device__ void apply(int64_t i) const {
@@ -277,9 +299,9 @@ struct TrainDx {
     for (int j = 0; j < V; ++j) {
       const int64_t c = c0 + j;
       const float xhat = (to_f32(a.v[j]) - mean[c]) * invstd[c];
+      const float d = act_grad<kSiLU>(xhat * gamma[c] + (kSiLU ? beta[c] : 0.f), to_f32(g.v[j]));
       o.v[j] = from_f32<T>(to_f32(o.v[j]) +
-                           gamma[c] * invstd[c] *
-                               (to_f32(g.v[j]) - totals[c] / m - xhat * (totals[c_count + c] / m)));
+                           gamma[c] * invstd[c] * (d - totals[c] / m - xhat * (totals[c_count + c] / m)));
     }
     store_pack(dx + i, o);
   }
@@ -301,6 +323,15 @@ float* data_or_null(const Tensor* t) {
   return t ? t->data<float>() : nullptr;
 }
 
+// Calls fn(std::bool_constant<silu>{}): the kernels' kSiLU from the runtime flag.
+template <class Fn>
+void with_silu(bool silu, Fn&& fn) {
+  if (silu)
+    fn(std::true_type{});
+  else
+    fn(std::false_type{});
+}
+
 }  // namespace
 
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
@@ -312,33 +343,37 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   const cudaStream_t st = stream_of(s);
   dispatch("batchnorm_forward_train", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    if (workspace) {
-      const int64_t slices = batchnorm_slices(x.shape()), len = (m_count + slices - 1) / slices;
-      const dim3 grid(channel_grid(c_count).x, static_cast<unsigned>(slices));
-      float* mean = save_mean.data<float>();
-      float* invstd = save_invstd.data<float>();
-      slice_sums_kernel<T, SliceSum::kX><<<grid, channel_block(), 0, st>>>(
-          x.data<T>(), nullptr, nullptr, nullptr, workspace, nullptr, m_count, c_count, len);
-      VT_LAUNCH_CHECK();
-      mean_kernel<<<grid_for(c_count), kThreads, 0, st>>>(workspace, slices, m_count, c_count, mean);
-      VT_LAUNCH_CHECK();
-      slice_sums_kernel<T, SliceSum::kSqDev><<<grid, channel_block(), 0, st>>>(
-          x.data<T>(), nullptr, mean, nullptr, workspace, nullptr, m_count, c_count, len);
-      VT_LAUNCH_CHECK();
-      var_kernel<<<grid_for(c_count), kThreads, 0, st>>>(
-          workspace, slices, m_count, c_count, float(p.momentum), float(p.eps), mean, invstd,
-          running_mean.data<float>(), running_var.data<float>());
-      VT_LAUNCH_CHECK();
-      constexpr int kPack = 16 / static_cast<int>(sizeof(T));
-      launch_elementwise<T>(Normalize<T>{x.data<T>(), y.data<T>(), mean, invstd, gamma.data<float>(),
-                                         beta.data<float>(), c_count},
-                            x.numel(), {x.raw(), y.raw()}, st, c_count % kPack == 0);
-      return;
-    }
-    forward_train_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
-        x.data<T>(), gamma.data<float>(), beta.data<float>(), y.data<T>(), running_mean.data<float>(),
-        running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(), float(p.momentum),
-        float(p.eps), m_count, c_count);
+    with_silu(p.silu, [&](auto silu) {
+      constexpr bool kSiLU = decltype(silu)::value;
+      if (workspace) {
+        const int64_t slices = batchnorm_slices(x.shape()), len = (m_count + slices - 1) / slices;
+        const dim3 grid(channel_grid(c_count).x, static_cast<unsigned>(slices));
+        float* mean = save_mean.data<float>();
+        float* invstd = save_invstd.data<float>();
+        slice_sums_kernel<T, SliceSum::kX>
+            <<<grid, channel_block(), 0, st>>>(x.data<T>(), nullptr, nullptr, nullptr, nullptr, nullptr,
+                                               workspace, nullptr, m_count, c_count, len);
+        VT_LAUNCH_CHECK();
+        mean_kernel<<<grid_for(c_count), kThreads, 0, st>>>(workspace, slices, m_count, c_count, mean);
+        VT_LAUNCH_CHECK();
+        slice_sums_kernel<T, SliceSum::kSqDev><<<grid, channel_block(), 0, st>>>(
+            x.data<T>(), nullptr, mean, nullptr, nullptr, nullptr, workspace, nullptr, m_count, c_count, len);
+        VT_LAUNCH_CHECK();
+        var_kernel<<<grid_for(c_count), kThreads, 0, st>>>(
+            workspace, slices, m_count, c_count, float(p.momentum), float(p.eps), mean, invstd,
+            running_mean.data<float>(), running_var.data<float>());
+        VT_LAUNCH_CHECK();
+        constexpr int kPack = 16 / static_cast<int>(sizeof(T));
+        launch_elementwise<T>(Normalize<T, kSiLU>{x.data<T>(), y.data<T>(), mean, invstd, gamma.data<float>(),
+                                                  beta.data<float>(), c_count},
+                              x.numel(), {x.raw(), y.raw()}, st, c_count % kPack == 0);
+        return;
+      }
+      forward_train_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, st>>>(
+          x.data<T>(), gamma.data<float>(), beta.data<float>(), y.data<T>(), running_mean.data<float>(),
+          running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(), float(p.momentum),
+          float(p.eps), m_count, c_count);
+    });
   });
   VT_LAUNCH_CHECK();
 }
@@ -350,68 +385,80 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
   if (n == 0) return;
   dispatch("batchnorm_forward_eval", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    forward_eval_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
-        x.data<T>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
-        running_var.data<float>(), y.data<T>(), float(p.eps), n, x.dim(3));
+    with_silu(p.silu, [&](auto silu) {
+      forward_eval_kernel<T, decltype(silu)::value><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
+          x.data<T>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
+          running_var.data<float>(), y.data<T>(), float(p.eps), n, x.dim(3));
+    });
   });
   VT_LAUNCH_CHECK();
 }
 
-void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
-                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta, float* workspace, Stream s) {
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
+                        const Tensor& save_mean, const Tensor& save_invstd, const Tensor* dx,
+                        const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, float* workspace,
+                        Stream s) {
   const int64_t m_count = positions(x), c_count = x.dim(3);
   if (m_count == 0 || c_count == 0 || (!dx && !dgamma && !dbeta)) return;
   const Stats st{save_mean.data<float>(), save_invstd.data<float>(), nullptr, 0.f};
+  const cudaStream_t cs = stream_of(s);
   dispatch("batchnorm_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    if (workspace) {
-      const cudaStream_t cs = stream_of(s);
-      const int64_t slices = batchnorm_slices(x.shape()), len = (m_count + slices - 1) / slices;
-      const dim3 grid(channel_grid(c_count).x, static_cast<unsigned>(slices));
-      float *part_a = workspace, *part_b = workspace + slices * c_count, *totals = part_b + slices * c_count;
-      slice_sums_kernel<T, SliceSum::kGrads><<<grid, channel_block(), 0, cs>>>(
-          x.data<T>(), dy.data<T>(), st.mean, st.invstd, part_a, part_b, m_count, c_count, len);
-      VT_LAUNCH_CHECK();
-      grad_totals_kernel<<<grid_for(c_count), kThreads, 0, cs>>>(
-          part_a, part_b, slices, c_count, data_or_null(dgamma), data_or_null(dbeta), totals);
-      VT_LAUNCH_CHECK();
-      if (dx) {
-        constexpr int kPack = 16 / static_cast<int>(sizeof(T));
-        launch_elementwise<T>(TrainDx<T>{x.data<T>(), dy.data<T>(), dx->data<T>(), st.mean, st.invstd,
-                                         gamma.data<float>(), totals, m_count, c_count},
-                              x.numel(), {x.raw(), dy.raw(), dx->raw()}, cs, c_count % kPack == 0);
+    with_silu(p.silu, [&](auto silu) {
+      constexpr bool kSiLU = decltype(silu)::value;
+      if (workspace) {
+        const int64_t slices = batchnorm_slices(x.shape()), len = (m_count + slices - 1) / slices;
+        const dim3 grid(channel_grid(c_count).x, static_cast<unsigned>(slices));
+        float *part_a = workspace, *part_b = workspace + slices * c_count,
+              *totals = part_b + slices * c_count;
+        slice_sums_kernel<T, SliceSum::kGrads, kSiLU><<<grid, channel_block(), 0, cs>>>(
+            x.data<T>(), dy.data<T>(), st.mean, st.invstd, gamma.data<float>(), beta.data<float>(), part_a,
+            part_b, m_count, c_count, len);
         VT_LAUNCH_CHECK();
+        grad_totals_kernel<<<grid_for(c_count), kThreads, 0, cs>>>(
+            part_a, part_b, slices, c_count, data_or_null(dgamma), data_or_null(dbeta), totals);
+        VT_LAUNCH_CHECK();
+        if (dx) {
+          constexpr int kPack = 16 / static_cast<int>(sizeof(T));
+          launch_elementwise<T>(
+              TrainDx<T, kSiLU>{x.data<T>(), dy.data<T>(), dx->data<T>(), st.mean, st.invstd,
+                                gamma.data<float>(), beta.data<float>(), totals, m_count, c_count},
+              x.numel(), {x.raw(), dy.raw(), dx->raw()}, cs, c_count % kPack == 0);
+        }
+        return;
       }
-      return;
-    }
-    backward_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
-        x.data<T>(), dy.data<T>(), gamma.data<float>(), st, dx ? dx->data<T>() : nullptr,
-        data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
+      backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
+          x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st,
+          dx ? dx->data<T>() : nullptr, data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
+    });
   });
   VT_LAUNCH_CHECK();
 }
 
-void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
                              const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s) {
   const int64_t m_count = positions(x), c_count = x.dim(3), n = x.numel();
   if (n == 0) return;
+  const Stats st{running_mean.data<float>(), nullptr, running_var.data<float>(), float(p.eps)};
+  const cudaStream_t cs = stream_of(s);
   dispatch("batchnorm_backward_eval", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    if (dx) {
-      backward_eval_dx_kernel<T><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
-          dy.data<T>(), gamma.data<float>(), running_var.data<float>(), dx->data<T>(), float(p.eps), n,
-          c_count);
-      VT_LAUNCH_CHECK();
-    }
-    if (dgamma || dbeta) {
-      const Stats st{running_mean.data<float>(), nullptr, running_var.data<float>(), float(p.eps)};
-      backward_kernel<T><<<channel_grid(c_count), channel_block(), 0, stream_of(s)>>>(
-          x.data<T>(), dy.data<T>(), gamma.data<float>(), st, nullptr, data_or_null(dgamma),
-          data_or_null(dbeta), m_count, c_count);
-      VT_LAUNCH_CHECK();
-    }
+    with_silu(p.silu, [&](auto silu) {
+      constexpr bool kSiLU = decltype(silu)::value;
+      if (dx) {
+        backward_eval_dx_kernel<T, kSiLU>
+            <<<grid_for(n), kThreads, 0, cs>>>(x.data<T>(), dy.data<T>(), gamma.data<float>(),
+                                               beta.data<float>(), st, dx->data<T>(), n, c_count);
+        VT_LAUNCH_CHECK();
+      }
+      if (dgamma || dbeta) {
+        backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
+            x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st, nullptr,
+            data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
+        VT_LAUNCH_CHECK();
+      }
+    });
   });
 }
 

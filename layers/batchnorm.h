@@ -10,6 +10,11 @@
 //          With M == 1 the unbiased correction is undefined (PyTorch refuses such a batch);
 //          here running_var is updated with the biased variance (0) instead, and y = beta.
 //   eval:  y = gamma_c * (x - running_mean_c) / sqrt(running_var_c + eps) + beta_c.
+// With p.silu the op is BN followed by SiLU, fused (Ultralytics' Conv is conv -> BN -> SiLU):
+// the forward writes y = silu(u) = u * sigmoid(u) where u is the BN output above, never
+// stored; the backward takes dy = d(loss)/d(that y), forms g = dy * silu'(u) with u recomputed
+// from x, the statistics, gamma and beta, and proceeds with g in place of dy. One pass over
+// the activations in each direction instead of two, and no buffer for u or its gradient.
 // Shapes: x, y, dx, dy: (N, H, W, C); gamma, beta, running_mean, running_var, save_mean,
 // save_invstd, dgamma, dbeta: (C). Activations in their storage type (f32/f64 on the CPU,
 // f32/bf16 on CUDA); every (C) tensor in param_dtype of it (f32, or f64 with f64 activations).
@@ -25,6 +30,7 @@ namespace vt {
 struct BatchNormParams {
   double momentum = 0.03;  // weight of the batch statistic in the running update, in [0, 1]
   double eps = 1e-3;       // added to the variance, > 0
+  bool silu = false;       // fused SiLU after the affine map (see the top of this file)
 };
 
 // Scratch for the training passes on CUDA: with a workspace of at least this many bytes (f32
@@ -46,20 +52,22 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
                             const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
                             const BatchNormParams& p, Stream s = {});
 
-// Training backward, through the batch statistics saved by batchnorm_forward_train (p is
-// unused: eps is already inside save_invstd). With xhat = (x - save_mean) * save_invstd:
-//   dx     += gamma * save_invstd * (dy - sum_m(dy) / M - xhat * sum_m(dy * xhat) / M)
-//   dgamma += sum_m(dy * xhat),  dbeta += sum_m(dy).
+// Training backward, through the batch statistics saved by batchnorm_forward_train (of p only
+// `silu` is read: eps is already inside save_invstd). With xhat = (x - save_mean) * save_invstd
+// and g = dy (or dy * silu'(gamma * xhat + beta) with p.silu):
+//   dx     += gamma * save_invstd * (g - sum_m(g) / M - xhat * sum_m(g * xhat) / M)
+//   dgamma += sum_m(g * xhat),  dbeta += sum_m(g).
 // Any of dx, dgamma, dbeta may be null (that gradient is not wanted).
-void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
-                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta, const BatchNormParams& p, Stream s = {},
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
+                        const Tensor& save_mean, const Tensor& save_invstd, const Tensor* dx,
+                        const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s = {},
                         const Tensor& workspace = {});
 // Eval backward, frozen statistics (fine-tuning with frozen BN): the forward is a fixed
-// per-channel affine map. With invstd = 1 / sqrt(running_var + eps), xhat = (x - running_mean) * invstd:
-//   dx += dy * gamma * invstd,  dgamma += sum_m(dy * xhat),  dbeta += sum_m(dy).
+// per-channel affine map. With invstd = 1 / sqrt(running_var + eps), xhat = (x - running_mean) * invstd
+// and g as above:
+//   dx += g * gamma * invstd,  dgamma += sum_m(g * xhat),  dbeta += sum_m(g).
 // Any of dx, dgamma, dbeta may be null.
-void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
                              const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p,
                              Stream s = {});
@@ -71,10 +79,10 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
                             const BatchNormParams& p);
-void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
-                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta);
-void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
+                        const Tensor& save_mean, const Tensor& save_invstd, const Tensor* dx,
+                        const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p);
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
                              const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p);
 }  // namespace cpu
@@ -86,10 +94,11 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
                             const BatchNormParams& p, Stream s);
-void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
-                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta, float* workspace, Stream s);
-void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
+                        const Tensor& save_mean, const Tensor& save_invstd, const Tensor* dx,
+                        const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, float* workspace,
+                        Stream s);
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
                              const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s);
 }  // namespace cuda

@@ -18,24 +18,48 @@ int64_t positions(const Tensor& x) {
   return x.dim(0) * x.dim(1) * x.dim(2);
 }
 
+double sigmoid(double u) {
+  return 1.0 / (1.0 + std::exp(-u));
+}
+
+// The fused activation's value at the BN output u: silu(u) with p.silu, else u itself.
+double act_value(const BatchNormParams& p, double u) {
+  return p.silu ? u * sigmoid(u) : u;
+}
+
 // The per-channel sums of the backward passes, then the gradients. mean and invstd (C)
 // define xhat = (x - mean) * invstd; `through_stats` selects the training dx, which also
-// flows through the batch mean and variance, over the eval dx of a fixed affine map.
+// flows through the batch mean and variance, over the eval dx of a fixed affine map. With
+// p.silu the incoming dy is first taken through the SiLU at u = gamma xhat + beta.
 template <class T>
-void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const std::vector<double>& mean,
-                   const std::vector<double>& invstd, bool through_stats, const Tensor* dx,
-                   const Tensor* dgamma, const Tensor* dbeta) {
+void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
+                   const std::vector<double>& mean, const std::vector<double>& invstd, bool through_stats,
+                   const Tensor* dx, const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p) {
   const int64_t m_count = positions(x), c_count = x.dim(3);
   const T* xp = x.data<T>();
-  const T* gp = dy.data<T>();
+  const T* dyp = dy.data<T>();
   const T* gam = gamma.data<T>();
+  const T* bet = beta.data<T>();
+  // g: the gradient at the BN output, (M, C).
+  std::vector<double> g(static_cast<size_t>(m_count * c_count));
+  for (int64_t m = 0; m < m_count; ++m) {
+    for (int64_t c = 0; c < c_count; ++c) {
+      const int64_t i = m * c_count + c;
+      g[i] = double(dyp[i]);
+      if (p.silu) {
+        const double u = (double(xp[i]) - mean[c]) * invstd[c] * double(gam[c]) + double(bet[c]);
+        const double s = sigmoid(u);
+        g[i] *= s * (1.0 + u * (1.0 - s));
+      }
+    }
+  }
   std::vector<double> sum_dy(c_count, 0.0), sum_dy_xhat(c_count, 0.0);
   for (int64_t m = 0; m < m_count; ++m) {
     for (int64_t c = 0; c < c_count; ++c) {
       const int64_t i = m * c_count + c;
       const double xhat = (double(xp[i]) - mean[c]) * invstd[c];
-      sum_dy[c] += double(gp[i]);
-      sum_dy_xhat[c] += double(gp[i]) * xhat;
+      sum_dy[c] += g[i];
+      sum_dy_xhat[c] += g[i] * xhat;
     }
   }
   for (int64_t c = 0; c < c_count; ++c) {
@@ -48,14 +72,14 @@ void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const
     for (int64_t c = 0; c < c_count; ++c) {
       const int64_t i = m * c_count + c;
       const double k = double(gam[c]) * invstd[c];
-      double g;
+      double d;
       if (through_stats) {
         const double xhat = (double(xp[i]) - mean[c]) * invstd[c];
-        g = k * (double(gp[i]) - sum_dy[c] / m_count - xhat * sum_dy_xhat[c] / m_count);
+        d = k * (g[i] - sum_dy[c] / m_count - xhat * sum_dy_xhat[c] / m_count);
       } else {
-        g = k * double(gp[i]);
+        d = k * g[i];
       }
-      dxp[i] = T(double(dxp[i]) + g);
+      dxp[i] = T(double(dxp[i]) + d);
     }
   }
 }
@@ -99,7 +123,7 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
     for (int64_t m = 0; m < m_count; ++m) {
       for (int64_t c = 0; c < c_count; ++c) {
         const int64_t i = m * c_count + c;
-        yp[i] = T((double(xp[i]) - mean[c]) * invstd[c] * double(gam[c]) + double(bet[c]));
+        yp[i] = T(act_value(p, (double(xp[i]) - mean[c]) * invstd[c] * double(gam[c]) + double(bet[c])));
       }
     }
   });
@@ -122,15 +146,15 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
       for (int64_t c = 0; c < c_count; ++c) {
         const int64_t i = m * c_count + c;
         const double invstd = 1.0 / std::sqrt(double(rv[c]) + double(p.eps));
-        yp[i] = T((double(xp[i]) - double(rm[c])) * invstd * double(gam[c]) + double(bet[c]));
+        yp[i] = T(act_value(p, (double(xp[i]) - double(rm[c])) * invstd * double(gam[c]) + double(bet[c])));
       }
     }
   });
 }
 
-void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
-                        const Tensor& save_invstd, const Tensor* dx, const Tensor* dgamma,
-                        const Tensor* dbeta) {
+void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
+                        const Tensor& save_mean, const Tensor& save_invstd, const Tensor* dx,
+                        const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p) {
   const int64_t m_count = positions(x), c_count = x.dim(3);
   if (m_count == 0 || c_count == 0) return;
   dispatch_cpu("batchnorm_backward", x.dtype(), [&](auto tag) {
@@ -140,11 +164,11 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
       mean[c] = double(save_mean.data<T>()[c]);
       invstd[c] = double(save_invstd.data<T>()[c]);
     }
-    backward_impl<T>(x, dy, gamma, mean, invstd, /*through_stats=*/true, dx, dgamma, dbeta);
+    backward_impl<T>(x, dy, gamma, beta, mean, invstd, /*through_stats=*/true, dx, dgamma, dbeta, p);
   });
 }
 
-void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor* dx,
                              const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p) {
   const int64_t m_count = positions(x), c_count = x.dim(3);
@@ -156,7 +180,7 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
       mean[c] = double(running_mean.data<T>()[c]);
       invstd[c] = 1.0 / std::sqrt(double(running_var.data<T>()[c]) + double(p.eps));
     }
-    backward_impl<T>(x, dy, gamma, mean, invstd, /*through_stats=*/false, dx, dgamma, dbeta);
+    backward_impl<T>(x, dy, gamma, beta, mean, invstd, /*through_stats=*/false, dx, dgamma, dbeta, p);
   });
 }
 

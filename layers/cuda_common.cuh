@@ -1,5 +1,6 @@
-// Helpers shared by the CUDA kernels: storage-type conversion, launch geometry, vectorized
-// elementwise launches, the f32/bf16 dispatch, and the post-launch check. Included by .cu files only.
+// Helpers shared by the CUDA kernels: storage-type conversion, the sigmoid family, launch
+// geometry, vectorized elementwise launches, the f32/bf16 dispatch, and the post-launch check. Included by
+// .cu files only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -37,6 +38,20 @@ __device__ __forceinline__ float from_f32<float>(float x) {
 template <>
 __device__ __forceinline__ bf16 from_f32<bf16>(float x) {
   return __float2bfloat16_rn(x);
+}
+
+// Sigmoid, SiLU and SiLU's derivative in fp32: the activation kernels and batch norm's fused
+// SiLU use the same formulas, so fused and separate ops agree to the rounding of u.
+// __expf: its relative error is a few ulp, far below bf16's and the training noise.
+__device__ __forceinline__ float sigmoid_fast(float x) {
+  return 1.f / (1.f + __expf(-x));
+}
+__device__ __forceinline__ float silu(float x) {
+  return x * sigmoid_fast(x);
+}
+__device__ __forceinline__ float silu_derivative(float x) {
+  const float s = sigmoid_fast(x);
+  return s * (1.f + x * (1.f - s));
 }
 
 constexpr int kThreads = 256;

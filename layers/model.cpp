@@ -27,8 +27,13 @@ Tensor slice(const Tensor& flat, int64_t offset, const Shape& shape) {
   return Tensor::view(base, shape, flat.dtype(), flat.device());
 }
 
-const BatchNormParams kBn = kModelBatchNorm;
 const Activation kSiLU{ActKind::kSiLU};
+
+BatchNormParams bn_params(bool silu) {
+  BatchNormParams p = kModelBatchNorm;
+  p.silu = silu;
+  return p;
+}
 
 }  // namespace
 
@@ -42,6 +47,7 @@ Model::Model(const ModelSpec& spec, const ModelOptions& options)
   VT_CHECK(options.device == Device::kCPU || cuda_device_count() > 0, "model ", spec.path,
            ": CUDA requested but no CUDA device is available");
   graph_ = build_model_graph(spec, options.batch, options.imgsz);
+  find_fusions();
   plan_memory();
   bind();
   init(options.seed);
@@ -51,6 +57,27 @@ int64_t Model::num_params() const {
   int64_t n = 0;
   for (const GraphParam& p : graph_.params) n += p.shape.numel();
   return n;
+}
+
+// A BN whose output only the next op, a SiLU, reads: the pair runs as one fused op.
+void Model::find_fusions() {
+  absorbed_.assign(graph_.ops.size(), false);
+  elided_.assign(graph_.acts.size(), false);
+  if (!opt_.fuse_bn_silu) return;
+  std::vector<int> readers(graph_.acts.size(), 0);
+  for (const GraphOp& o : graph_.ops)
+    for (int a : o.inputs) ++readers[a];
+  for (int a : graph_.outputs) ++readers[a];
+  for (int a : graph_.layer_outputs)
+    if (a >= 0) ++readers[a];
+  for (size_t i = 0; i + 1 < graph_.ops.size(); ++i) {
+    const GraphOp &bn = graph_.ops[i], &act = graph_.ops[i + 1];
+    if (bn.kind == OpKind::kBatchNorm && act.kind == OpKind::kSiLU && act.inputs[0] == bn.outputs[0] &&
+        readers[bn.outputs[0]] == 1) {
+      absorbed_[i + 1] = true;
+      elided_[bn.outputs[0]] = true;
+    }
+  }
 }
 
 void Model::plan_memory() {
@@ -83,13 +110,14 @@ void Model::plan_memory() {
   int64_t arena = 0;
   grad_offset_.assign(graph_.acts.size(), -1);
   for (size_t a = 0; a < graph_.acts.size(); ++a) {
-    if (!graph_.acts[a].needs_grad) continue;
+    if (!graph_.acts[a].needs_grad || elided_[a]) continue;
     grad_offset_[a] = arena;
     arena += (graph_.acts[a].shape.numel() + align - 1) / align * align;
   }
 
   input_id_ = plan_.request("input", {opt_.batch, opt_.imgsz, opt_.imgsz, 3}, DType::kU8);
-  for (const GraphAct& a : graph_.acts) act_ids_.push_back(plan_.request(a.name, a.shape, dt));
+  for (size_t a = 0; a < graph_.acts.size(); ++a)
+    act_ids_.push_back(elided_[a] ? -1 : plan_.request(graph_.acts[a].name, graph_.acts[a].shape, dt));
   arena_id_ = plan_.request("activation_grads", {arena}, dt);
   params_id_ = plan_.request("params", {flat_size_}, pt);
   grads_id_ = plan_.request("grads", {flat_size_}, pt);
@@ -131,18 +159,23 @@ void Model::bind() {
 
   std::vector<Tensor> act, dact(graph_.acts.size());
   for (size_t a = 0; a < graph_.acts.size(); ++a) {
-    act.push_back(plan_.get(act_ids_[a]));
+    act.push_back(elided_[a] ? Tensor{} : plan_.get(act_ids_[a]));
     if (grad_offset_[a] >= 0) dact[a] = slice(arena_, grad_offset_[a], graph_.acts[a].shape);
   }
   auto param = [&](const Tensor& flat, int id) {
     return slice(flat, param_offset_[id], graph_.params[id].shape);
   };
 
-  for (const GraphOp& op : graph_.ops) {
+  for (size_t i = 0; i < graph_.ops.size(); ++i) {
+    if (absorbed_[i]) continue;
+    const GraphOp& op = graph_.ops[i];
     BoundOp b;
     b.op = &op;
+    // A fused BN writes the SiLU's output and reads its gradient.
+    b.silu = i + 1 < graph_.ops.size() && absorbed_[i + 1];
+    const std::vector<int>& outputs = b.silu ? graph_.ops[i + 1].outputs : op.outputs;
     for (int a : op.inputs) b.x.push_back(act[a]), b.dx.push_back(dact[a]);
-    for (int a : op.outputs) b.y.push_back(act[a]), b.dy.push_back(dact[a]);
+    for (int a : outputs) b.y.push_back(act[a]), b.dy.push_back(dact[a]);
     if (op.weight >= 0) {
       b.w = param(params_, op.weight);
       if (bf16_offset_[op.weight] >= 0) {
@@ -189,9 +222,9 @@ void Model::forward_op(const BoundOp& o, bool train, Stream s) {
     case OpKind::kBatchNorm:
       if (train)
         batchnorm_forward_train(o.x[0], o.w, o.b, o.y[0], o.run_mean, o.run_var, o.save_mean, o.save_invstd,
-                                kBn, s, workspace_);
+                                bn_params(o.silu), s, workspace_);
       else
-        batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], kBn, s);
+        batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], bn_params(o.silu), s);
       break;
     case OpKind::kSiLU:
       activation_forward(kSiLU, o.x[0], o.y[0], s);
@@ -225,10 +258,11 @@ void Model::backward_op(const BoundOp& o, bool train, Stream s) {
       break;
     case OpKind::kBatchNorm:
       if (train)
-        batchnorm_backward(o.x[0], o.dy[0], o.w, o.save_mean, o.save_invstd, dx, &o.dw, &o.db, kBn, s,
-                           workspace_);
+        batchnorm_backward(o.x[0], o.dy[0], o.w, o.b, o.save_mean, o.save_invstd, dx, &o.dw, &o.db,
+                           bn_params(o.silu), s, workspace_);
       else
-        batchnorm_backward_eval(o.x[0], o.dy[0], o.w, o.run_mean, o.run_var, dx, &o.dw, &o.db, kBn, s);
+        batchnorm_backward_eval(o.x[0], o.dy[0], o.w, o.b, o.run_mean, o.run_var, dx, &o.dw, &o.db,
+                                bn_params(o.silu), s);
       break;
     case OpKind::kSiLU:
       activation_backward(kSiLU, o.x[0], o.dy[0], o.dx[0], s);

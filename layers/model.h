@@ -5,6 +5,9 @@
 // input, every activation, one gradient arena for all activation gradients, the flat
 // parameter buffers, BN statistics and the conv workspace. forward() and backward() then
 // only launch ops; they allocate nothing, so a GPU step can be captured as a CUDA graph.
+// Each Conv's BN -> SiLU pair runs as one op, batch norm with its SiLU fused (batchnorm.h):
+// the BN output between them, read by that SiLU alone, has no buffer and no gradient
+// (ModelOptions::fuse_bn_silu; the graph itself, which the exporters walk, keeps both ops).
 // The constructor initialises the weights from options.seed (init()); load_state() replaces
 // them.
 //
@@ -50,6 +53,9 @@ struct ModelOptions {
   int64_t batch = 1;
   int64_t imgsz = 640;
   uint64_t seed = 0;  // initial weights (init())
+  // Run BN -> SiLU pairs fused (above). false runs the graph's ops one by one: the same
+  // results up to the rounding of the BN output, for tests and the benchmark's comparison.
+  bool fuse_bn_silu = true;
 };
 
 struct ParamInfo {
@@ -137,9 +143,11 @@ class Model {
     std::vector<Tensor> x, y, dx, dy;  // dx[i] undefined when input i takes no gradient
     Tensor w, b, dw, db;               // conv: weight (activation type) and bias; BN: gamma, beta
     Tensor run_mean, run_var, save_mean, save_invstd;
+    bool silu = false;  // BN with the following SiLU fused: y and dy are the SiLU's output
     int64_t param_offset = 0, param_count = 0;
   };
 
+  void find_fusions();
   void plan_memory();
   void bind();
   void forward_op(const BoundOp& o, bool train, Stream s);
@@ -155,8 +163,10 @@ class Model {
   std::vector<int64_t> param_offset_;  // per graph param (-1 for constants)
   std::vector<int64_t> bf16_offset_;   // per conv weight, in the bf16 copy (bf16 models; -1 otherwise)
   std::vector<std::pair<Tensor, Tensor>> weight_casts_;  // (master, bf16 copy) per conv weight
-  std::vector<int64_t> bn_offset_;     // per BN: start of its mean in bn_stats
-  std::vector<int64_t> grad_offset_;   // per activation: start in the gradient arena (-1: none)
+  std::vector<int64_t> bn_offset_;                       // per BN: start of its mean in bn_stats
+  std::vector<int64_t> grad_offset_;  // per activation: start in the gradient arena (-1: none)
+  std::vector<bool> absorbed_;        // per graph op: a SiLU run inside the BN before it
+  std::vector<bool> elided_;          // per activation: a fused BN's output, never stored
   std::vector<BufferId> act_ids_;
   BufferId input_id_ = -1, params_id_ = -1, grads_id_ = -1, groups_id_ = -1, stats_id_ = -1;
   BufferId saved_id_ = -1, weights_id_ = -1, arena_id_ = -1, workspace_id_ = -1;

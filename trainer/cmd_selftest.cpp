@@ -56,14 +56,16 @@ class Block {
     both("e", half, dt);
     both("g1", split, dt);
     both("g2", split, dt);
-    for (const char* s : {"run_mean", "run_var", "save_mean", "save_invstd"}) ids_[s] = plan_.request(s, {2 * c}, pt);
+    for (const char* s : {"run_mean", "run_var", "save_mean", "save_invstd"})
+      ids_[s] = plan_.request(s, {2 * c}, pt);
     for (const char* s : {"l1", "l2", "one"}) ids_[s] = plan_.request(s, {1}, pt);
     conv1_ = {1, 1, 1, 1, 1};
     const size_t ws = std::max({conv2d_workspace_bytes(act, {2 * c, 3, 3, c}, conv1_, dt, dev),
                                 conv2d_workspace_bytes(act4, {2 * c, 1, 1, 4 * c}, conv2_, dt, dev),
                                 batchnorm_workspace_bytes(act2, dev)});
     ids_["ws"] = plan_.request("ws", {static_cast<int64_t>(ws / 4 + 1)}, DType::kF32);
-    ids_["red_ws"] = plan_.request("red_ws", Shape{std::max<int64_t>(1, reduce_workspace_elems(act2.numel(), dev))}, DType::kF32);
+    ids_["red_ws"] = plan_.request(
+        "red_ws", Shape{std::max<int64_t>(1, reduce_workspace_elems(act2.numel(), dev))}, DType::kF32);
     plan_.allocate();
   }
 
@@ -77,7 +79,8 @@ class Block {
     for (const char* name : kInputs) {
       Tensor t = (*this)[name];
       Tensor host = Tensor::empty(t.shape(), DType::kF64, Device::kCPU);
-      for (int64_t i = 0; i < host.numel(); ++i) host.data<double>()[i] = u(rng) * (name[0] == 'w' ? 0.3 : 1.0);
+      for (int64_t i = 0; i < host.numel(); ++i)
+        host.data<double>()[i] = u(rng) * (name[0] == 'w' ? 0.3 : 1.0);
       if (std::string(name) == "gamma")
         for (int64_t i = 0; i < host.numel(); ++i) host.data<double>()[i] += 1.5;
       copy(host, t);
@@ -92,8 +95,8 @@ class Block {
     const Block& b = *this;
     const Tensor b1 = b["b1"];
     conv2d_forward(b["x"], b["w1"], &b1, b["y1"], conv1_, b["ws"]);
-    batchnorm_forward_train(b["y1"], b["gamma"], b["beta"], b["bn"], b["run_mean"], b["run_var"], b["save_mean"],
-                            b["save_invstd"], bn_, {}, b["ws"]);
+    batchnorm_forward_train(b["y1"], b["gamma"], b["beta"], b["bn"], b["run_mean"], b["run_var"],
+                            b["save_mean"], b["save_invstd"], bn_, {}, b["ws"]);
     activation_forward({ActKind::kSiLU}, b["bn"], b["a"]);
     maxpool_forward(b["a"], b["p"], {5, 1, 2});
     concat_forward({b["a"], b["p"]}, b["c"]);
@@ -126,8 +129,8 @@ class Block {
     maxpool_backward(b["a"], b["dp"], b["da"], {5, 1, 2});
     activation_backward({ActKind::kSiLU}, b["bn"], b["da"], b["dbn"]);
     Tensor dy1 = b["dy1"], dgamma = b["dgamma"], dbeta = b["dbeta"];
-    batchnorm_backward(b["y1"], b["dbn"], b["gamma"], b["save_mean"], b["save_invstd"], &dy1, &dgamma, &dbeta, bn_,
-                       {}, b["ws"]);
+    batchnorm_backward(b["y1"], b["dbn"], b["gamma"], b["beta"], b["save_mean"], b["save_invstd"], &dy1,
+                       &dgamma, &dbeta, bn_, {}, b["ws"]);
     Tensor dx = b["dx"], dw1 = b["dw1"], db1 = b["db1"];
     conv2d_backward(b["x"], b["w1"], b["dy1"], &dx, &dw1, &db1, conv1_, b["ws"]);
     synchronize();
@@ -188,8 +191,8 @@ bool gradient_check(int64_t n, int64_t h, int64_t w, int64_t c) {
     }
   }
   const bool ok = worst < 1e-5;
-  std::printf("  cpu f64  gradient check of the whole block (36 probes): worst relative error %.2e  %s\n", worst,
-              ok ? "ok" : "FAILED");
+  std::printf("  cpu f64  gradient check of the whole block (36 probes): worst relative error %.2e  %s\n",
+              worst, ok ? "ok" : "FAILED");
   return ok;
 }
 
@@ -202,18 +205,22 @@ int cmd_selftest(int argc, char** argv) {
   opts.add_options()("batch", "batch size", cxxopts::value<int64_t>()->default_value("2"))(
       "size", "image height and width (even)", cxxopts::value<int64_t>()->default_value("32"))(
       "channels", "input channels", cxxopts::value<int64_t>()->default_value("8"))(
-      "iters", "timed iterations per backend", cxxopts::value<int>()->default_value("5"))("h,help", "show this help");
+      "iters", "timed iterations per backend", cxxopts::value<int>()->default_value("5"))("h,help",
+                                                                                          "show this help");
   const auto args = opts.parse(argc, argv);
   if (args.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;
   }
-  const int64_t n = args["batch"].as<int64_t>(), s = args["size"].as<int64_t>(), c = args["channels"].as<int64_t>();
+  const int64_t n = args["batch"].as<int64_t>(), s = args["size"].as<int64_t>(),
+                c = args["channels"].as<int64_t>();
   const int iters = args["iters"].as<int>();
-  VT_CHECK(n >= 1 && c >= 1 && s >= 2 && s % 2 == 0, "selftest: need batch >= 1, channels >= 1, even size >= 2");
-  std::printf("selftest: conv, batch norm, SiLU, max pool (5x5 and 2x2), concat, upsample, add, split, reductions\n");
-  std::printf("  block input (%lld, %lld, %lld, %lld), forward + backward\n", (long long)n, (long long)s, (long long)s,
-              (long long)c);
+  VT_CHECK(n >= 1 && c >= 1 && s >= 2 && s % 2 == 0,
+           "selftest: need batch >= 1, channels >= 1, even size >= 2");
+  std::printf(
+      "selftest: conv, batch norm, SiLU, max pool (5x5 and 2x2), concat, upsample, add, split, reductions\n");
+  std::printf("  block input (%lld, %lld, %lld, %lld), forward + backward\n", (long long)n, (long long)s,
+              (long long)s, (long long)c);
   bool ok = gradient_check(1, 6, 6, 3);
 
   Block cpu(Device::kCPU, DType::kF32, n, s, s, c);
@@ -237,12 +244,15 @@ int cmd_selftest(int argc, char** argv) {
       // bf16: activations rounded to 8 significant bits at every op (~1e-2).
       const double limit = dt == DType::kF32 ? 1e-4 : 5e-2;
       double worst = std::abs(loss - cpu_loss) / std::max(1.0, std::abs(cpu_loss));
-      for (const char* name : kInputs) worst = std::max(worst, relative_l2(gpu[std::string("d") + name], cpu[std::string("d") + name]));
+      for (const char* name : kInputs)
+        worst = std::max(worst, relative_l2(gpu[std::string("d") + name], cpu[std::string("d") + name]));
       const bool good = worst < limit;
       ok = ok && good;
       const double ms = 1e3 * seconds_per_step(gpu, iters);
-      std::printf("  cuda %-4s loss %.6f   %.2f ms/step   worst relative L2 difference from cpu %.2e (limit %.0e)  %s\n",
-                  dtype_name(dt), loss, ms, worst, limit, good ? "ok" : "FAILED");
+      std::printf(
+          "  cuda %-4s loss %.6f   %.2f ms/step   worst relative L2 difference from cpu %.2e (limit %.0e)  "
+          "%s\n",
+          dtype_name(dt), loss, ms, worst, limit, good ? "ok" : "FAILED");
     }
   }
   std::printf("selftest %s\n", ok ? "passed" : "FAILED");

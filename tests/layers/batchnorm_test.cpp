@@ -1,12 +1,15 @@
 // Batch norm tests: hand values (train, eval, M == 1), double-precision gradient checks in
-// both modes, GPU parity in f32 and bf16 plus run-to-run determinism, bad arguments.
+// both modes with and without the fused SiLU, the fused op against BN then the SiLU op, GPU
+// parity in f32 and bf16 (fused too) plus run-to-run determinism, bad arguments.
 #include "layers/batchnorm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "layers/activation.h"
 #include "layers/check.h"
 #include "tests/test_util.h"
 
@@ -81,7 +84,7 @@ TEST(BatchNorm, HandComputedTrain) {
     // (dx at 1, dgamma and dbeta at 0.5) to show that the gradients accumulate.
     const Tensor dy = from_values(s, kDy);
     Tensor dx = filled(s, 1), dgamma = filled({2}, 0.5), dbeta = filled({2}, 0.5);
-    batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dx, &dgamma, &dbeta, p);
+    batchnorm_backward(x, dy, st.gamma, st.beta, st.save_mean, st.save_invstd, &dx, &dgamma, &dbeta, p);
     test::expect_close(dx,
                        from_values(s, {1 + 2.0 / 3, 1 + 1.0 / 16, 1 - 4.0 / 9, 1 - 3.0 / 16, 1 - 2.0 / 9,
                                        1 + 13.0 / 16, 1.0, 1 - 11.0 / 16}),
@@ -91,9 +94,11 @@ TEST(BatchNorm, HandComputedTrain) {
 
     // Each gradient alone (the others null) is the same.
     Tensor dx_only = filled(s, 1), dgamma_only = filled({2}, 0.5), dbeta_only = filled({2}, 0.5);
-    batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dx_only, nullptr, nullptr, p);
-    batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, nullptr, &dgamma_only, nullptr, p);
-    batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, nullptr, nullptr, &dbeta_only, p);
+    batchnorm_backward(x, dy, st.gamma, st.beta, st.save_mean, st.save_invstd, &dx_only, nullptr, nullptr, p);
+    batchnorm_backward(x, dy, st.gamma, st.beta, st.save_mean, st.save_invstd, nullptr, &dgamma_only, nullptr,
+                       p);
+    batchnorm_backward(x, dy, st.gamma, st.beta, st.save_mean, st.save_invstd, nullptr, nullptr, &dbeta_only,
+                       p);
     EXPECT_EQ(values(dx_only), values(dx));
     EXPECT_EQ(values(dgamma_only), values(dgamma));
     EXPECT_EQ(values(dbeta_only), values(dbeta));
@@ -120,15 +125,17 @@ TEST(BatchNorm, HandComputedEval) {
     // dgamma += sum(dy xhat) = (1 * 0, 1 * 6 - 1 * 6 + 2 * 6) = (0, 12); dbeta += sum(dy) = (1, 2).
     const Tensor dy = from_values(s, kDy);
     Tensor dx = filled(s, 1), dgamma = filled({2}, 0.5), dbeta = filled({2}, 0.5);
-    batchnorm_backward_eval(x, dy, st.gamma, st.running_mean, st.running_var, &dx, &dgamma, &dbeta, p);
+    batchnorm_backward_eval(x, dy, st.gamma, st.beta, st.running_mean, st.running_var, &dx, &dgamma, &dbeta,
+                            p);
     test::expect_close(dx, from_values(s, {2, 1, 1, 0, 1, 2, 1, -1}), 1e-6, 1e-6, "dx");
     test::expect_close(dgamma, from_values({2}, {0.5, 12.5}), 1e-6, 1e-6, "dgamma");
     test::expect_close(dbeta, from_values({2}, {1.5, 2.5}), 1e-6, 1e-6, "dbeta");
 
     Tensor dx_only = filled(s, 1), dgamma_only = filled({2}, 0.5);
-    batchnorm_backward_eval(x, dy, st.gamma, st.running_mean, st.running_var, &dx_only, nullptr, nullptr, p);
-    batchnorm_backward_eval(x, dy, st.gamma, st.running_mean, st.running_var, nullptr, &dgamma_only, nullptr,
-                            p);
+    batchnorm_backward_eval(x, dy, st.gamma, st.beta, st.running_mean, st.running_var, &dx_only, nullptr,
+                            nullptr, p);
+    batchnorm_backward_eval(x, dy, st.gamma, st.beta, st.running_mean, st.running_var, nullptr, &dgamma_only,
+                            nullptr, p);
     EXPECT_EQ(values(dx_only), values(dx));
     EXPECT_EQ(values(dgamma_only), values(dgamma));
   }
@@ -153,8 +160,8 @@ TEST(BatchNorm, SinglePositionUsesBiasedVariance) {
   test::expect_close(st.running_var, from_values({3}, {1.94, 1.94, 1.94}), 1e-6, 1e-6, "running_var");
 
   Tensor dx = filled(s, 1), dgamma = filled({3}, 0.5), dbeta = filled({3}, 0.5);
-  batchnorm_backward(x, from_values(s, {1, -2, 3}), st.gamma, st.save_mean, st.save_invstd, &dx, &dgamma,
-                     &dbeta, p);
+  batchnorm_backward(x, from_values(s, {1, -2, 3}), st.gamma, st.beta, st.save_mean, st.save_invstd, &dx,
+                     &dgamma, &dbeta, p);
   test::expect_close(dx, filled(s, 1), 1e-6, 1e-6, "dx");
   test::expect_close(dgamma, filled({3}, 0.5), 1e-6, 1e-6, "dgamma");
   test::expect_close(dbeta, from_values({3}, {1.5, -1.5, 3.5}), 1e-6, 1e-6, "dbeta");
@@ -172,46 +179,113 @@ BnState random_state(int64_t c, DType dt, uint64_t seed) {
           Tensor::empty(cs, dt, Device::kCPU)};
 }
 
+// Every gradient check runs without and with the fused SiLU.
+BatchNormParams params_with_silu(bool silu) {
+  BatchNormParams p;
+  p.silu = silu;
+  return p;
+}
+
 TEST(BatchNorm, GradientCheckTrainDouble) {
-  const BatchNormParams p;
-  for (const Shape& s : {Shape{2, 3, 5, 4}, Shape{1, 5, 3, 7}}) {
-    SCOPED_TRACE(s.str());
-    // x with a non-zero mean, as after a convolution.
-    Tensor x = test::random_tensor(s, DType::kF64, 11, -1, 3);
-    BnState st = random_state(s[3], DType::kF64, 20);
-    // forward() rewrites save_mean and save_invstd; check_gradients runs it at the unperturbed
-    // inputs just before backward, so backward sees the statistics of those inputs.
-    test::check_gradients(
-        {x, st.gamma, st.beta}, {"x", "gamma", "beta"},
-        [&] {
-          Tensor y = zeros_like(x);
-          batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
-                                  st.save_invstd, p);
-          return std::vector<Tensor>{y};
-        },
-        [&](const std::vector<Tensor>& dy, std::vector<Tensor>& g) {
-          batchnorm_backward(x, dy[0], st.gamma, st.save_mean, st.save_invstd, &g[0], &g[1], &g[2], p);
-        });
-  }
+  for (const Shape& s : {Shape{2, 3, 5, 4}, Shape{1, 5, 3, 7}})
+    for (bool silu : {false, true}) {
+      SCOPED_TRACE(s.str() + (silu ? " silu" : ""));
+      const BatchNormParams p = params_with_silu(silu);
+      // x with a non-zero mean, as after a convolution.
+      Tensor x = test::random_tensor(s, DType::kF64, 11, -1, 3);
+      BnState st = random_state(s[3], DType::kF64, 20);
+      // forward() rewrites save_mean and save_invstd; check_gradients runs it at the unperturbed
+      // inputs just before backward, so backward sees the statistics of those inputs.
+      test::check_gradients(
+          {x, st.gamma, st.beta}, {"x", "gamma", "beta"},
+          [&] {
+            Tensor y = zeros_like(x);
+            batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
+                                    st.save_invstd, p);
+            return std::vector<Tensor>{y};
+          },
+          [&](const std::vector<Tensor>& dy, std::vector<Tensor>& g) {
+            batchnorm_backward(x, dy[0], st.gamma, st.beta, st.save_mean, st.save_invstd, &g[0], &g[1], &g[2],
+                               p);
+          });
+    }
 }
 
 TEST(BatchNorm, GradientCheckEvalDouble) {
-  const BatchNormParams p;
-  for (const Shape& s : {Shape{2, 3, 5, 4}, Shape{1, 5, 3, 7}}) {
-    SCOPED_TRACE(s.str());
-    Tensor x = test::random_tensor(s, DType::kF64, 12, -1, 3);
-    BnState st = random_state(s[3], DType::kF64, 30);
-    test::check_gradients(
-        {x, st.gamma, st.beta}, {"x", "gamma", "beta"},
-        [&] {
-          Tensor y = zeros_like(x);
-          batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y, p);
-          return std::vector<Tensor>{y};
-        },
-        [&](const std::vector<Tensor>& dy, std::vector<Tensor>& g) {
-          batchnorm_backward_eval(x, dy[0], st.gamma, st.running_mean, st.running_var, &g[0], &g[1], &g[2],
-                                  p);
-        });
+  for (const Shape& s : {Shape{2, 3, 5, 4}, Shape{1, 5, 3, 7}})
+    for (bool silu : {false, true}) {
+      SCOPED_TRACE(s.str() + (silu ? " silu" : ""));
+      const BatchNormParams p = params_with_silu(silu);
+      Tensor x = test::random_tensor(s, DType::kF64, 12, -1, 3);
+      BnState st = random_state(s[3], DType::kF64, 30);
+      test::check_gradients(
+          {x, st.gamma, st.beta}, {"x", "gamma", "beta"},
+          [&] {
+            Tensor y = zeros_like(x);
+            batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y, p);
+            return std::vector<Tensor>{y};
+          },
+          [&](const std::vector<Tensor>& dy, std::vector<Tensor>& g) {
+            batchnorm_backward_eval(x, dy[0], st.gamma, st.beta, st.running_mean, st.running_var, &g[0],
+                                    &g[1], &g[2], p);
+          });
+    }
+}
+
+// The fused op is BN followed by the SiLU op, in value and in every gradient, train and eval
+// (f64: the two differ only by the rounding of the intermediate u).
+TEST(BatchNorm, FusedSiLUEqualsBatchNormThenSiLU) {
+  const Shape s{2, 4, 3, 5};
+  const DType dt = DType::kF64;
+  const Tensor x = test::random_tensor(s, dt, 40, -1, 3), dz = test::random_tensor(s, dt, 41);
+  const Activation silu{ActKind::kSiLU};
+  for (bool train : {true, false}) {
+    SCOPED_TRACE(train ? "train" : "eval");
+    // Separate: u = bn(x), z = silu(u); du = silu'(u) dz; then BN's backward of du.
+    BnState a = random_state(s[3], dt, 42);
+    Tensor u = zeros_like(x), z = zeros_like(x), du = filled(s, 0, dt);
+    Tensor dx = test::random_tensor(s, dt, 44), dg = test::random_tensor({s[3]}, dt, 45),
+           db = test::random_tensor({s[3]}, dt, 46);
+    BatchNormParams plain;
+    if (train)
+      batchnorm_forward_train(x, a.gamma, a.beta, u, a.running_mean, a.running_var, a.save_mean,
+                              a.save_invstd, plain);
+    else
+      batchnorm_forward_eval(x, a.gamma, a.beta, a.running_mean, a.running_var, u, plain);
+    activation_forward(silu, u, z);
+    activation_backward(silu, u, dz, du);
+    if (train)
+      batchnorm_backward(x, du, a.gamma, a.beta, a.save_mean, a.save_invstd, &dx, &dg, &db, plain);
+    else
+      batchnorm_backward_eval(x, du, a.gamma, a.beta, a.running_mean, a.running_var, &dx, &dg, &db, plain);
+
+    // Fused, from the same state and the same starting gradients.
+    BnState b = random_state(s[3], dt, 42);
+    Tensor zf = zeros_like(x);
+    Tensor dxf = test::random_tensor(s, dt, 44), dgf = test::random_tensor({s[3]}, dt, 45),
+           dbf = test::random_tensor({s[3]}, dt, 46);
+    const BatchNormParams fused = params_with_silu(true);
+    if (train)
+      batchnorm_forward_train(x, b.gamma, b.beta, zf, b.running_mean, b.running_var, b.save_mean,
+                              b.save_invstd, fused);
+    else
+      batchnorm_forward_eval(x, b.gamma, b.beta, b.running_mean, b.running_var, zf, fused);
+    if (train)
+      batchnorm_backward(x, dz, b.gamma, b.beta, b.save_mean, b.save_invstd, &dxf, &dgf, &dbf, fused);
+    else
+      batchnorm_backward_eval(x, dz, b.gamma, b.beta, b.running_mean, b.running_var, &dxf, &dgf, &dbf, fused);
+
+    test::expect_close(zf, z, 1e-12, 1e-12, "y");
+    test::expect_close(b.running_mean, a.running_mean, 0, 0, "running_mean");
+    test::expect_close(b.running_var, a.running_var, 0, 0, "running_var");
+    test::expect_close(dxf, dx, 1e-12, 1e-12, "dx");
+    test::expect_close(dgf, dg, 1e-12, 1e-12, "dgamma");
+    test::expect_close(dbf, db, 1e-12, 1e-12, "dbeta");
+    // The SiLU changes the result: not a test that passes with the activation ignored.
+    double most = 0;
+    const std::vector<double> zv = values(zf), uv = values(u);
+    for (size_t i = 0; i < zv.size(); ++i) most = std::max(most, std::abs(zv[i] - uv[i]));
+    EXPECT_GT(most, 0.1);
   }
 }
 
@@ -242,7 +316,7 @@ BnRun run_layer(Device dev, DType dt, const Tensor& x, const Tensor& dy, const T
   const Tensor ws = sliced && ws_bytes ? Tensor::empty({int64_t(ws_bytes / 4)}, DType::kF32, dev) : Tensor{};
   batchnorm_forward_train(xd, gamma, beta, r.y, r.running_mean, r.running_var, r.save_mean, r.save_invstd, p,
                           {}, ws);
-  batchnorm_backward(xd, dyd, gamma, r.save_mean, r.save_invstd, &r.dx, &r.dgamma, &r.dbeta, p, {}, ws);
+  batchnorm_backward(xd, dyd, gamma, beta, r.save_mean, r.save_invstd, &r.dx, &r.dgamma, &r.dbeta, p, {}, ws);
 
   const Tensor rm = par(in.running_mean), rv = par(in.running_var);
   r.y_eval = Tensor::empty(x.shape(), dt, dev);
@@ -250,7 +324,7 @@ BnRun run_layer(Device dev, DType dt, const Tensor& x, const Tensor& dy, const T
   r.dgamma_eval = par(dg0);
   r.dbeta_eval = par(db0);
   batchnorm_forward_eval(xd, gamma, beta, rm, rv, r.y_eval, p);
-  batchnorm_backward_eval(xd, dyd, gamma, rm, rv, &r.dx_eval, &r.dgamma_eval, &r.dbeta_eval, p);
+  batchnorm_backward_eval(xd, dyd, gamma, beta, rm, rv, &r.dx_eval, &r.dgamma_eval, &r.dbeta_eval, p);
   synchronize();
   return r;
 }
@@ -286,12 +360,13 @@ GpuInputs gpu_inputs(const Shape& s, DType dt) {
 
 TEST(BatchNorm, GpuMatchesCpu) {
   VT_REQUIRE_GPU();
-  const BatchNormParams p;
   for (DType dt : {DType::kF32, DType::kBF16}) {
     for (const Shape& s : kGpuShapes) {
-      for (bool sliced : {false, true}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool sliced = variant & 1, silu = variant & 2;
+        const BatchNormParams p = params_with_silu(silu);
         SCOPED_TRACE(std::string(dtype_name(dt)) + " " + s.str() +
-                     (sliced ? " sliced" : " one block per group"));
+                     (sliced ? " sliced" : " one block per group") + (silu ? " silu" : ""));
         const GpuInputs in = gpu_inputs(s, dt);
         const BnRun cpu = run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
         const BnRun gpu = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, sliced);
@@ -403,14 +478,15 @@ TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
   const Tensor dx_bad = Tensor::empty({2, 3, 5, 5}, DType::kF32, Device::kCPU);
   test::expect_error(
       [&] {
-        batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dx_bad, nullptr, nullptr, p);
+        batchnorm_backward(x, dy, st.gamma, st.beta, st.save_mean, st.save_invstd, &dx_bad, nullptr, nullptr,
+                           p);
       },
       {"batchnorm_backward", "dx", "(2, 3, 5, 5)", "(2, 3, 5, 4)"});
   Tensor dg_bad = Tensor::empty({5}, DType::kF32, Device::kCPU);
   test::expect_error(
       [&] {
-        batchnorm_backward_eval(x, dy, st.gamma, st.running_mean, st.running_var, nullptr, &dg_bad, nullptr,
-                                p);
+        batchnorm_backward_eval(x, dy, st.gamma, st.beta, st.running_mean, st.running_var, nullptr, &dg_bad,
+                                nullptr, p);
       },
       {"batchnorm_backward_eval", "dgamma", "(5)", "(2, 3, 5, 4)"});
 
@@ -422,7 +498,9 @@ TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
       {"batchnorm_forward_eval", "unsupported storage type bf16", "(2, 3, 5, 4)"});
   const Tensor g64 = Tensor::empty({4}, DType::kF64, Device::kCPU);
   test::expect_error(
-      [&] { batchnorm_backward(x, dy, g64, st.save_mean, st.save_invstd, &dx, nullptr, nullptr, p); },
+      [&] {
+        batchnorm_backward(x, dy, g64, st.beta, st.save_mean, st.save_invstd, &dx, nullptr, nullptr, p);
+      },
       {"batchnorm_backward", "gamma must be f32", "(4)"});
 
   // Aliasing and parameters.
@@ -433,7 +511,9 @@ TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
       },
       {"batchnorm_forward_train", "alias"});
   test::expect_error(
-      [&] { batchnorm_backward(x, dy, st.gamma, st.save_mean, st.save_invstd, &dy, nullptr, nullptr, p); },
+      [&] {
+        batchnorm_backward(x, dy, st.gamma, st.beta, st.save_mean, st.save_invstd, &dy, nullptr, nullptr, p);
+      },
       {"batchnorm_backward", "alias"});
   test::expect_error(
       [&] {
@@ -462,7 +542,7 @@ TEST(BatchNorm, EmptyBatchWritesNothing) {
   EXPECT_EQ(values(st.running_mean), rm);
   EXPECT_EQ(values(st.running_var), rv);
   Tensor dgamma = filled({4}, 0.5);
-  batchnorm_backward(x, x, st.gamma, st.save_mean, st.save_invstd, nullptr, &dgamma, nullptr, p);
+  batchnorm_backward(x, x, st.gamma, st.beta, st.save_mean, st.save_invstd, nullptr, &dgamma, nullptr, p);
   EXPECT_EQ(values(dgamma), std::vector<double>(4, 0.5));
 }
 

@@ -1,6 +1,7 @@
 // Model tests: Ultralytics' parameter counts and names, output shapes, the flat layout and
 // its on_ready ranges, init, exchange by name, static memory, train vs eval, a
-// finite-difference check of the whole tiny model in f64, and GPU parity.
+// finite-difference check of the whole tiny model in f64, the fused BN -> SiLU against the
+// separate ops, and GPU parity (fused and separate).
 #include "layers/model.h"
 
 #include <algorithm>
@@ -12,7 +13,6 @@
 #include <vector>
 
 #include "layers/check.h"
-#include "layers/cuda_graph.h"
 #include "layers/cuda_graph.h"
 #include "tests/test_util.h"
 
@@ -370,6 +370,47 @@ TEST(Model, TrainAndEvalModes) {
   EXPECT_NE(first_image_outputs(true, 10), first_image_outputs(true, 11));
 }
 
+// ||a - b|| / ||b|| over all elements.
+double relative_l2(const std::vector<double>& a, const std::vector<double>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Running each BN -> SiLU fused changes nothing but the rounding of the BN output (none in
+// f64 beyond ~1e-15) and saves that output's buffer and gradient: the same outputs, parameter
+// gradients and running statistics, train and eval, in less memory.
+TEST(Model, FusedBnSiLUMatchesSeparateOps) {
+  ModelOptions o = options(Device::kCPU, DType::kF64, 2, 64, 13);
+  Model fused(spec("yolov8-tiny.yaml", 3), o);
+  o.fuse_bn_silu = false;
+  Model plain(spec("yolov8-tiny.yaml", 3), o);
+  const std::vector<Tensor> r = loss_weights(fused);
+  for (Model* m : {&fused, &plain}) set_images(*m, 8);
+  for (bool train : {true, false}) {
+    SCOPED_TRACE(train ? "train" : "eval");
+    for (Model* m : {&fused, &plain}) {
+      m->zero_grads();
+      m->forward(train);
+      for (size_t l = 0; l < r.size(); ++l) copy(r[l], m->output_grads()[l]);
+      m->backward();
+    }
+    for (size_t l = 0; l < r.size(); ++l)
+      EXPECT_LT(relative_l2(test::values(fused.outputs()[l]), test::values(plain.outputs()[l])), 1e-12)
+          << "output " << l;
+    EXPECT_LT(relative_l2(test::values(fused.grads()), test::values(plain.grads())), 1e-12);
+    EXPECT_LT(relative_l2(test::values(fused.bn_stats()), test::values(plain.bn_stats())), 1e-12);
+  }
+  // Every Conv's BN output and its gradient are gone: (B, H, W, C) twice per Conv.
+  int64_t saved = 0;
+  const ModelGraph& g = plain.graph();
+  for (size_t i = 0; i + 1 < g.ops.size(); ++i)
+    if (g.ops[i].kind == OpKind::kBatchNorm && g.ops[i + 1].kind == OpKind::kSiLU)
+      saved += 2 * g.acts[g.ops[i].outputs[0]].shape.numel() * 8;
+  EXPECT_GT(saved, 0);
+  EXPECT_LE(fused.memory().total_bytes() + saved, plain.memory().total_bytes());
+}
+
 TEST(Model, BadUse) {
   test::expect_error([] { Model(spec("yolov8-tiny.yaml"), options(Device::kCPU, DType::kBF16, 1, 64)); },
                      {"yolov8-tiny.yaml", "bf16", "not supported on cpu"});
@@ -380,53 +421,49 @@ TEST(Model, BadUse) {
                        {"no CUDA device"});
 }
 
-// ||a - b|| / ||b|| over all elements.
-double relative_l2(const std::vector<double>& a, const std::vector<double>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
 TEST(Model, GpuMatchesCpu) {
   VT_REQUIRE_GPU();
-  for (DType dt : {DType::kF32, DType::kBF16}) {
-    SCOPED_TRACE(dtype_name(dt));
-    // Batch 3 at 96 x 96: odd batch, 3 x 3 cells at stride 32, 5 classes.
-    Model cpu(spec("yolov8-tiny.yaml", 5), options(Device::kCPU, DType::kF32, 3, 96, 9));
-    set_images(cpu, 6);
-    const std::vector<Tensor> r = loss_weights(cpu);
-    train_step(cpu, r);
-    Model gpu(spec("yolov8-tiny.yaml", 5), options(Device::kCUDA, dt, 3, 96, 9));
-    set_images(gpu, 6);
-    std::vector<std::pair<int64_t, int64_t>> ranges;
-    train_step(gpu, r, [&](int64_t o, int64_t n) { ranges.emplace_back(o, n); });
-    EXPECT_EQ(ranges.back().first + ranges.back().second, gpu.flat_size());
-    // f32: the same arithmetic in other summation orders, through ~40 layers with batch
-    // norms (~1e-6 per op); bf16: every activation rounded to 8 significant bits (2^-9
-    // relative) at each of ~40 layers, errors adding up like a random walk (~1e-2).
-    const double tol = dt == DType::kF32 ? 1e-3 : 5e-2;
-    for (size_t l = 0; l < 3; ++l)
-      EXPECT_LT(relative_l2(test::values(gpu.outputs()[l]), test::values(cpu.outputs()[l])), tol)
-          << "output " << l;
-    EXPECT_LT(relative_l2(test::values(gpu.grads()), test::values(cpu.grads())), tol) << "grads";
-    EXPECT_LT(relative_l2(test::values(gpu.bn_stats()), test::values(cpu.bn_stats())), tol) << "bn_stats";
-    // Per parameter tensor too, so a small layer's error is not hidden by the big ones.
-    const std::vector<double> gg = test::values(gpu.grads()), cg = test::values(cpu.grads());
-    for (const ParamInfo& p : cpu.param_table()) {
-      if (p.constant) continue;
-      const auto a = gg.begin() + p.offset, b = cg.begin() + p.offset;
-      EXPECT_LT(relative_l2({a, a + p.shape.numel()}, {b, b + p.shape.numel()}), 4 * tol) << p.name;
+  for (DType dt : {DType::kF32, DType::kBF16})
+    for (bool fuse : {true, false}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (fuse ? " fused" : " separate"));
+      // Batch 3 at 96 x 96: odd batch, 3 x 3 cells at stride 32, 5 classes.
+      Model cpu(spec("yolov8-tiny.yaml", 5), options(Device::kCPU, DType::kF32, 3, 96, 9));
+      set_images(cpu, 6);
+      const std::vector<Tensor> r = loss_weights(cpu);
+      train_step(cpu, r);
+      ModelOptions go = options(Device::kCUDA, dt, 3, 96, 9);
+      go.fuse_bn_silu = fuse;
+      Model gpu(spec("yolov8-tiny.yaml", 5), go);
+      set_images(gpu, 6);
+      std::vector<std::pair<int64_t, int64_t>> ranges;
+      train_step(gpu, r, [&](int64_t o, int64_t n) { ranges.emplace_back(o, n); });
+      EXPECT_EQ(ranges.back().first + ranges.back().second, gpu.flat_size());
+      // f32: the same arithmetic in other summation orders, through ~40 layers with batch
+      // norms (~1e-6 per op); bf16: every activation rounded to 8 significant bits (2^-9
+      // relative) at each of ~40 layers, errors adding up like a random walk (~1e-2).
+      const double tol = dt == DType::kF32 ? 1e-3 : 5e-2;
+      for (size_t l = 0; l < 3; ++l)
+        EXPECT_LT(relative_l2(test::values(gpu.outputs()[l]), test::values(cpu.outputs()[l])), tol)
+            << "output " << l;
+      EXPECT_LT(relative_l2(test::values(gpu.grads()), test::values(cpu.grads())), tol) << "grads";
+      EXPECT_LT(relative_l2(test::values(gpu.bn_stats()), test::values(cpu.bn_stats())), tol) << "bn_stats";
+      // Per parameter tensor too, so a small layer's error is not hidden by the big ones.
+      const std::vector<double> gg = test::values(gpu.grads()), cg = test::values(cpu.grads());
+      for (const ParamInfo& p : cpu.param_table()) {
+        if (p.constant) continue;
+        const auto a = gg.begin() + p.offset, b = cg.begin() + p.offset;
+        EXPECT_LT(relative_l2({a, a + p.shape.numel()}, {b, b + p.shape.numel()}), 4 * tol) << p.name;
+      }
+      cpu.forward(false), gpu.forward(false);
+      synchronize();
+      for (size_t l = 0; l < 3; ++l)
+        EXPECT_LT(relative_l2(test::values(gpu.outputs()[l]), test::values(cpu.outputs()[l])), tol)
+            << "eval " << l;
+      // The GPU runs the same step with nothing allocated.
+      const int64_t before = allocation_count();
+      train_step(gpu, r);
+      EXPECT_EQ(allocation_count(), before);
     }
-    cpu.forward(false), gpu.forward(false);
-    synchronize();
-    for (size_t l = 0; l < 3; ++l)
-      EXPECT_LT(relative_l2(test::values(gpu.outputs()[l]), test::values(cpu.outputs()[l])), tol)
-          << "eval " << l;
-    // The GPU runs the same step with nothing allocated.
-    const int64_t before = allocation_count();
-    train_step(gpu, r);
-    EXPECT_EQ(allocation_count(), before);
-  }
 }
 
 // The training step's device work replayed from CUDA graphs gives the eager step's
