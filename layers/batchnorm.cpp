@@ -6,6 +6,7 @@
 #include <initializer_list>
 
 #include "layers/op.h"
+#include "layers/reduce.h"
 
 namespace vt {
 namespace {
@@ -56,10 +57,7 @@ float* cuda_workspace(const char* op, const Tensor& x, const Tensor& workspace) 
 }  // namespace
 
 int64_t batchnorm_slices(const Shape& x) {
-  // About 1024 blocks of 32 channels, each slice at least 256 positions, at most 256 slices:
-  // from the shape alone, so the workspace is planned ahead and results are device-independent.
-  const int64_t m = x[0] * x[1] * x[2], groups = (x[3] + 31) / 32;
-  return std::max<int64_t>(1, std::min<int64_t>({(1024 + groups - 1) / groups, m / 256, 256}));
+  return channel_sum_slices(x[0] * x[1] * x[2], x[3]);
 }
 
 size_t batchnorm_workspace_bytes(const Shape& x, Device dev) {

@@ -1,43 +1,20 @@
-// Batch norm in CUDA: per-channel reductions over the M = N*H*W positions of NHWC data.
+// Batch norm in CUDA: per-channel reductions over the M = N*H*W positions of NHWC data, in
+// the column layout of channel_sum.cuh (one warp across 32 channels of a position, so reads
+// are coalesced; fixed summation order, no atomics, bit-identical run to run).
 //
-// Reduction layout: one block per group of kChannels = 32 consecutive channels, shaped
-// (kChannels, kRows). threadIdx.x picks the channel, so a warp reads 32 adjacent values of
-// one position (coalesced, channel fastest); threadIdx.y strides over the positions
-// m = threadIdx.y, threadIdx.y + kRows, ... summing sequentially in fp32; the kRows partials
-// of a channel are then combined by a fixed shared-memory tree. Every sum's order depends on
-// the launch shape alone, so results are bit-identical run to run (no atomics anywhere).
-// The training forward is one kernel: mean, then the variance about it (two passes over x),
-// then y. The backward needs sum(dy) and sum(dy * xhat) per channel before dx, so the
-// kernel reduces first and then writes dx. The eval forward and the eval dx are elementwise.
+// Without a workspace each group of 32 channels is reduced by a single block: the training
+// forward is one kernel (mean, then the variance about it: two passes over x, then y), and
+// the backward kernel reduces sum(dy) and sum(dy * xhat) first and then writes dx. That is
+// few blocks when C is small and M large: correct, not fast; with a workspace the training
+// passes take the sliced path below instead. The eval forward and the eval dx are elementwise.
 // Every kernel that reads or writes the BN output is templated on kSiLU, the fused SiLU of
 // BatchNormParams::silu: the forward applies it before the store, the backward takes dy back
 // through it at u = xhat gamma + beta, recomputed in registers (act_out / act_grad).
-// One block per 32 channels is few blocks when C is small and M large: correct, not fast;
-// with a workspace the training passes take the sliced path below instead.
 #include "layers/batchnorm.h"
-#include "layers/cuda_common.cuh"
+#include "layers/channel_sum.cuh"
 
 namespace vt::cuda {
 namespace {
-
-constexpr int kChannels = 32;  // channels per block: threadIdx.x, one warp wide
-constexpr int kRows = 16;      // position strides per block: threadIdx.y, a power of two for the tree
-
-// The sum over threadIdx.y of v, for this thread's channel, returned to every thread. Every
-// thread of the block must call it (it synchronises); red is the block's (kRows, kChannels)
-// scratch. The tree's shape is fixed, so the order of the additions is too.
-__device__ float column_sum(float v, float (*red)[kChannels]) {
-  red[threadIdx.y][threadIdx.x] = v;
-  __syncthreads();
-  for (int half = kRows / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.y) < half)
-      red[threadIdx.y][threadIdx.x] += red[threadIdx.y + half][threadIdx.x];
-    __syncthreads();
-  }
-  const float total = red[0][threadIdx.x];
-  __syncthreads();  // everyone has read red[0] before the next call overwrites it
-  return total;
-}
 
 // The fused activation at the BN output u: the value stored, and the gradient dy takes back to u.
 template <bool kSiLU>
@@ -218,12 +195,6 @@ __global__ void slice_sums_kernel(const T* x, const T* dy, const float* mean, co
   }
 }
 
-__device__ __forceinline__ float slices_total(const float* part, int64_t slices, int64_t c_count, int64_t c) {
-  float t = 0.f;
-  for (int64_t z = 0; z < slices; ++z) t += part[z * c_count + c];
-  return t;
-}
-
 __global__ void mean_kernel(const float* part, int64_t slices, int64_t m_count, int64_t c_count,
                             float* save_mean) {
   VT_GRID_STRIDE(c, c_count) {
@@ -312,13 +283,6 @@ int64_t positions(const Tensor& x) {
   return x.dim(0) * x.dim(1) * x.dim(2);
 }
 
-dim3 channel_grid(int64_t c_count) {
-  return dim3(static_cast<unsigned>((c_count + kChannels - 1) / kChannels));
-}
-dim3 channel_block() {
-  return dim3(kChannels, kRows);
-}
-
 float* data_or_null(const Tensor* t) {
   return t ? t->data<float>() : nullptr;
 }
@@ -347,7 +311,7 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
       constexpr bool kSiLU = decltype(silu)::value;
       if (workspace) {
         const int64_t slices = batchnorm_slices(x.shape()), len = (m_count + slices - 1) / slices;
-        const dim3 grid(channel_grid(c_count).x, static_cast<unsigned>(slices));
+        const dim3 grid = channel_grid(c_count, slices);
         float* mean = save_mean.data<float>();
         float* invstd = save_invstd.data<float>();
         slice_sums_kernel<T, SliceSum::kX>
@@ -408,7 +372,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
       constexpr bool kSiLU = decltype(silu)::value;
       if (workspace) {
         const int64_t slices = batchnorm_slices(x.shape()), len = (m_count + slices - 1) / slices;
-        const dim3 grid(channel_grid(c_count).x, static_cast<unsigned>(slices));
+        const dim3 grid = channel_grid(c_count, slices);
         float *part_a = workspace, *part_b = workspace + slices * c_count,
               *totals = part_b + slices * c_count;
         slice_sums_kernel<T, SliceSum::kGrads, kSiLU><<<grid, channel_block(), 0, cs>>>(

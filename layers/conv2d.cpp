@@ -1,11 +1,13 @@
 // Conv2d contract checks, output geometry, workspace sizing and backend dispatch (see conv2d.h).
 #include "layers/conv2d.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
 #include "layers/conv2d_igemm.h"
 #include "layers/op.h"
+#include "layers/reduce.h"
 
 namespace vt {
 namespace {
@@ -82,10 +84,16 @@ Conv2dDims conv2d_dims(const Shape& x, const Shape& w, const Conv2dParams& p) {
 size_t conv2d_workspace_bytes(const Shape& x, const Shape& w, const Conv2dParams& p, DType dt, Device dev) {
   // The CPU GEMM path needs one image's im2col matrix (Ho Wo, KH KW Cin); grouped convs run
   // as direct loops and 1x1 / stride 1 / pad 0 convs use x itself. On CUDA, the bf16
-  // implicit GEMM's weight-gradient slices need their partial sums; the rest nothing.
+  // implicit GEMM's weight-gradient slices need their partial sums, and so does the sliced
+  // bias gradient.
   const Shape y = conv2d_output_shape(x, w, p);  // checks the geometry
-  if (dev == Device::kCUDA)
-    return dt == DType::kBF16 && p.groups == 1 ? igemm::wgrad_workspace_bytes(conv2d_dims(x, w, p)) : 0;
+  if (dev == Device::kCUDA) {
+    const int64_t slices = channel_sum_slices(y[0] * y[1] * y[2], y[3]);
+    const size_t bias = slices > 1 ? static_cast<size_t>(slices * y[3]) * sizeof(float) : 0;
+    const size_t wgrad =
+        dt == DType::kBF16 && p.groups == 1 ? igemm::wgrad_workspace_bytes(conv2d_dims(x, w, p)) : 0;
+    return std::max(bias, wgrad);
+  }
   if (p.groups != 1 || is_pointwise(w, p)) return 0;
   return static_cast<size_t>(y[1] * y[2] * w[1] * w[2] * x[3]) * dtype_size(dt);
 }

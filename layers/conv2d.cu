@@ -1,16 +1,19 @@
 // Conv2d in CUDA. bf16 convs with groups 1 on sm_80+ run as tensor-core implicit GEMMs
-// (conv2d_igemm.cu); everything else (f32 runs, grouped convs, older GPUs, and the bias
-// gradient) runs on the direct kernels below: simple and deterministic (no atomics), fp32
-// arithmetic for f32 and bf16 storage alike, and the GPU reference the tests compare with.
+// (conv2d_igemm.cu); everything else (f32 runs, grouped convs, older GPUs) runs on the
+// direct kernels below: simple and deterministic (no atomics), fp32 arithmetic for f32 and
+// bf16 storage alike, and the GPU reference the tests compare with.
 //   forward: one thread per output element, looping over (kh, kw, ci) of its group;
 //   dx:      one thread per input element, gathering over the (kh, kw, co) whose window
 //            covers it;
-//   dw, db:  one block per weight element / per output channel, the block's threads striding
-//            over the N Ho Wo output positions and summing with a fixed shared-memory tree,
-//            so the result is bit-identical run to run.
+//   dw:      one block per weight element, the block's threads striding over the N Ho Wo
+//            output positions and summing with a fixed shared-memory tree, so the result is
+//            bit-identical run to run.
+// The bias gradient, for every path, is a per-channel column sum of dy in channel_sum.cuh's
+// coalesced layout, split over slices of the positions (partials in the workspace).
+#include "layers/channel_sum.cuh"
 #include "layers/conv2d.h"
 #include "layers/conv2d_igemm.cuh"
-#include "layers/cuda_common.cuh"
+#include "layers/reduce.h"
 
 namespace vt::cuda {
 namespace {
@@ -127,16 +130,31 @@ __global__ void backward_dw_kernel(Conv2dDims d, const T* x, const T* dy, float*
   }
 }
 
-// db (Cout) += sum over (n, ho, wo) of dy[n, ho, wo, co]: one block per output channel.
+// db (Cout) += sum over the M = N Ho Wo positions of dy (M, Cout). Grid (channel groups,
+// S slices of slice_len positions), block channel_block(). One slice adds its sum into db
+// directly; with several, each writes its partial to part (S, Cout) and db_total_kernel adds
+// them up in slice order.
 template <class T>
-__global__ void backward_db_kernel(Conv2dDims d, const T* dy, float* db) {
-  __shared__ float part[kThreads];
-  const int64_t positions = d.n * d.ho * d.wo;
-  for (int64_t co = blockIdx.x; co < d.cout; co += gridDim.x) {
-    float acc = 0.f;
-    for (int64_t p = threadIdx.x; p < positions; p += blockDim.x) acc += to_f32(dy[p * d.cout + co]);
-    const float total = block_sum(acc, part);
-    if (threadIdx.x == 0) db[co] += total;
+__global__ void backward_db_kernel(const T* dy, float* part, float* db, int64_t m_count, int64_t c_count,
+                                   int64_t slice_len) {
+  __shared__ float red[kRows][kChannels];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
+  const bool active = c < c_count;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * slice_len, m1 = min(m_count, m0 + slice_len);
+  float acc = 0.f;
+  if (active)
+    for (int64_t m = m0 + threadIdx.y; m < m1; m += kRows) acc += to_f32(dy[m * c_count + c]);
+  acc = column_sum(acc, red);
+  if (!active || threadIdx.y != 0) return;
+  if (gridDim.y == 1)
+    db[c] += acc;
+  else
+    part[blockIdx.y * c_count + c] = acc;
+}
+
+__global__ void db_total_kernel(const float* part, int64_t slices, int64_t c_count, float* db) {
+  VT_GRID_STRIDE(c, c_count) {
+    db[c] += slices_total(part, slices, c_count, c);
   }
 }
 
@@ -152,8 +170,8 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
   if (total == 0) return;
   const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
   if (x.dtype() == DType::kBF16 && conv2d_igemm_available(d))
-    return conv2d_igemm_forward(d, x.data<bf16>(), w.data<bf16>(), b ? b->data<float>() : nullptr, y.data<bf16>(),
-                                stream_of(s));
+    return conv2d_igemm_forward(d, x.data<bf16>(), w.data<bf16>(), b ? b->data<float>() : nullptr,
+                                y.data<bf16>(), stream_of(s));
   dispatch("conv2d_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     forward_kernel<T><<<grid_for(total), kThreads, 0, stream_of(s)>>>(
@@ -189,8 +207,15 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
       VT_LAUNCH_CHECK();
     }
     if (db) {
-      backward_db_kernel<T><<<reduce_blocks(d.cout), kThreads, 0, st>>>(d, dy.data<T>(), db->data<float>());
+      const int64_t m_count = d.n * d.ho * d.wo, slices = channel_sum_slices(m_count, d.cout);
+      float* part = static_cast<float*>(workspace.raw());
+      backward_db_kernel<T><<<channel_grid(d.cout, slices), channel_block(), 0, st>>>(
+          dy.data<T>(), part, db->data<float>(), m_count, d.cout, (m_count + slices - 1) / slices);
       VT_LAUNCH_CHECK();
+      if (slices > 1) {
+        db_total_kernel<<<grid_for(d.cout), kThreads, 0, st>>>(part, slices, d.cout, db->data<float>());
+        VT_LAUNCH_CHECK();
+      }
     }
   });
 }

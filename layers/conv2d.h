@@ -24,7 +24,9 @@
 // buffer must be aligned for the activation type. On CUDA, bf16 convs with groups 1 run as
 // tensor-core implicit GEMMs (conv2d_igemm.h) whose weight gradient is split over slices
 // of the N Ho Wo positions: the workspace holds the slices' partial sums (splits, Cout,
-// KH KW Cin) in f32 (0 bytes when one slice suffices); f32 and grouped convs need none.
+// KH KW Cin) in f32 (0 bytes when one slice suffices). Every CUDA conv's bias gradient sums
+// dy over slices of the positions too (channel_sum_slices), its partials (slices, Cout) f32;
+// the workspace is the larger of the two (the passes run one after the other).
 #pragma once
 
 #include <cstddef>

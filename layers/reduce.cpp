@@ -14,6 +14,15 @@ namespace {
 constexpr int64_t kElemsPerBlock = 4096;
 constexpr int64_t kMaxBlocks = 1024;
 
+}  // namespace
+
+int64_t channel_sum_slices(int64_t positions, int64_t channels) {
+  const int64_t groups = (channels + 31) / 32;
+  return std::max<int64_t>(1, std::min<int64_t>({(1024 + groups - 1) / groups, positions / 256, 256}));
+}
+
+namespace {
+
 void check_reduction(const char* op, const Tensor& x, const Tensor& out, const Tensor& workspace) {
   check_types(op, {{"x", x}}, {{"out", out}});
   check_shape(op, {"out", out}, Shape{1});
@@ -44,22 +53,28 @@ int64_t reduce_workspace_elems(int64_t n, Device dev) {
 void reduce_sum(const Tensor& x, const Tensor& out, const Tensor& workspace, Stream s) {
   const char* op = "reduce_sum";
   check_reduction(op, x, out, workspace);
-  if (x.is_cuda()) VT_CUDA_CALL(op, cuda::reduce_sum(x, out, workspace, s));
-  else cpu::reduce_sum(x, out);
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::reduce_sum(x, out, workspace, s));
+  else
+    cpu::reduce_sum(x, out);
 }
 
 void reduce_sum_backward(const Tensor& dout, const Tensor& dx, Stream s) {
   const char* op = "reduce_sum_backward";
   check_backward(op, dout, dx);
-  if (dx.is_cuda()) VT_CUDA_CALL(op, cuda::reduce_sum_backward(dout, dx, s));
-  else cpu::reduce_sum_backward(dout, dx);
+  if (dx.is_cuda())
+    VT_CUDA_CALL(op, cuda::reduce_sum_backward(dout, dx, s));
+  else
+    cpu::reduce_sum_backward(dout, dx);
 }
 
 void reduce_sum_squares(const Tensor& x, const Tensor& out, const Tensor& workspace, Stream s) {
   const char* op = "reduce_sum_squares";
   check_reduction(op, x, out, workspace);
-  if (x.is_cuda()) VT_CUDA_CALL(op, cuda::reduce_sum_squares(x, out, workspace, s));
-  else cpu::reduce_sum_squares(x, out);
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::reduce_sum_squares(x, out, workspace, s));
+  else
+    cpu::reduce_sum_squares(x, out);
 }
 
 void reduce_sum_squares_backward(const Tensor& x, const Tensor& dout, const Tensor& dx, Stream s) {
@@ -67,22 +82,28 @@ void reduce_sum_squares_backward(const Tensor& x, const Tensor& dout, const Tens
   check_types(op, {{"x", x}, {"dx", dx}}, {{"dout", dout}});
   check_shape(op, {"dx", dx}, x.shape());
   check_backward(op, dout, dx);
-  if (x.is_cuda()) VT_CUDA_CALL(op, cuda::reduce_sum_squares_backward(x, dout, dx, s));
-  else cpu::reduce_sum_squares_backward(x, dout, dx);
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::reduce_sum_squares_backward(x, dout, dx, s));
+  else
+    cpu::reduce_sum_squares_backward(x, dout, dx);
 }
 
 void reduce_max_abs(const Tensor& x, const Tensor& out, const Tensor& workspace, Stream s) {
   const char* op = "reduce_max_abs";
   check_reduction(op, x, out, workspace);
-  if (x.is_cuda()) VT_CUDA_CALL(op, cuda::reduce_max_abs(x, out, workspace, s));
-  else cpu::reduce_max_abs(x, out);
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::reduce_max_abs(x, out, workspace, s));
+  else
+    cpu::reduce_max_abs(x, out);
 }
 
 void count_nonfinite(const Tensor& x, const Tensor& out, const Tensor& workspace, Stream s) {
   const char* op = "count_nonfinite";
   check_reduction(op, x, out, workspace);
-  if (x.is_cuda()) VT_CUDA_CALL(op, cuda::count_nonfinite(x, out, workspace, s));
-  else cpu::count_nonfinite(x, out);
+  if (x.is_cuda())
+    VT_CUDA_CALL(op, cuda::count_nonfinite(x, out, workspace, s));
+  else
+    cpu::count_nonfinite(x, out);
 }
 
 }  // namespace vt

@@ -40,6 +40,12 @@ namespace vt {
 // for n = 0). At most 1024.
 int64_t reduce_workspace_elems(int64_t n, Device dev);
 
+// Per-channel sums of NHWC data on CUDA (batch norm's statistics and gradients, the conv
+// bias gradient; channel_sum.cuh) split the M positions of C channels into this many slices:
+// about 1024 blocks of 32 channels, at least 256 positions per slice, at most 256 slices.
+// From the shape alone, so workspaces are planned ahead and results are device-independent.
+int64_t channel_sum_slices(int64_t positions, int64_t channels);
+
 // out[0] = sum_i x_i
 void reduce_sum(const Tensor& x, const Tensor& out, const Tensor& workspace, Stream s = {});
 // dx_i += dout[0]   (dx: any shape)

@@ -98,7 +98,8 @@ TEST(Conv2d, OutputShapeAndWorkspaceBytes) {
             63u * 63u * 4u);
   EXPECT_EQ(conv2d_workspace_bytes({3, 13, 17, 7}, {5, 3, 3, 7}, s2p1, DType::kF64, Device::kCPU),
             63u * 63u * 8u);
-  // 1x1 / stride 1 / pad 0 reads x directly; grouped convs are direct loops; CUDA is direct.
+  // 1x1 / stride 1 / pad 0 reads x directly; grouped convs are direct loops; on CUDA only the
+  // bias gradient's slices need room, and 189 positions are one slice.
   EXPECT_EQ(conv2d_workspace_bytes({3, 13, 17, 7}, {5, 1, 1, 7}, {}, DType::kF32, Device::kCPU), 0u);
   EXPECT_EQ(conv2d_workspace_bytes({3, 13, 17, 7}, {7, 3, 3, 1}, {1, 1, 1, 1, 7}, DType::kF32, Device::kCPU),
             0u);
@@ -408,12 +409,13 @@ TEST(Conv2d, BadArgumentsNameTheOpAndShapes) {
 
   // Output shape mismatch.
   const Tensor y_bad = Tensor::empty({2, 7, 7, 6}, f32, cpu);
-  test::expect_error([&] { conv2d_forward(x, w, &b, y_bad, p, ws); },
-               {"conv2d_forward", "y must have shape (2, 8, 8, 6)", "y: (2, 7, 7, 6)", "x: (2, 8, 8, 4)"});
+  test::expect_error(
+      [&] { conv2d_forward(x, w, &b, y_bad, p, ws); },
+      {"conv2d_forward", "y must have shape (2, 8, 8, 6)", "y: (2, 7, 7, 6)", "x: (2, 8, 8, 4)"});
   // Weight channels do not match Cin / groups.
   const Tensor w_bad = Tensor::empty({6, 3, 3, 3}, f32, cpu);
   test::expect_error([&] { conv2d_forward(x, w_bad, &b, y, p, ws); },
-               {"conv2d_forward", "Cin / groups", "w: (6, 3, 3, 3)", "x: (2, 8, 8, 4)"});
+                     {"conv2d_forward", "Cin / groups", "w: (6, 3, 3, 3)", "x: (2, 8, 8, 4)"});
   // groups must divide Cin and Cout.
   test::expect_error(
       [&] {
@@ -426,7 +428,11 @@ TEST(Conv2d, BadArgumentsNameTheOpAndShapes) {
       },
       {"conv2d_forward", "Cout 6 is not divisible by groups 4"});
   // Stride and padding.
-  test::expect_error([&] { conv2d_forward(x, w, &b, y, {0, 1, 1, 1, 1}, ws); }, {"conv2d_forward", "stride 0x1"});
+  test::expect_error(
+      [&] {
+        conv2d_forward(x, w, &b, y, {0, 1, 1, 1, 1}, ws);
+      },
+      {"conv2d_forward", "stride 0x1"});
   test::expect_error(
       [&] {
         conv2d_forward(x, w, &b, y, {1, 1, -1, 1, 1}, ws);
@@ -446,7 +452,7 @@ TEST(Conv2d, BadArgumentsNameTheOpAndShapes) {
       {"conv2d_forward", "rank 4", "x: (8, 8, 4)"});
   // Bias shape and type.
   test::expect_error([&] { conv2d_forward(x, w, &w, y, p, ws); },
-               {"conv2d_forward", "b must have shape (6)", "b: (6, 3, 3, 4)"});
+                     {"conv2d_forward", "b must have shape (6)", "b: (6, 3, 3, 4)"});
   const Tensor b64 = Tensor::empty({6}, DType::kF64, cpu);
   test::expect_error([&] { conv2d_forward(x, w, &b64, y, p, ws); }, {"conv2d_forward", "b must be f32"});
   // Workspace missing or too small.
@@ -458,7 +464,7 @@ TEST(Conv2d, BadArgumentsNameTheOpAndShapes) {
                wb = Tensor::empty({6, 3, 3, 4}, DType::kBF16, cpu);
   const Tensor yb = Tensor::empty({2, 8, 8, 6}, DType::kBF16, cpu);
   test::expect_error([&] { conv2d_forward(xb, wb, nullptr, yb, p, ws); },
-               {"conv2d_forward", "unsupported storage type bf16", "x: (2, 8, 8, 4) bf16 cpu"});
+                     {"conv2d_forward", "unsupported storage type bf16", "x: (2, 8, 8, 4) bf16 cpu"});
   // Weights in another type than the activations.
   test::expect_error(
       [&] {
@@ -470,21 +476,21 @@ TEST(Conv2d, BadArgumentsNameTheOpAndShapes) {
   Tensor dx = Tensor::empty(x.shape(), f32, cpu), dw = Tensor::empty(w.shape(), f32, cpu);
   Tensor db = Tensor::empty({6}, f32, cpu);
   test::expect_error([&] { conv2d_backward(x, w, y_bad, &dx, &dw, &db, p, ws); },
-               {"conv2d_backward", "dy must have shape (2, 8, 8, 6)", "dy: (2, 7, 7, 6)"});
+                     {"conv2d_backward", "dy must have shape (2, 8, 8, 6)", "dy: (2, 7, 7, 6)"});
   test::expect_error([&] { conv2d_backward(x, w, y, &dw, nullptr, nullptr, p, ws); },
-               {"conv2d_backward", "dx must have shape (2, 8, 8, 4)", "dx: (6, 3, 3, 4)"});
+                     {"conv2d_backward", "dx must have shape (2, 8, 8, 4)", "dx: (6, 3, 3, 4)"});
   test::expect_error([&] { conv2d_backward(x, w, y, nullptr, &dx, nullptr, p, ws); },
-               {"conv2d_backward", "dw must have shape (6, 3, 3, 4)", "dw: (2, 8, 8, 4)"});
+                     {"conv2d_backward", "dw must have shape (6, 3, 3, 4)", "dw: (2, 8, 8, 4)"});
   const Tensor db_bad = Tensor::empty({5}, f32, cpu);
   test::expect_error([&] { conv2d_backward(x, w, y, nullptr, nullptr, &db_bad, p, ws); },
-               {"conv2d_backward", "db must have shape (6)", "db: (5)"});
+                     {"conv2d_backward", "db must have shape (6)", "db: (5)"});
   const Tensor dw64 = Tensor::empty(w.shape(), DType::kF64, cpu);
   test::expect_error([&] { conv2d_backward(x, w, y, nullptr, &dw64, nullptr, p, ws); },
-               {"conv2d_backward", "dw must be f32"});
+                     {"conv2d_backward", "dw must be f32"});
   test::expect_error([&] { conv2d_backward(xb, wb, yb, nullptr, nullptr, nullptr, p, ws); },
-               {"conv2d_backward", "unsupported storage type bf16"});
+                     {"conv2d_backward", "unsupported storage type bf16"});
   test::expect_error([&] { conv2d_backward(x, w, y, &dx, &dw, &db, p, Tensor::empty({10}, f32, cpu)); },
-               {"conv2d_backward", "workspace must be at least 9216 bytes", "workspace: (10) f32 cpu"});
+                     {"conv2d_backward", "workspace must be at least 9216 bytes", "workspace: (10) f32 cpu"});
 
   // The shape helpers name themselves.
   test::expect_error(
