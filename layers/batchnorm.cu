@@ -149,69 +149,73 @@ __global__ void backward_eval_dx_kernel(const T* x, const T* dy, const float* ga
 }
 
 // ---- The sliced path, when the caller gives a workspace (batchnorm_workspace_bytes): the
-// per-channel sums are split over S slices of the M positions, one block per (group of 32
-// channels, slice), each writing its partial to part (S, C); one thread per channel then adds
-// the S partials in slice order. Training forward: sum x -> mean; sum (x - mean)^2 -> var,
-// invstd and the running statistics; y elementwise. Backward: sum dy and sum dy xhat ->
-// dgamma, dbeta and the totals dx needs; dx elementwise. Same formulas as the single-block
-// kernels above; only the order of the additions differs.
-enum class SliceSum { kX, kSqDev, kGrads };
+// per-channel reductions are split over S slices of the M positions, one block per (group of
+// 32 channels, slice), each writing its partial to (S, C) buffers; one thread per channel
+// then combines the S partials in slice order. Training forward: one pass over x for each
+// slice's count, mean and M2 (Welford per thread, then exact pairwise combination: MeanM2),
+// combined into mean, var, invstd and the running statistics; then y elementwise. Backward:
+// sum g and sum g xhat -> dgamma, dbeta and the totals dx needs; dx elementwise. Same results
+// as the single-block kernels above up to the order of the fp32 operations.
 
-// part_a (and part_b for kGrads): (S, C). Grid (channel groups, S), block (kChannels, kRows).
-// gamma and beta are read by kGrads with kSiLU only (u for the fused activation's gradient).
-template <class T, SliceSum kKind, bool kSiLU = false>
-__global__ void slice_sums_kernel(const T* x, const T* dy, const float* mean, const float* invstd,
-                                  const float* gamma, const float* beta, float* part_a, float* part_b,
-                                  int64_t m_count, int64_t c_count, int64_t slice_len) {
+// part: (S, C) MeanM2 (three floats each). Grid (channel groups, S), block (kChannels, kRows).
+template <class T>
+__global__ void slice_stats_kernel(const T* x, MeanM2* part, int64_t m_count, int64_t c_count,
+                                   int64_t slice_len) {
+  __shared__ MeanM2 red[kRows][kChannels];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
+  const bool active = c < c_count;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * slice_len, m1 = min(m_count, m0 + slice_len);
+  MeanM2 acc{0.f, 0.f, 0.f};
+  if (active)
+    for (int64_t m = m0 + threadIdx.y; m < m1; m += kRows) acc.add(to_f32(x[m * c_count + c]));
+  acc = column_combine(acc, red);
+  if (active && threadIdx.y == 0) part[blockIdx.y * c_count + c] = acc;
+}
+
+// part_a = sum g, part_b = sum g xhat: (S, C), g = dy taken back through the fused activation
+// (gamma and beta are read with kSiLU only). Grid and block as slice_stats_kernel.
+template <class T, bool kSiLU>
+__global__ void slice_grad_sums_kernel(const T* x, const T* dy, const float* mean, const float* invstd,
+                                       const float* gamma, const float* beta, float* part_a, float* part_b,
+                                       int64_t m_count, int64_t c_count, int64_t slice_len) {
   __shared__ float red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * slice_len, m1 = min(m_count, m0 + slice_len);
   float a = 0.f, b = 0.f;
   if (active) {
-    const float mu = kKind == SliceSum::kX ? 0.f : mean[c];
-    const float is = kKind == SliceSum::kGrads ? invstd[c] : 0.f;
+    const float mu = mean[c], is = invstd[c];
     const float gam = kSiLU ? gamma[c] : 0.f, bet = kSiLU ? beta[c] : 0.f;
     for (int64_t m = m0 + threadIdx.y; m < m1; m += kRows) {
-      const float v = to_f32(x[m * c_count + c]);
-      if (kKind == SliceSum::kX) {
-        a += v;
-      } else if (kKind == SliceSum::kSqDev) {
-        const float d = v - mu;
-        a += d * d;
-      } else {
-        const float xhat = (v - mu) * is;
-        const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(dy[m * c_count + c]));
-        a += g;
-        b += g * xhat;
-      }
+      const float xhat = (to_f32(x[m * c_count + c]) - mu) * is;
+      const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(dy[m * c_count + c]));
+      a += g;
+      b += g * xhat;
     }
   }
   a = column_sum(a, red);
-  if (kKind == SliceSum::kGrads) b = column_sum(b, red);
+  b = column_sum(b, red);
   if (active && threadIdx.y == 0) {
     part_a[blockIdx.y * c_count + c] = a;
-    if (kKind == SliceSum::kGrads) part_b[blockIdx.y * c_count + c] = b;
+    part_b[blockIdx.y * c_count + c] = b;
   }
 }
 
-__global__ void mean_kernel(const float* part, int64_t slices, int64_t m_count, int64_t c_count,
-                            float* save_mean) {
+// The S slice partials of each channel, combined in slice order: mean, biased variance,
+// invstd and the running statistics.
+__global__ void stats_kernel(const MeanM2* part, int64_t slices, int64_t m_count, int64_t c_count,
+                             float momentum, float eps, float* save_mean, float* save_invstd,
+                             float* running_mean, float* running_var) {
   VT_GRID_STRIDE(c, c_count) {
-    save_mean[c] = slices_total(part, slices, c_count, c) / static_cast<float>(m_count);
-  }
-}
-
-__global__ void var_kernel(const float* part, int64_t slices, int64_t m_count, int64_t c_count,
-                           float momentum, float eps, const float* save_mean, float* save_invstd,
-                           float* running_mean, float* running_var) {
-  VT_GRID_STRIDE(c, c_count) {
-    const float var = slices_total(part, slices, c_count, c) / static_cast<float>(m_count);  // biased
+    MeanM2 t = part[c];
+    for (int64_t z = 1; z < slices; ++z) t = combine(t, part[z * c_count + c]);
+    const float var = t.m2 / static_cast<float>(m_count);  // biased
+    save_mean[c] = t.mean;
     save_invstd[c] = 1.f / sqrtf(var + eps);
     // M == 1 has no unbiased variance; the biased one (0) is used instead (see batchnorm.h).
     const float unbiased =
         m_count > 1 ? var * (static_cast<float>(m_count) / static_cast<float>(m_count - 1)) : var;
-    running_mean[c] = (1.f - momentum) * running_mean[c] + momentum * save_mean[c];
+    running_mean[c] = (1.f - momentum) * running_mean[c] + momentum * t.mean;
     running_var[c] = (1.f - momentum) * running_var[c] + momentum * unbiased;
   }
 }
@@ -314,17 +318,11 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
         const dim3 grid = channel_grid(c_count, slices);
         float* mean = save_mean.data<float>();
         float* invstd = save_invstd.data<float>();
-        slice_sums_kernel<T, SliceSum::kX>
-            <<<grid, channel_block(), 0, st>>>(x.data<T>(), nullptr, nullptr, nullptr, nullptr, nullptr,
-                                               workspace, nullptr, m_count, c_count, len);
+        MeanM2* part = reinterpret_cast<MeanM2*>(workspace);
+        slice_stats_kernel<T><<<grid, channel_block(), 0, st>>>(x.data<T>(), part, m_count, c_count, len);
         VT_LAUNCH_CHECK();
-        mean_kernel<<<grid_for(c_count), kThreads, 0, st>>>(workspace, slices, m_count, c_count, mean);
-        VT_LAUNCH_CHECK();
-        slice_sums_kernel<T, SliceSum::kSqDev><<<grid, channel_block(), 0, st>>>(
-            x.data<T>(), nullptr, mean, nullptr, nullptr, nullptr, workspace, nullptr, m_count, c_count, len);
-        VT_LAUNCH_CHECK();
-        var_kernel<<<grid_for(c_count), kThreads, 0, st>>>(
-            workspace, slices, m_count, c_count, float(p.momentum), float(p.eps), mean, invstd,
+        stats_kernel<<<grid_for(c_count), kThreads, 0, st>>>(
+            part, slices, m_count, c_count, float(p.momentum), float(p.eps), mean, invstd,
             running_mean.data<float>(), running_var.data<float>());
         VT_LAUNCH_CHECK();
         constexpr int kPack = 16 / static_cast<int>(sizeof(T));
@@ -375,7 +373,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
         const dim3 grid = channel_grid(c_count, slices);
         float *part_a = workspace, *part_b = workspace + slices * c_count,
               *totals = part_b + slices * c_count;
-        slice_sums_kernel<T, SliceSum::kGrads, kSiLU><<<grid, channel_block(), 0, cs>>>(
+        slice_grad_sums_kernel<T, kSiLU><<<grid, channel_block(), 0, cs>>>(
             x.data<T>(), dy.data<T>(), st.mean, st.invstd, gamma.data<float>(), beta.data<float>(), part_a,
             part_b, m_count, c_count, len);
         VT_LAUNCH_CHECK();

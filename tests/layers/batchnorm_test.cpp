@@ -415,7 +415,7 @@ TEST(BatchNorm, GpuMatchesCpu) {
 TEST(BatchNorm, WorkspacePlan) {
   EXPECT_EQ(batchnorm_workspace_bytes({64, 160, 160, 64}, Device::kCPU), 0u);
   EXPECT_EQ(batchnorm_slices({64, 160, 160, 64}), 256);  // 2 channel groups: capped at 256 slices
-  EXPECT_EQ(batchnorm_workspace_bytes({64, 160, 160, 64}, Device::kCUDA), size_t(2 * 256 + 2) * 64 * 4);
+  EXPECT_EQ(batchnorm_workspace_bytes({64, 160, 160, 64}, Device::kCUDA), size_t(3 * 256 + 2) * 64 * 4);
   EXPECT_EQ(batchnorm_slices({3, 40, 40, 37}), 18);     // 4800 positions, at least 256 per slice
   EXPECT_EQ(batchnorm_slices({64, 20, 20, 1024}), 32);  // 32 groups: 1024 blocks
   EXPECT_EQ(batchnorm_slices({1, 1, 1, 7}), 1);
