@@ -13,6 +13,7 @@
 #pragma once
 
 #include "layers/cuda_common.cuh"
+#include "layers/mean_m2.h"
 
 namespace vt::cuda {
 
@@ -40,27 +41,6 @@ __device__ inline float column_sum(float v, float (*red)[kChannels]) {
   const float total = red[0][threadIdx.x];
   __syncthreads();  // everyone has read red[0] before the next call overwrites it
   return total;
-}
-
-// Count, mean and sum of squared deviations (M2) of some values: per-channel statistics
-// partials that combine exactly (Chan et al.'s pairwise update), so a variance is found in one
-// pass over the data without the cancellation of sum(x^2) - sum(x)^2 / n. add() is Welford's
-// update for one value. Trivially constructible (it lives in __shared__ arrays): start from
-// MeanM2{0, 0, 0}.
-struct MeanM2 {
-  float n, mean, m2;
-  __device__ __forceinline__ void add(float v) {
-    n += 1.f;
-    const float d = v - mean;
-    mean += d / n;
-    m2 += d * (v - mean);
-  }
-};
-__device__ __forceinline__ MeanM2 combine(const MeanM2& a, const MeanM2& b) {
-  const float n = a.n + b.n;
-  if (n == 0.f) return a;
-  const float d = b.mean - a.mean, f = b.n / n;
-  return {n, a.mean + d * f, a.m2 + b.m2 + d * d * a.n * f};
 }
 
 // column_sum for MeanM2 partials: the combination over threadIdx.y, to every thread; the same

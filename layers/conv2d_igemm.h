@@ -29,12 +29,7 @@
 #include <cstdint>
 
 #include "layers/conv2d.h"
-
-#if defined(__CUDACC__)
-#define VT_HD __host__ __device__ __forceinline__
-#else
-#define VT_HD inline
-#endif
+#include "layers/host_device.h"
 
 namespace vt::igemm {
 

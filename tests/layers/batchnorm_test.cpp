@@ -11,6 +11,8 @@
 
 #include "layers/activation.h"
 #include "layers/check.h"
+#include "layers/mean_m2.h"
+#include "layers/reduce.h"
 #include "tests/test_util.h"
 
 namespace vt {
@@ -419,6 +421,56 @@ TEST(BatchNorm, WorkspacePlan) {
   EXPECT_EQ(batchnorm_slices({3, 40, 40, 37}), 18);     // 4800 positions, at least 256 per slice
   EXPECT_EQ(batchnorm_slices({64, 20, 20, 1024}), 32);  // 32 groups: 1024 blocks
   EXPECT_EQ(batchnorm_slices({1, 1, 1, 7}), 1);
+}
+
+// The sliced forward's statistics in the kernels' order, replayed on the host in fp32: per
+// slice, 16 rows of Welford updates, the fixed tree over the rows, then the slices combined in
+// order (batchnorm.cu: slice_stats_kernel, column_combine, stats_kernel).
+MeanM2 replay_sliced_stats(const std::vector<float>& x) {
+  const int64_t m_count = static_cast<int64_t>(x.size()), slices = channel_sum_slices(m_count, 1);
+  const int64_t len = (m_count + slices - 1) / slices;
+  constexpr int kRows = 16;
+  MeanM2 total{0, 0, 0};
+  for (int64_t z = 0; z < slices; ++z) {
+    MeanM2 rows[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      rows[r] = {0, 0, 0};
+      for (int64_t m = z * len + r; m < std::min(m_count, (z + 1) * len); m += kRows) rows[r].add(x[m]);
+    }
+    for (int half = kRows / 2; half > 0; half /= 2)
+      for (int r = 0; r < half; ++r) rows[r] = combine(rows[r], rows[r + half]);
+    total = z == 0 ? rows[0] : combine(total, rows[0]);
+  }
+  return total;
+}
+
+// One pass in fp32, and still the double two-pass mean and variance: to 1e-5 relative for
+// means up to a few times the spread; with a mean 2e4 times the spread (ulp(1e4) = 1e-3, 2e-3
+// of the spread, rounded into every Welford step) to 1e-3 (measured 1.4e-4 at M = 17, 4e-5 at
+// M = 4800), where fp32 sum(x^2) - sum(x)^2 / n is off by more than 10x. The count is exact.
+TEST(BatchNorm, OnePassStatisticsMatchTwoPass) {
+  for (double offset : {0.0, 3.0, 1e4}) {
+    for (int64_t m : {int64_t(1), int64_t(17), int64_t(4800), int64_t(409600)}) {
+      SCOPED_TRACE("offset " + std::to_string(offset) + ", M " + std::to_string(m));
+      const std::vector<double> v = values(test::random_tensor({m}, DType::kF32, 60, offset - 1, offset + 1));
+      const std::vector<float> x(v.begin(), v.end());
+      double mean = 0, var = 0;
+      for (float e : x) mean += e;
+      mean /= double(m);
+      for (float e : x) var += (e - mean) * (e - mean);
+      var /= double(m);
+      const MeanM2 s = replay_sliced_stats(x);
+      EXPECT_EQ(s.n, float(m));
+      EXPECT_NEAR(s.mean, mean, 1e-6 * (1 + std::abs(mean)));
+      EXPECT_NEAR(s.m2 / float(m), var, (offset > 100 ? 1e-3 : 1e-5) * var + 1e-12);
+      if (offset == 1e4 && m == 409600) {
+        float sum = 0, sumsq = 0;
+        for (float e : x) sum += e, sumsq += e * e;
+        const double naive = (double(sumsq) - double(sum) * double(sum) / double(m)) / double(m);
+        EXPECT_GT(std::abs(naive - var), 10 * var) << "the naive fp32 formula should fail here";
+      }
+    }
+  }
 }
 
 bool bit_identical(const Tensor& a, const Tensor& b) {
