@@ -63,7 +63,9 @@ int64_t Model::num_params() const {
 void Model::find_fusions() {
   absorbed_.assign(graph_.ops.size(), false);
   elided_.assign(graph_.acts.size(), false);
-  if (!opt_.fuse_bn_silu) return;
+  const bool fuse = opt_.fusion == ModelOptions::Fusion::kOn ||
+                    (opt_.fusion == ModelOptions::Fusion::kAuto && opt_.device == Device::kCUDA);
+  if (!fuse) return;
   std::vector<int> readers(graph_.acts.size(), 0);
   for (const GraphOp& o : graph_.ops)
     for (int a : o.inputs) ++readers[a];

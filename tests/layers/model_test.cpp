@@ -382,8 +382,9 @@ double relative_l2(const std::vector<double>& a, const std::vector<double>& b) {
 // gradients and running statistics, train and eval, in less memory.
 TEST(Model, FusedBnSiLUMatchesSeparateOps) {
   ModelOptions o = options(Device::kCPU, DType::kF64, 2, 64, 13);
+  o.fusion = ModelOptions::Fusion::kOn;
   Model fused(spec("yolov8-tiny.yaml", 3), o);
-  o.fuse_bn_silu = false;
+  o.fusion = ModelOptions::Fusion::kOff;
   Model plain(spec("yolov8-tiny.yaml", 3), o);
   const std::vector<Tensor> r = loss_weights(fused);
   for (Model* m : {&fused, &plain}) set_images(*m, 8);
@@ -432,7 +433,7 @@ TEST(Model, GpuMatchesCpu) {
       const std::vector<Tensor> r = loss_weights(cpu);
       train_step(cpu, r);
       ModelOptions go = options(Device::kCUDA, dt, 3, 96, 9);
-      go.fuse_bn_silu = fuse;
+      go.fusion = fuse ? ModelOptions::Fusion::kOn : ModelOptions::Fusion::kOff;
       Model gpu(spec("yolov8-tiny.yaml", 5), go);
       set_images(gpu, 6);
       std::vector<std::pair<int64_t, int64_t>> ranges;
