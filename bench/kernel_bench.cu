@@ -243,10 +243,13 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
     const double gbs = traffic / (ms * 1e-3) / 1e9;
     std::printf("  %-34s %9.3f %9.1f %6.2f\n", name, ms, gbs, gbs / copy_gbs);
     rows.push_back({{"kernel", name}, {"ms", ms}, {"gbs", gbs}, {"ratio", gbs / copy_gbs}});
+    return ms;
   };
   const Activation silu{ActKind::kSiLU};
-  row("silu forward (x, y)", 2 * bytes, tm.ms([&] { activation_forward(silu, x, y, s); }));
-  row("silu backward (x, dy, dx rw)", 4 * bytes, tm.ms([&] { activation_backward(silu, x, dy, dx, s); }));
+  const double silu_f =
+      row("silu forward (x, y)", 2 * bytes, tm.ms([&] { activation_forward(silu, x, y, s); }));
+  const double silu_b =
+      row("silu backward (x, dy, dx rw)", 4 * bytes, tm.ms([&] { activation_backward(silu, x, dy, dx, s); }));
   row("add forward (a, b, y)", 3 * bytes, tm.ms([&] { add_forward(x, dy, y, s); }));
   const int64_t c = act[3];
   const Tensor gamma = random_gpu({c}, DType::kF32, 4, 0.5f, 1.5f), beta = random_gpu({c}, DType::kF32, 5);
@@ -257,17 +260,24 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
                db = Tensor::empty({c}, DType::kF32, Device::kCUDA);
   const Tensor bn_ws =
       Tensor::empty({int64_t(batchnorm_workspace_bytes(act, Device::kCUDA) / 4)}, DType::kF32, Device::kCUDA);
-  row("batchnorm train forward (x x2, y)", 3 * bytes,
-      tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, {}, s, bn_ws); }));
-  row("batchnorm backward (x, dy x2, dx rw)", 6 * bytes,
-      tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, {}, s, bn_ws); }));
+  const double bn_f =
+      row("batchnorm train forward (x x2, y)", 3 * bytes,
+          tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, {}, s, bn_ws); }));
+  const double bn_b =
+      row("batchnorm backward (x, dy x2, dx rw)", 6 * bytes,
+          tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, {}, s, bn_ws); }));
   // The model's Conv epilogue: BN with the SiLU fused (one pass where BN + SiLU take two).
   BatchNormParams fused;
   fused.silu = true;
-  row("bn+silu train forward (x x2, y)", 3 * bytes,
-      tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, fused, s, bn_ws); }));
-  row("bn+silu backward (x, dy x2, dx rw)", 6 * bytes,
-      tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, fused, s, bn_ws); }));
+  const double fused_f =
+      row("bn+silu train forward (x x2, y)", 3 * bytes,
+          tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, fused, s, bn_ws); }));
+  const double fused_b =
+      row("bn+silu backward (x, dy x2, dx rw)", 6 * bytes,
+          tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, fused, s, bn_ws); }));
+  std::printf(
+      "  fusion: bn+silu forward %.3f ms vs bn then silu %.3f ms (x%.2f); backward %.3f vs %.3f (x%.2f)\n",
+      fused_f, bn_f + silu_f, (bn_f + silu_f) / fused_f, fused_b, bn_b + silu_b, (bn_b + silu_b) / fused_b);
 
   const Tensor p = random_gpu({params}, DType::kF32, 8),
                g = random_gpu({params}, DType::kF32, 9, -1e-3f, 1e-3f);
@@ -284,7 +294,12 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
   row("sgd step (p g buf rw groups)", 5 * pb + double(params),
       tm.ms([&] { sgd_step(hyper, {}, p, g, groups, m, s); }));
   row("ema update (ema rw, model)", 3 * pb, tm.ms([&] { ema_update(ema, p, 0.999, s); }));
-  return {{"copy_gbs", copy_gbs}, {"activation", act.str()}, {"params", params}, {"kernels", rows}};
+  return {
+      {"copy_gbs", copy_gbs},
+      {"activation", act.str()},
+      {"params", params},
+      {"kernels", rows},
+      {"fusion_speedup", {{"forward", (bn_f + silu_f) / fused_f}, {"backward", (bn_b + silu_b) / fused_b}}}};
 }
 
 }  // namespace

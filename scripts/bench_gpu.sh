@@ -44,7 +44,7 @@ fi
 
 if want kernels; then
   step "kernel_bench" "$out/kernel_bench.txt" "$build/bench/kernel_bench" --out "$out/kernel_bench.json"
-  grep -E "all three passes|^\(b\)|GB/s|ratio" "$out/kernel_bench.txt" | head -20
+  grep -E "all three passes|^\(b\)|GB/s|ratio|fusion" "$out/kernel_bench.txt" | head -24
 fi
 
 want e2e || { echo "bench_gpu: $failed failed step(s); results in $out"; exit "$failed"; }
@@ -80,11 +80,16 @@ for model in ("yolov8n", "yolov8s"):
     ips = statistics.median(s["images_per_s"] for s in rows)
     wait = sum(s["data_wait_s"] for s in rows) / sum(s["step_s"] for s in rows)
     line = f"{run}: visiontrain {ips:.1f} images/s (data-wait {100 * wait:.2f}%)"
+    flops = None  # (forward GFLOPs per image, peak TFLOP/s), from the PyTorch run of the same model
     for mode in ("eager", "compile"):
         p = os.path.join(out, f"torch_{model}_{mode}.json")
         if os.path.exists(p):
             t = json.load(open(p))
             line += f"; pytorch {mode} {t['images_per_s']:.1f} (ours x{ips / t['images_per_s']:.2f})"
+            flops = (t["forward_gflops_per_image"], t["peak_tflops"])
+    if flops:
+        tflops = 3 * flops[0] * ips / 1e3  # a training step: 3 x the forward
+        line += f"; {flops[0]:.2f} GFLOPs/image forward, ours {tflops:.1f} TFLOP/s = {100 * tflops / flops[1]:.1f}% of peak {flops[1]:.0f}"
     print(line)
 EOF
 echo "bench_gpu: $failed failed step(s); results in $out"
