@@ -8,6 +8,9 @@
 #      (bench/torch_train_bench.py, eager and torch.compile), for yolov8n and yolov8s.
 # Everything is written to OUT_DIR (logs and JSON); the summary is printed at the end.
 #   scripts/bench_gpu.sh BUILD_DIR OUT_DIR [PYTHON]      (PYTHON: one with torch, default python3)
+# BUILD_DIR is a CUDA build folder or what scripts/stage_gpu_run.sh made of one (for machines
+# that get a copied folder). The tests read configs/ under the source path the build was
+# configured in; when that path is not this checkout, it is made a link to it.
 #   PARTS="parity kernels"  (environment) runs only some of: parity kernels e2e (default: all),
 #   to fit a time limit per call.
 # Steps that fail are reported and the rest still runs; the exit code is the number of
@@ -18,6 +21,10 @@ out="$(mkdir -p "$2" && cd "$2" && pwd)"
 py="${3:-python3}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+src="$(cat "$build/source_dir.txt" 2>/dev/null || sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")"
+if [ -n "$src" ] && [ ! -e "$src/configs" ]; then
+  mkdir -p "$(dirname "$src")" && ln -sfn "$root" "$src" && echo "bench_gpu: linked $src -> $root (the build's source path)"
+fi
 failed=0
 step() {  # step NAME LOG COMMAND...: runs it with its output in LOG, reports the outcome
   local name="$1" log="$2"
