@@ -32,8 +32,12 @@ __global__ void __launch_bounds__(kBlockThreads) igemm_kernel(P p, int k_chunk) 
   constexpr int kOperandBytes = 2 * (ATile::kElems + BTile::kElems) * int(sizeof(bf16));
   constexpr int kCBytes = kBM * kLdC * int(sizeof(float));
   __shared__ __align__(128) unsigned char smem[kOperandBytes > kCBytes ? kOperandBytes : kCBytes];
-  bf16* const a_buf[2] = {reinterpret_cast<bf16*>(smem), reinterpret_cast<bf16*>(smem) + ATile::kElems};
-  bf16* const b_buf[2] = {a_buf[1] + ATile::kElems, a_buf[1] + ATile::kElems + BTile::kElems};
+  // Shared buffers: A0, A1, B0, B1. Addressed by arithmetic on `buf`, not through an array of
+  // pointers, which a run-time index would put in local memory.
+  bf16* const a_base = reinterpret_cast<bf16*>(smem);
+  bf16* const b_base = a_base + 2 * ATile::kElems;
+  auto a_buf = [&](int buf) { return a_base + buf * ATile::kElems; };
+  auto b_buf = [&](int buf) { return b_base + buf * BTile::kElems; };
 
   const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN, slice = blockIdx.z;
   const int k_begin = slice * k_chunk, k_end = min(p.K, k_begin + k_chunk);
@@ -41,8 +45,11 @@ __global__ void __launch_bounds__(kBlockThreads) igemm_kernel(P p, int k_chunk) 
   const int t = threadIdx.x, warp = t / 32, wm = warp / 2, wn = warp % 2;
 
   // This thread's vectors: tile coordinates (fixed) and registers for the next K step.
+  // Every loop over the slots is unrolled, so these arrays stay in registers.
   int a_mn[kASlots], a_k[kASlots], b_mn[kBSlots], b_k[kBSlots];
+#pragma unroll
   for (int s = 0; s < kASlots; ++s) ATile::slot(t + s * kBlockThreads, a_mn[s], a_k[s]);
+#pragma unroll
   for (int s = 0; s < kBSlots; ++s) BTile::slot(t + s * kBlockThreads, b_mn[s], b_k[s]);
   Vec8<bf16> ra[kASlots], rb[kBSlots];
   auto a_fast = [&](int m, int k, Vec8<bf16>& v) { return p.a_fast(m, k, v); };
@@ -50,14 +57,18 @@ __global__ void __launch_bounds__(kBlockThreads) igemm_kernel(P p, int k_chunk) 
   auto b_fast = [&](int n, int k, Vec8<bf16>& v) { return p.b_fast(n, k, v); };
   auto b_elem = [&](int n, int k) { return p.b(k, n); };
   auto load = [&](int k0) {
+#pragma unroll
     for (int s = 0; s < kASlots; ++s) ra[s] = load8<P::kAK, bf16>(m0 + a_mn[s], k0 + a_k[s], a_fast, a_elem);
+#pragma unroll
     for (int s = 0; s < kBSlots; ++s) rb[s] = load8<P::kBK, bf16>(n0 + b_mn[s], k0 + b_k[s], b_fast, b_elem);
   };
   auto stash = [&](int buf) {
+#pragma unroll
     for (int s = 0; s < kASlots; ++s)
-      *reinterpret_cast<Vec8<bf16>*>(a_buf[buf] + ATile::index(a_mn[s], a_k[s])) = ra[s];
+      *reinterpret_cast<Vec8<bf16>*>(a_buf(buf) + ATile::index(a_mn[s], a_k[s])) = ra[s];
+#pragma unroll
     for (int s = 0; s < kBSlots; ++s)
-      *reinterpret_cast<Vec8<bf16>*>(b_buf[buf] + BTile::index(b_mn[s], b_k[s])) = rb[s];
+      *reinterpret_cast<Vec8<bf16>*>(b_buf(buf) + BTile::index(b_mn[s], b_k[s])) = rb[s];
   };
 
   using ALayout = std::conditional_t<P::kAK, wmma::row_major, wmma::col_major>;
@@ -76,9 +87,9 @@ __global__ void __launch_bounds__(kBlockThreads) igemm_kernel(P p, int k_chunk) 
       wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, ALayout> fa[2];
       wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, BLayout> fb[2];
       for (int i = 0; i < 2; ++i)
-        wmma::load_matrix_sync(fa[i], a_buf[buf] + ATile::index(wm * 32 + i * 16, kk), ATile::kLd);
+        wmma::load_matrix_sync(fa[i], a_buf(buf) + ATile::index(wm * 32 + i * 16, kk), ATile::kLd);
       for (int j = 0; j < 2; ++j)
-        wmma::load_matrix_sync(fb[j], b_buf[buf] + BTile::index(wn * 32 + j * 16, kk), BTile::kLd);
+        wmma::load_matrix_sync(fb[j], b_buf(buf) + BTile::index(wn * 32 + j * 16, kk), BTile::kLd);
       for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
     }
