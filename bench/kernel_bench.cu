@@ -275,6 +275,14 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
   const double fused_b =
       row("bn+silu backward (x, dy x2, dx rw)", 6 * bytes,
           tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, fused, s, bn_ws); }));
+  // The conv bias gradient alone (a per-channel column sum of dy, as Detect's last convs take it).
+  const Shape w1{c, 1, 1, c};
+  const Tensor w1t = random_gpu(w1, DType::kBF16, 13);
+  const Tensor conv_ws =
+      Tensor::empty({int64_t(conv2d_workspace_bytes(act, w1, {}, DType::kBF16, Device::kCUDA) / 4 + 1)},
+                    DType::kF32, Device::kCUDA);
+  row("conv bias gradient (dy)", bytes,
+      tm.ms([&] { conv2d_backward(x, w1t, dy, nullptr, nullptr, &db, {}, conv_ws, s); }));
   std::printf(
       "  fusion: bn+silu forward %.3f ms vs bn then silu %.3f ms (x%.2f); backward %.3f vs %.3f (x%.2f)\n",
       fused_f, bn_f + silu_f, (bn_f + silu_f) / fused_f, fused_b, bn_b + silu_b, (bn_b + silu_b) / fused_b);
