@@ -155,7 +155,7 @@ void conv2d_igemm_dgrad(const Conv2dDims& d, const bf16* dy, const bf16* w, bf16
 void conv2d_igemm_wgrad(const Conv2dDims& d, const bf16* dy, const bf16* x, float* dw, float* workspace,
                         cudaStream_t st) {
   const int splits = wgrad_splits(d);
-  const ConvWgrad<bf16> p(d, dy, x, dw, workspace, splits);
+  const ConvWgrad<bf16> p(d, dy, x, dw, workspace, splits, wgrad_transposed(d));
   launch(p, splits, wgrad_chunk(d, splits), st);
   if (splits > 1) {
     reduce_kernel<<<grid_for(int64_t(p.M) * p.N), kThreads, 0, st>>>(p);

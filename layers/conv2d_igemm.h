@@ -17,7 +17,9 @@
 //   ConvWgrad: dw (M = Cout,    N = KH KW Cin)    += dy^T (Cout, P) . x_col (P, KH KW Cin),
 //              P = N Ho Wo, split over `splits` slices of P; each slice writes its partial
 //              (splits, M, N) to the workspace and reduce_partials adds them into dw in slice
-//              order, so the result is deterministic (no atomics)
+//              order, so the result is deterministic (no atomics). Or transposed,
+//              dw^T (M = KH KW Cin, N = Cout) += x_col^T . dy, when that pads less
+//              (wgrad_transposed: small Cout under the 128-row tile)
 //
 // Operands are loaded as vectors of 8 consecutive elements along the dimension that is
 // contiguous in memory: K for "K-contiguous" operands (kAK / kBK true), M or N otherwise.
@@ -145,11 +147,23 @@ inline bool igemm_supported(const Conv2dDims& d) {
          d.n * d.ho * d.wo < big && d.kh * d.kw * std::max(d.cin, d.cout) < big;
 }
 
+// Whether the weight gradient runs transposed (dw^T = x_col^T . dy: M = KH KW Cin, N = Cout):
+// when that pads the C tiles less. The 128 x 64 tile over M = Cout leaves most rows idle for
+// Cout = 16..64 (yolov8n: 41% of the padded tile work is useful with M = Cout everywhere,
+// 54% choosing per conv); ties keep M = Cout.
+inline bool wgrad_transposed(const Conv2dDims& d) {
+  const int64_t co = d.cout, f = d.kh * d.kw * d.cin;
+  auto up = [](int64_t a, int64_t t) { return (a + t - 1) / t * t; };
+  return up(f, kBM) * up(co, kBN) < up(co, kBM) * up(f, kBN);
+}
+
 // Slices of P = N Ho Wo the weight gradient is split into: enough blocks (about 1024) to
 // fill a large GPU, each slice at least 8 K steps long. A pure function of the shapes, so
 // the workspace is sized at plan time and results do not depend on the device.
 inline int wgrad_splits(const Conv2dDims& d) {
-  const int64_t tiles = (d.cout + kBM - 1) / kBM * ((d.kh * d.kw * d.cin + kBN - 1) / kBN);
+  const bool t = wgrad_transposed(d);
+  const int64_t rows = t ? d.kh * d.kw * d.cin : d.cout, cols = t ? d.cout : d.kh * d.kw * d.cin;
+  const int64_t tiles = (rows + kBM - 1) / kBM * ((cols + kBN - 1) / kBN);
   const int64_t p = d.n * d.ho * d.wo;
   const int64_t by_fill = (1024 + tiles - 1) / tiles, by_length = std::max<int64_t>(1, p / (8 * kBK));
   return static_cast<int>(std::max<int64_t>(1, std::min({by_fill, by_length, int64_t{256}})));
@@ -291,8 +305,10 @@ struct ConvDgrad {
   }
 };
 
-// dw += dy^T . x_col over one slice of P. A(co, p) = dy[p, co] (M-contiguous: dy's
-// channels), B(p, (kh, kw, ci)) = x_col (N-contiguous: x's channels).
+// dw += dy^T . x_col over one slice of P: A(co, p) = dy[p, co] (M-contiguous: dy's
+// channels), B(p, f = (kh, kw, ci)) = x_col (N-contiguous: x's channels). Transposed,
+// dw^T += x_col^T . dy: A(f, p) = x_col (M-contiguous), B(p, co) = dy (N-contiguous); the
+// same loads with the roles swapped, and the store writes dw[co, f] from C(f, co).
 template <class T>
 struct ConvWgrad {
   static constexpr bool kAK = false, kBK = false;
@@ -302,43 +318,58 @@ struct ConvWgrad {
   float* dw;
   float* partial;  // (splits, M, N) when splits > 1
   int splits;
+  bool transposed;
   int M, N, K;
-  bool a_vec, b_vec;  // dy's / x's channels in aligned groups of 8
-  ConvWgrad(const Conv2dDims& cd, const T* dy_, const T* x_, float* dw_, float* partial_, int splits_)
+  bool a_vec, b_vec;  // A's / B's channels (dy's or x's) in aligned groups of 8
+  ConvWgrad(const Conv2dDims& cd, const T* dy_, const T* x_, float* dw_, float* partial_, int splits_,
+            bool transposed_)
       : d(cd),
         dy(dy_),
         x(x_),
         dw(dw_),
         partial(partial_),
         splits(splits_),
-        M(d.cout),
-        N(d.kh * d.kw * d.cin),
+        transposed(transposed_),
+        M(transposed_ ? d.kh * d.kw * d.cin : d.cout),
+        N(transposed_ ? d.cout : d.kh * d.kw * d.cin),
         K(d.n * d.ho * d.wo),
-        a_vec(d.cout % 8 == 0 && aligned16(dy_)),
-        b_vec(d.cin % 8 == 0 && aligned16(x_)) {}
+        a_vec(transposed_ ? d.cin % 8 == 0 && aligned16(x_) : d.cout % 8 == 0 && aligned16(dy_)),
+        b_vec(transposed_ ? d.cout % 8 == 0 && aligned16(dy_) : d.cin % 8 == 0 && aligned16(x_)) {}
 
-  VT_HD int64_t a_offset(int m, int k) const { return m < M && k < K ? int64_t(k) * M + m : -1; }  // dy[k, m]
-  VT_HD T a(int m, int k) const { return at_or_zero(dy, a_offset(m, k)); }
+  // dy[p, co], or x_col (p, f) (-1 in the padding), or -1 beyond the matrix.
+  VT_HD int64_t dy_offset(int p, int co) const { return p < K ? int64_t(p) * d.cout + co : -1; }
+  VT_HD int64_t x_offset(int p, int f) const { return p < K ? d.x_col(p, f) : -1; }
+  VT_HD const T* a_base() const { return transposed ? x : dy; }
+  VT_HD const T* b_base() const { return transposed ? dy : x; }
+  VT_HD int64_t a_offset(int m, int k) const {
+    if (m >= M) return -1;
+    return transposed ? x_offset(k, m) : dy_offset(k, m);
+  }
+  VT_HD T a(int m, int k) const { return at_or_zero(a_base(), a_offset(m, k)); }
   VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
-    return vec_at_or_zero(a_vec, dy, a_offset(m, k), out);
+    return vec_at_or_zero(a_vec, a_base(), a_offset(m, k), out);
   }
-  // x address of B(k = p, n = (kh, kw, ci)), or -1 in the padding or beyond the matrix.
-  VT_HD int64_t b_offset(int k, int n) const { return k < K && n < N ? d.x_col(k, n) : -1; }
-  VT_HD T b(int k, int n) const { return at_or_zero(x, b_offset(k, n)); }
+  VT_HD int64_t b_offset(int k, int n) const {
+    if (n >= N) return -1;
+    return transposed ? dy_offset(k, n) : x_offset(k, n);
+  }
+  VT_HD T b(int k, int n) const { return at_or_zero(b_base(), b_offset(k, n)); }
   VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
-    return vec_at_or_zero(b_vec, x, b_offset(k, n), out);
+    return vec_at_or_zero(b_vec, b_base(), b_offset(k, n), out);
   }
+  // dw's index of C(m, n): dw is (Cout, KH KW Cin) whichever way C runs.
+  VT_HD int64_t dw_index(int m, int n) const { return transposed ? int64_t(n) * M + m : int64_t(m) * N + n; }
   VT_HD void store(int m, int n, int slice, float v) const {
     if (splits == 1)
-      dw[int64_t(m) * N + n] += v;
+      dw[dw_index(m, n)] += v;
     else
       partial[(int64_t(slice) * M + m) * N + n] = v;
   }
-  // dw[i] += the slices' partials in slice order (i < M N).
+  // Adds the slices' partials of C element i (< M N, row-major) into dw, in slice order.
   VT_HD void reduce(int64_t i) const {
     float s = 0.f;
     for (int z = 0; z < splits; ++z) s += partial[int64_t(z) * M * N + i];
-    dw[i] += s;
+    dw[dw_index(int(i / N), int(i % N))] += s;
   }
 };
 

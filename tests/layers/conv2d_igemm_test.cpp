@@ -124,16 +124,18 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   EXPECT_EQ(pixels, d.n * d.h * d.w);
   EXPECT_EQ(pairs, d.n * meeting(d.h, d.kh, d.stride_h, d.pad_h) * meeting(d.w, d.kw, d.stride_w, d.pad_w));
 
-  for (int splits : {1, 3, 5}) {
-    Tensor dw = dw0.to(Device::kCPU);
-    std::vector<float> partial(size_t(splits) * c.w.numel(), -1e30f);  // every entry must be written
-    const ConvWgrad<float> wgrad(d, dy.data<float>(), x.data<float>(), dw.data<float>(), partial.data(),
-                                 splits);
-    replay(wgrad, splits, wgrad_chunk(d, splits));
-    if (splits > 1)
-      for (int64_t i = 0; i < c.w.numel(); ++i) wgrad.reduce(i);
-    test::expect_close(dw, dw_ref, 1e-3, 1e-4, cat("dw, ", splits, " slices").c_str());
-  }
+  for (bool transposed : {false, true})
+    for (int splits : {1, 3, 5}) {
+      Tensor dw = dw0.to(Device::kCPU);
+      std::vector<float> partial(size_t(splits) * c.w.numel(), -1e30f);  // every entry must be written
+      const ConvWgrad<float> wgrad(d, dy.data<float>(), x.data<float>(), dw.data<float>(), partial.data(),
+                                   splits, transposed);
+      replay(wgrad, splits, wgrad_chunk(d, splits));
+      if (splits > 1)
+        for (int64_t i = 0; i < c.w.numel(); ++i) wgrad.reduce(i);
+      test::expect_close(dw, dw_ref, 1e-3, 1e-4,
+                         cat("dw, ", splits, " slices", transposed ? ", transposed" : "").c_str());
+    }
 }
 
 // Channel counts that are multiples of 8 take the 16-byte paths; 7 and 3 the scalar ones.
@@ -170,6 +172,20 @@ TEST(Conv2dIgemmPlan, WgradSlices) {
                                    Device::kCUDA),
             size_t(100) * 256 * 4);
   EXPECT_FALSE(igemm_supported(conv2d_dims({2, 8, 8, 4}, {4, 3, 3, 1}, {1, 1, 1, 1, 4})));  // grouped
+}
+
+// The weight gradient's orientation: transposed where the 128-row tile over Cout would pad
+// more, with the slices planned over the tiles of that orientation.
+TEST(Conv2dIgemmPlan, WgradOrientation) {
+  // yolov8n's 32 -> 32 3x3 at 160: 128 x 320 padded one way, 384 x 64 the other.
+  const Conv2dDims c32 = conv2d_dims({64, 160, 160, 32}, {32, 3, 3, 32}, {1, 1, 1, 1, 1});
+  EXPECT_TRUE(wgrad_transposed(c32));
+  EXPECT_EQ(wgrad_splits(c32), 256);  // 3 tiles of 384 x 64: ceil(1024 / 3) capped at 256
+  // Ties keep M = Cout: the stem (128 x 64 either way) and yolov8s's 256 -> 256 3x3.
+  EXPECT_FALSE(wgrad_transposed(conv2d_dims({64, 640, 640, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1})));
+  EXPECT_FALSE(wgrad_transposed(conv2d_dims({64, 20, 20, 256}, {256, 3, 3, 256}, {1, 1, 1, 1, 1})));
+  // A 1x1 with 64 outputs from 128 channels: 128 x 128 one way, 128 x 64 transposed.
+  EXPECT_TRUE(wgrad_transposed(conv2d_dims({64, 80, 80, 128}, {64, 1, 1, 128}, {})));
 }
 
 }  // namespace
