@@ -23,8 +23,10 @@ namespace {
 
 using namespace vt::igemm;
 
+// At most 128 registers a thread (ptxas: 127 / 120 / 114 for wgrad / dgrad / forward, no
+// spills), so two blocks share an SM.
 template <class P>
-__global__ void __launch_bounds__(kBlockThreads) igemm_kernel(P p, int k_chunk) {
+__global__ void __launch_bounds__(kBlockThreads, 2) igemm_kernel(P p, int k_chunk) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   using ATile = OperandTile<P::kAK, kBM>;
