@@ -1,8 +1,9 @@
 // Implicit-GEMM convolution on tensor cores (bf16 in, fp32 accumulate) for the three conv
 // products; the problems, tile geometry and loads are in conv2d_igemm.h. One kernel
 // template serves all three:
-//   grid (M tiles, N tiles, slices of K), 256 threads = 8 warps, C tile 128 x 64;
-//   per K step of 32: every thread loads its 2 vectors of A and 1 of B (8 bf16 each) into
+//   grid (M tiles, N tiles, slices of K); C tile 128 x 64 over 256 threads = 8 warps, or
+//   128 x 32 over 4 warps when N <= 32 (conv2d_igemm.h: Tile);
+//   per K step of 32: every thread loads its vectors of A and B (8 bf16 each) into
 //   registers while the warps multiply the previous step's tiles from shared memory
 //   (two shared buffers, one __syncthreads per step), each warp 2 x 2 WMMA 16x16x16 MMAs
 //   per 16 of K;
@@ -23,12 +24,13 @@ namespace {
 
 using namespace vt::igemm;
 
-// At most 128 registers a thread (ptxas: 127 / 120 / 114 for wgrad / dgrad / forward, no
-// spills), so two blocks share an SM.
-template <class P>
-__global__ void __launch_bounds__(kBlockThreads, 2) igemm_kernel(P p, int k_chunk) {
+// At most 128 registers a thread (ptxas -v), so two wide or four narrow blocks share an SM.
+template <class P, class TS>
+__global__ void __launch_bounds__(TS::kThreads, 512 / TS::kThreads) igemm_kernel(P p, int k_chunk) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
+  constexpr int kBM = TS::kBM, kBN = TS::kBN, kThreads = TS::kThreads, kLdC = TS::kLdC;
+  constexpr int kASlots = TS::kASlots, kBSlots = TS::kBSlots;
   using ATile = OperandTile<P::kAK, kBM>;
   using BTile = OperandTile<P::kBK, kBN>;
   constexpr int kOperandBytes = 2 * (ATile::kElems + BTile::kElems) * int(sizeof(bf16));
@@ -44,15 +46,15 @@ __global__ void __launch_bounds__(kBlockThreads, 2) igemm_kernel(P p, int k_chun
   const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN, slice = blockIdx.z;
   const int k_begin = slice * k_chunk, k_end = min(p.K, k_begin + k_chunk);
   const int steps = (k_end - k_begin + kBK - 1) / kBK;  // <= 0 for an empty slice: its partial is 0
-  const int t = threadIdx.x, warp = t / 32, wm = warp / 2, wn = warp % 2;
+  const int t = threadIdx.x, warp = t / 32, wm = warp / TS::kWarpsN, wn = warp % TS::kWarpsN;
 
   // This thread's vectors: tile coordinates (fixed) and registers for the next K step.
   // Every loop over the slots is unrolled, so these arrays stay in registers.
   int a_mn[kASlots], a_k[kASlots], b_mn[kBSlots], b_k[kBSlots];
 #pragma unroll
-  for (int s = 0; s < kASlots; ++s) ATile::slot(t + s * kBlockThreads, a_mn[s], a_k[s]);
+  for (int s = 0; s < kASlots; ++s) ATile::slot(t + s * kThreads, a_mn[s], a_k[s]);
 #pragma unroll
-  for (int s = 0; s < kBSlots; ++s) BTile::slot(t + s * kBlockThreads, b_mn[s], b_k[s]);
+  for (int s = 0; s < kBSlots; ++s) BTile::slot(t + s * kThreads, b_mn[s], b_k[s]);
   Vec8<bf16> ra[kASlots], rb[kBSlots];
   auto a_fast = [&](int m, int k, Vec8<bf16>& v) { return p.a_fast(m, k, v); };
   auto a_elem = [&](int m, int k) { return p.a(m, k); };
@@ -106,7 +108,7 @@ __global__ void __launch_bounds__(kBlockThreads, 2) igemm_kernel(P p, int k_chun
       wmma::store_matrix_sync(c + (wm * 32 + i * 16) * kLdC + wn * 32 + j * 16, acc[i][j], kLdC,
                               wmma::mem_row_major);
   __syncthreads();
-  for (int e = t; e < kBM * kBN; e += kBlockThreads) {
+  for (int e = t; e < kBM * kBN; e += kThreads) {
     const int r = e / kBN, col = e % kBN, m = m0 + r, n = n0 + col;
     if (m < p.M && n < p.N) p.store(m, n, slice, c[r * kLdC + col]);
   }
@@ -120,12 +122,21 @@ __global__ void reduce_kernel(P p) {
   }
 }
 
+template <class P, class TS>
+void launch_tile(const P& p, int slices, int k_chunk, cudaStream_t st) {
+  const dim3 grid((p.M + TS::kBM - 1) / TS::kBM, (p.N + TS::kBN - 1) / TS::kBN, slices);
+  VT_CHECK(grid.y <= 65535, "conv2d (implicit GEMM): ", p.N, " columns exceed the grid");
+  igemm_kernel<P, TS><<<grid, TS::kThreads, 0, st>>>(p, k_chunk);
+  VT_LAUNCH_CHECK();
+}
+
+// The narrow tile for N <= 32 (16- and 32-channel products), the wide one otherwise.
 template <class P>
 void launch(const P& p, int slices, int k_chunk, cudaStream_t st) {
-  const dim3 grid((p.M + kBM - 1) / kBM, (p.N + kBN - 1) / kBN, slices);
-  VT_CHECK(grid.y <= 65535, "conv2d (implicit GEMM): ", p.N, " columns exceed the grid");
-  igemm_kernel<P><<<grid, kBlockThreads, 0, st>>>(p, k_chunk);
-  VT_LAUNCH_CHECK();
+  if (tile_n(p.N) == NarrowTile::kBN)
+    launch_tile<P, NarrowTile>(p, slices, k_chunk, st);
+  else
+    launch_tile<P, WideTile>(p, slices, k_chunk, st);
 }
 
 }  // namespace

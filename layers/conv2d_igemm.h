@@ -41,14 +41,38 @@ struct alignas(16) Vec8 {
   T v[8];
 };
 
-// Tile geometry shared by the kernel and its CPU replay: a 128 x 64 C tile per block of 8
-// warps (4 x 2 warps of 32 x 32, i.e. 2 x 2 WMMA 16 x 16 fragments each), K in steps of 32.
-// Shared-memory rows are padded by 8 elements against bank conflicts (and keep every WMMA
-// fragment pointer 32-byte aligned).
-constexpr int kBM = 128, kBN = 64, kBK = 32, kPad = 8, kBlockThreads = 256;
-constexpr int kASlots = kBM * kBK / 8 / kBlockThreads;  // vectors of A per thread and K step: 2
-constexpr int kBSlots = kBN * kBK / 8 / kBlockThreads;  // vectors of B per thread and K step: 1
-constexpr int kLdC = kBN + 4;                           // float staging of C for the epilogue
+// Tile geometry shared by the kernel and its CPU replay: a BM x BN C tile per block of
+// Threads / 32 warps, each warp 32 x 32 of it (2 x 2 WMMA 16 x 16 fragments), K in steps of
+// 32. Shared-memory rows are padded by 8 elements against bank conflicts (and keep every
+// WMMA fragment pointer 32-byte aligned).
+constexpr int kBK = 32, kPad = 8;
+template <int BM, int BN, int Threads>
+struct Tile {
+  static constexpr int kBM = BM, kBN = BN, kThreads = Threads;
+  static constexpr int kWarpsN = BN / 32;                 // warps across N; BM / 32 down M
+  static constexpr int kASlots = BM * kBK / 8 / Threads;  // vectors of A per thread and K step
+  static constexpr int kBSlots = BN * kBK / 8 / Threads;  // vectors of B per thread and K step
+  static constexpr int kLdC = BN + 4;                     // float staging of C for the epilogue
+  static_assert((BM / 32) * (BN / 32) * 32 == Threads, "one 32 x 32 region per warp");
+  static_assert(kASlots * Threads * 8 == BM * kBK && kBSlots * Threads * 8 == BN * kBK,
+                "whole vectors per thread");
+};
+// 128 x 64 over 8 warps (2 and 1 vectors of A and B per thread); for N <= 32, 128 x 32 over
+// 4 warps (4 and 1), so that narrow products (16 or 32 channels) do not multiply padding.
+using WideTile = Tile<128, 64, 256>;
+using NarrowTile = Tile<128, 32, 128>;
+constexpr int kBM = WideTile::kBM;  // every tile's M
+// The tile width of a product with `cols` columns (N), its number of C tiles, and the C area
+// those pad it to.
+inline int64_t tile_n(int64_t cols) {
+  return cols <= NarrowTile::kBN ? NarrowTile::kBN : WideTile::kBN;
+}
+inline int64_t tile_count(int64_t rows, int64_t cols) {
+  return (rows + kBM - 1) / kBM * ((cols + tile_n(cols) - 1) / tile_n(cols));
+}
+inline int64_t padded_tile_area(int64_t rows, int64_t cols) {
+  return tile_count(rows, cols) * kBM * tile_n(cols);
+}
 
 template <bool KContig, int MN>
 struct OperandTile {
@@ -153,8 +177,7 @@ inline bool igemm_supported(const Conv2dDims& d) {
 // 54% choosing per conv); ties keep M = Cout.
 inline bool wgrad_transposed(const Conv2dDims& d) {
   const int64_t co = d.cout, f = d.kh * d.kw * d.cin;
-  auto up = [](int64_t a, int64_t t) { return (a + t - 1) / t * t; };
-  return up(f, kBM) * up(co, kBN) < up(co, kBM) * up(f, kBN);
+  return padded_tile_area(f, co) < padded_tile_area(co, f);
 }
 
 // Slices of P = N Ho Wo the weight gradient is split into: enough blocks (about 1024) to
@@ -163,7 +186,7 @@ inline bool wgrad_transposed(const Conv2dDims& d) {
 inline int wgrad_splits(const Conv2dDims& d) {
   const bool t = wgrad_transposed(d);
   const int64_t rows = t ? d.kh * d.kw * d.cin : d.cout, cols = t ? d.cout : d.kh * d.kw * d.cin;
-  const int64_t tiles = (rows + kBM - 1) / kBM * ((cols + kBN - 1) / kBN);
+  const int64_t tiles = tile_count(rows, cols);
   const int64_t p = d.n * d.ho * d.wo;
   const int64_t by_fill = (1024 + tiles - 1) / tiles, by_length = std::max<int64_t>(1, p / (8 * kBK));
   return static_cast<int>(std::max<int64_t>(1, std::min({by_fill, by_length, int64_t{256}})));

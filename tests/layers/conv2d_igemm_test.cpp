@@ -21,9 +21,11 @@ namespace {
 
 using namespace igemm;
 
-// Replays igemm_kernel for problem p over `slices` K slices of k_chunk (a multiple of kBK).
-template <class P>
-void replay(const P& p, int slices, int k_chunk) {
+// Replays igemm_kernel for problem p with tile TS over `slices` K slices of k_chunk (a
+// multiple of kBK).
+template <class TS, class P>
+void replay_tile(const P& p, int slices, int k_chunk) {
+  constexpr int kBM = TS::kBM, kBN = TS::kBN, kThreads = TS::kThreads;
   using ATile = OperandTile<P::kAK, kBM>;
   using BTile = OperandTile<P::kBK, kBN>;
   std::vector<float> as(ATile::kElems), bs(BTile::kElems), acc(kBM * kBN);
@@ -39,16 +41,16 @@ void replay(const P& p, int slices, int k_chunk) {
         std::fill(acc.begin(), acc.end(), 0.f);
         for (int step = 0; step < steps; ++step) {
           const int k0 = k_begin + step * kBK;
-          for (int t = 0; t < kBlockThreads; ++t) {
-            for (int s = 0; s < kASlots; ++s) {
+          for (int t = 0; t < kThreads; ++t) {
+            for (int s = 0; s < TS::kASlots; ++s) {
               int mn, k;
-              ATile::slot(t + s * kBlockThreads, mn, k);
+              ATile::slot(t + s * kThreads, mn, k);
               const Vec8<float> v = load8<P::kAK, float>(m0 + mn, k0 + k, a_fast, a_elem);
               std::copy(v.v, v.v + 8, as.begin() + ATile::index(mn, k));
             }
-            for (int s = 0; s < kBSlots; ++s) {
+            for (int s = 0; s < TS::kBSlots; ++s) {
               int mn, k;
-              BTile::slot(t + s * kBlockThreads, mn, k);
+              BTile::slot(t + s * kThreads, mn, k);
               const Vec8<float> v = load8<P::kBK, float>(n0 + mn, k0 + k, b_fast, b_elem);
               std::copy(v.v, v.v + 8, bs.begin() + BTile::index(mn, k));
             }
@@ -62,6 +64,15 @@ void replay(const P& p, int slices, int k_chunk) {
           for (int c = 0; c < kBN; ++c)
             if (m0 + r < p.M && n0 + c < p.N) p.store(m0 + r, n0 + c, z, acc[r * kBN + c]);
       }
+}
+
+// Both tiles must be right for any N (the launcher takes the narrow one for N <= 32).
+template <class P>
+void replay(const P& p, int slices, int k_chunk, bool narrow) {
+  if (narrow)
+    replay_tile<NarrowTile>(p, slices, k_chunk);
+  else
+    replay_tile<WideTile>(p, slices, k_chunk);
 }
 
 struct Case {
@@ -99,43 +110,46 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
 
   // Sums of at most 3*3*24 products of values in [-1, 1], and dw's of up to 2*13*17: f32
   // in a different order than BLAS, so 1e-4 relative with a small absolute floor.
-  Tensor y = Tensor::empty(ys, DType::kF32, Device::kCPU);
-  const ConvFwd<float> fwd(d, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>());
-  replay(fwd, 1, fwd.K);
-  test::expect_close(y, y_ref, 1e-4, 1e-4, "y");
+  for (bool narrow : {false, true}) {
+    SCOPED_TRACE(narrow ? "128 x 32 tile" : "128 x 64 tile");
+    Tensor y = Tensor::empty(ys, DType::kF32, Device::kCPU);
+    const ConvFwd<float> fwd(d, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>());
+    replay(fwd, 1, fwd.K, narrow);
+    test::expect_close(y, y_ref, 1e-4, 1e-4, "y");
 
-  Tensor dx = dx0.to(Device::kCPU);
-  int64_t pixels = 0, pairs = 0;  // phase pixels, and their (pixel, tap) pairs
-  for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
-    const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dx.data<float>(), phase);
-    if (dgrad.M > 0 && dgrad.K > 0) replay(dgrad, 1, dgrad.K);
-    pixels += dgrad.M;
-    pairs += int64_t(dgrad.M) * (dgrad.K / d.cout);
-  }
-  test::expect_close(dx, dx_ref, 1e-4, 1e-4, "dx");
-  // The phases hold every pixel once, and exactly the (pixel, tap) pairs whose offset is a
-  // multiple of the stride: no structural zero is multiplied.
-  auto meeting = [](int64_t size, int64_t k, int64_t stride, int64_t pad) {
-    int64_t n = 0;
-    for (int64_t i = 0; i < size; ++i)
-      for (int64_t t = 0; t < k; ++t) n += (i + pad - t) % stride == 0;
-    return n;
-  };
-  EXPECT_EQ(pixels, d.n * d.h * d.w);
-  EXPECT_EQ(pairs, d.n * meeting(d.h, d.kh, d.stride_h, d.pad_h) * meeting(d.w, d.kw, d.stride_w, d.pad_w));
-
-  for (bool transposed : {false, true})
-    for (int splits : {1, 3, 5}) {
-      Tensor dw = dw0.to(Device::kCPU);
-      std::vector<float> partial(size_t(splits) * c.w.numel(), -1e30f);  // every entry must be written
-      const ConvWgrad<float> wgrad(d, dy.data<float>(), x.data<float>(), dw.data<float>(), partial.data(),
-                                   splits, transposed);
-      replay(wgrad, splits, wgrad_chunk(d, splits));
-      if (splits > 1)
-        for (int64_t i = 0; i < c.w.numel(); ++i) wgrad.reduce(i);
-      test::expect_close(dw, dw_ref, 1e-3, 1e-4,
-                         cat("dw, ", splits, " slices", transposed ? ", transposed" : "").c_str());
+    Tensor dx = dx0.to(Device::kCPU);
+    int64_t pixels = 0, pairs = 0;  // phase pixels, and their (pixel, tap) pairs
+    for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
+      const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dx.data<float>(), phase);
+      if (dgrad.M > 0 && dgrad.K > 0) replay(dgrad, 1, dgrad.K, narrow);
+      pixels += dgrad.M;
+      pairs += int64_t(dgrad.M) * (dgrad.K / d.cout);
     }
+    test::expect_close(dx, dx_ref, 1e-4, 1e-4, "dx");
+    // The phases hold every pixel once, and exactly the (pixel, tap) pairs whose offset is a
+    // multiple of the stride: no structural zero is multiplied.
+    auto meeting = [](int64_t size, int64_t k, int64_t stride, int64_t pad) {
+      int64_t n = 0;
+      for (int64_t i = 0; i < size; ++i)
+        for (int64_t t = 0; t < k; ++t) n += (i + pad - t) % stride == 0;
+      return n;
+    };
+    EXPECT_EQ(pixels, d.n * d.h * d.w);
+    EXPECT_EQ(pairs, d.n * meeting(d.h, d.kh, d.stride_h, d.pad_h) * meeting(d.w, d.kw, d.stride_w, d.pad_w));
+
+    for (bool transposed : {false, true})
+      for (int splits : {1, 3, 5}) {
+        Tensor dw = dw0.to(Device::kCPU);
+        std::vector<float> partial(size_t(splits) * c.w.numel(), -1e30f);  // every entry must be written
+        const ConvWgrad<float> wgrad(d, dy.data<float>(), x.data<float>(), dw.data<float>(), partial.data(),
+                                     splits, transposed);
+        replay(wgrad, splits, wgrad_chunk(d, splits), narrow);
+        if (splits > 1)
+          for (int64_t i = 0; i < c.w.numel(); ++i) wgrad.reduce(i);
+        test::expect_close(dw, dw_ref, 1e-3, 1e-4,
+                           cat("dw, ", splits, " slices", transposed ? ", transposed" : "").c_str());
+      }
+  }
 }
 
 // Channel counts that are multiples of 8 take the 16-byte paths; 7 and 3 the scalar ones.
