@@ -29,13 +29,13 @@
 #include <ctime>
 #include <cxxopts.hpp>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "bench/conv_shapes.h"
 #include "layers/activation.h"
 #include "layers/add.h"
 #include "layers/batchnorm.h"
@@ -48,6 +48,8 @@
 namespace {
 
 using namespace vt;
+using bench::conv_shapes;
+using bench::ConvShape;
 
 #define CUBLAS_OK(call)                                                                     \
   do {                                                                                      \
@@ -130,29 +132,6 @@ struct Gemm {
                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 };
-
-struct ConvShape {
-  Shape x, w;
-  Conv2dParams p;
-  int count = 0;
-  std::string key() const { return cat(x.str(), " ", w.str(), " s", p.stride_h, " p", p.pad_h); }
-};
-
-std::vector<ConvShape> conv_shapes(const std::string& yaml, int64_t batch, int64_t imgsz) {
-  const ModelGraph g = build_model_graph(load_model_spec(yaml, 80), batch, imgsz);
-  std::map<std::string, size_t> seen;
-  std::vector<ConvShape> out;
-  for (const GraphOp& op : g.ops) {
-    if (op.kind != OpKind::kConv) continue;
-    ConvShape c{g.acts[op.inputs[0]].shape, g.params[op.weight].shape, op.conv, 1};
-    const auto [it, fresh] = seen.emplace(c.key(), out.size());
-    if (fresh)
-      out.push_back(c);
-    else
-      ++out[it->second].count;
-  }
-  return out;
-}
 
 Tensor workspace_for(const ConvShape& c) {
   const size_t bytes = conv2d_workspace_bytes(c.x, c.w, c.p, DType::kBF16, Device::kCUDA);
