@@ -324,8 +324,10 @@ TEST(Conv2d, GpuMatchesCpu) {
       // 16 x 40 x 40 = 25600 positions per dw block: many strides of the 256 threads.
       {"k3 s1 p1 wide", {16, 40, 40, 16}, {32, 3, 3, 16}, {1, 1, 1, 1, 1}},
       // bf16 runs take the tensor-core implicit GEMM for groups 1 (conv2d_igemm.h): 16-byte
-      // loads (channels % 8 == 0), 13 M tiles, 5 N tiles, the weight gradient in 6 slices
-      // (the wide case above in 100); three N tiles for a 1x1; the stem's scalar loads.
+      // loads (channels % 8 == 0), 13 M tiles, the weight gradient transposed (288 x 64) in 6
+      // slices, the input gradient (N = 32) on the 128 x 32 tile; the wide case above takes
+      // that tile for all three products (N = 32, 16 and a transposed 144 x 32 weight
+      // gradient in 100 slices); three N tiles for a 1x1; the stem's scalar loads.
       {"igemm k3 s2 p1 vector", {4, 40, 40, 32}, {64, 3, 3, 32}, {2, 2, 1, 1, 1}},
       {"igemm k1 136 outputs", {2, 24, 24, 48}, {136, 1, 1, 48}, {}},
       {"igemm stem Cin 3", {2, 64, 64, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}},
