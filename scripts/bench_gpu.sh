@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU evidence of issue 8 in one command, for a machine with a GPU (built elsewhere with
 # a CUDA build folder, e.g. the recipe of ../shared/device/README.md):
-#   1. every GPU parity test (layers, optim; GPU-vs-CPU, tensor-core convs included);
+#   1. every GPU parity test (layers, optim; GPU-vs-CPU, tensor-core convs included) and
+#      `visiontrain selftest` (a block of every op, CPU against each GPU);
 #   2. bench/kernel_bench: conv kernels vs cuBLAS, memory-bound kernels vs copy bandwidth;
 #   3. end to end, training images/s at 640, batch 64, bf16: visiontrain (synthetic raw
 #      shards, no validation; eager and --cuda-graph) vs the PyTorch implementation of the same model
@@ -46,6 +47,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 if want parity; then
   step "parity: layers" "$out/parity_layers.txt" "$build/tests/layers_tests" --gtest_brief=1
   step "parity: optim" "$out/parity_optim.txt" "$build/tests/optim_tests" --gtest_brief=1
+  step "parity: selftest" "$out/parity_selftest.txt" "$build/visiontrain" selftest
   grep -hE "^\[  (PASSED|FAILED|SKIPPED)" "$out"/parity_*.txt
 fi
 
