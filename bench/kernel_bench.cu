@@ -41,6 +41,7 @@
 #include "layers/batchnorm.h"
 #include "layers/check.h"
 #include "layers/conv2d.h"
+#include "layers/conv2d_igemm.cuh"
 #include "layers/model_graph.h"
 #include "layers/model_spec.h"
 #include "optim/update.h"
@@ -202,7 +203,30 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
                 {"ratio", t / o}};
   std::printf("\n  all three passes: ours %.1f TFLOP/s, cuBLAS %.1f, ratio %.2f (target >= 0.60)\n",
               3 * flops_total / o / 1e9, 3 * flops_total / t / 1e9, t / o);
-  return {{"model", yaml}, {"batch", batch}, {"imgsz", imgsz}, {"shapes", rows}, {"aggregate", agg}};
+
+  // The tile width where Cout is not a multiple of 64: the plan (igemm::tile_n) takes the
+  // narrow tile for Cout <= 32 only; 80 (the class convs) pads to 128 with the wide tile and
+  // to 96 with the narrow one, at half the columns per block. The forward both ways, timed.
+  nlohmann::json tiles = nlohmann::json::array();
+  std::printf("  tile width check (forward ms, 128 x 32 vs 128 x 64):\n");
+  for (const ConvShape& c : conv_shapes(yaml, batch, imgsz)) {
+    const Conv2dDims d = conv2d_dims(c.x, c.w, c.p);
+    if (c.w[0] % 64 == 0 || !cuda::conv2d_igemm_available(d)) continue;
+    const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
+    const Tensor x = random_gpu(c.x, DType::kBF16, 1), w = random_gpu(c.w, DType::kBF16, 2, -0.1f, 0.1f);
+    const Tensor y = Tensor::empty(ys, DType::kBF16, Device::kCUDA);
+    double ms[2];
+    for (int k = 0; k < 2; ++k)
+      ms[k] = tm.ms([&] {
+        cuda::conv2d_igemm_forward(d, x.data<__nv_bfloat16>(), w.data<__nv_bfloat16>(), nullptr,
+                                   y.data<__nv_bfloat16>(), tm.st, k == 0 ? 32 : 64);
+      });
+    std::printf("    %-44s %8.3f %8.3f  (%s is faster)\n", c.key().c_str(), ms[0], ms[1],
+                ms[0] < ms[1] ? "128 x 32" : "128 x 64");
+    tiles.push_back({{"x", c.key()}, {"narrow_ms", ms[0]}, {"wide_ms", ms[1]}});
+  }
+  return {{"model", yaml},  {"batch", batch},   {"imgsz", imgsz},
+          {"shapes", rows}, {"aggregate", agg}, {"tile_width_check", tiles}};
 }
 
 nlohmann::json bench_memory(const Timer& tm, int64_t params) {

@@ -130,10 +130,13 @@ void launch_tile(const P& p, int slices, int k_chunk, cudaStream_t st) {
   VT_LAUNCH_CHECK();
 }
 
-// The narrow tile for N <= 32 (16- and 32-channel products), the wide one otherwise.
+// The narrow tile for N <= 32 (16- and 32-channel products), the wide one otherwise; or the
+// tile of width `tile_width` (32 or 64) when it is given.
 template <class P>
-void launch(const P& p, int slices, int k_chunk, cudaStream_t st) {
-  if (tile_n(p.N) == NarrowTile::kBN)
+void launch(const P& p, int slices, int k_chunk, cudaStream_t st, int tile_width = 0) {
+  VT_CHECK(tile_width == 0 || tile_width == NarrowTile::kBN || tile_width == WideTile::kBN,
+           "conv2d (implicit GEMM): no tile of width ", tile_width);
+  if ((tile_width ? tile_width : tile_n(p.N)) == NarrowTile::kBN)
     launch_tile<P, NarrowTile>(p, slices, k_chunk, st);
   else
     launch_tile<P, WideTile>(p, slices, k_chunk, st);
@@ -153,9 +156,9 @@ bool conv2d_igemm_available(const Conv2dDims& d) {
 }
 
 void conv2d_igemm_forward(const Conv2dDims& d, const bf16* x, const bf16* w, const float* b, bf16* y,
-                          cudaStream_t st) {
+                          cudaStream_t st, int tile_width) {
   const ConvFwd<bf16> p(d, x, w, b, y);
-  launch(p, 1, p.K, st);
+  launch(p, 1, p.K, st, tile_width);
 }
 
 void conv2d_igemm_dgrad(const Conv2dDims& d, const bf16* dy, const bf16* w, bf16* dx, cudaStream_t st) {

@@ -13,9 +13,10 @@ namespace vt::cuda {
 // Whether the current device has bf16 tensor cores (sm_80+) and the shapes fit the path.
 bool conv2d_igemm_available(const Conv2dDims& d);
 
-// y (N, Ho, Wo, Cout) = conv(x, w) + b (b may be null).
+// y (N, Ho, Wo, Cout) = conv(x, w) + b (b may be null). tile_width 0 takes the plan's tile
+// (igemm::tile_n); 32 or 64 forces one (kernel_bench compares them where N is not a multiple of 64).
 void conv2d_igemm_forward(const Conv2dDims& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* b,
-                          __nv_bfloat16* y, cudaStream_t st);
+                          __nv_bfloat16* y, cudaStream_t st, int tile_width = 0);
 // dx (N, H, W, Cin) += dL/dx.
 void conv2d_igemm_dgrad(const Conv2dDims& d, const __nv_bfloat16* dy, const __nv_bfloat16* w,
                         __nv_bfloat16* dx, cudaStream_t st);
