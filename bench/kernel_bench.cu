@@ -145,7 +145,7 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
               yaml.c_str(), (long long)batch, (long long)imgsz, (long long)imgsz);
   std::printf("  %-44s %3s | %-7s %7s %5s | %-7s %7s %5s | %-7s %7s %5s\n", "x, w, stride, pad", "n", "fwd",
               "cublas", "ratio", "dgrad", "cublas", "ratio", "wgrad", "cublas", "ratio");
-  nlohmann::json rows = nlohmann::json::array();
+  nlohmann::json rows = nlohmann::json::array(), tiles = nlohmann::json::array();
   double flops_total = 0, ours_ms[3] = {0, 0, 0}, cublas_ms[3] = {0, 0, 0};
   const Stream s{tm.st};
   for (const ConvShape& c : conv_shapes(yaml, batch, imgsz)) {
@@ -161,6 +161,19 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
     ours[0] = tm.ms([&] { conv2d_forward(x, w, &b, y, c.p, ws, s); });
     ours[1] = tm.ms([&] { conv2d_backward(x, w, dy, &dx, nullptr, nullptr, c.p, ws, s); });
     ours[2] = tm.ms([&] { conv2d_backward(x, w, dy, nullptr, &dw, nullptr, c.p, ws, s); });
+    // The tile width where Cout is not a multiple of 64: the plan (igemm::tile_n) takes the
+    // narrow tile for Cout <= 32 only; 80 (the class convs) pads to 128 with the wide tile and
+    // to 96 with the narrow one, at half the columns per block. The forward both ways, timed.
+    const Conv2dDims d = conv2d_dims(c.x, c.w, c.p);
+    if (cout % 64 != 0 && cuda::conv2d_igemm_available(d)) {
+      double tile_ms[2];
+      for (int k = 0; k < 2; ++k)
+        tile_ms[k] = tm.ms([&] {
+          cuda::conv2d_igemm_forward(d, x.data<__nv_bfloat16>(), w.data<__nv_bfloat16>(), nullptr,
+                                     y.data<__nv_bfloat16>(), tm.st, k == 0 ? 32 : 64);
+        });
+      tiles.push_back({{"x", c.key()}, {"narrow_ms", tile_ms[0]}, {"wide_ms", tile_ms[1]}});
+    }
     {
       Gemm g(h, npos, cout, kvol, false);
       theirs[0] = tm.ms([&] { g.run(); });
@@ -204,26 +217,11 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
   std::printf("\n  all three passes: ours %.1f TFLOP/s, cuBLAS %.1f, ratio %.2f (target >= 0.60)\n",
               3 * flops_total / o / 1e9, 3 * flops_total / t / 1e9, t / o);
 
-  // The tile width where Cout is not a multiple of 64: the plan (igemm::tile_n) takes the
-  // narrow tile for Cout <= 32 only; 80 (the class convs) pads to 128 with the wide tile and
-  // to 96 with the narrow one, at half the columns per block. The forward both ways, timed.
-  nlohmann::json tiles = nlohmann::json::array();
   std::printf("  tile width check (forward ms, 128 x 32 vs 128 x 64):\n");
-  for (const ConvShape& c : conv_shapes(yaml, batch, imgsz)) {
-    const Conv2dDims d = conv2d_dims(c.x, c.w, c.p);
-    if (c.w[0] % 64 == 0 || !cuda::conv2d_igemm_available(d)) continue;
-    const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
-    const Tensor x = random_gpu(c.x, DType::kBF16, 1), w = random_gpu(c.w, DType::kBF16, 2, -0.1f, 0.1f);
-    const Tensor y = Tensor::empty(ys, DType::kBF16, Device::kCUDA);
-    double ms[2];
-    for (int k = 0; k < 2; ++k)
-      ms[k] = tm.ms([&] {
-        cuda::conv2d_igemm_forward(d, x.data<__nv_bfloat16>(), w.data<__nv_bfloat16>(), nullptr,
-                                   y.data<__nv_bfloat16>(), tm.st, k == 0 ? 32 : 64);
-      });
-    std::printf("    %-44s %8.3f %8.3f  (%s is faster)\n", c.key().c_str(), ms[0], ms[1],
-                ms[0] < ms[1] ? "128 x 32" : "128 x 64");
-    tiles.push_back({{"x", c.key()}, {"narrow_ms", ms[0]}, {"wide_ms", ms[1]}});
+  for (const nlohmann::json& r : tiles) {
+    const double narrow = r["narrow_ms"], wide = r["wide_ms"];
+    std::printf("    %-44s %8.3f %8.3f  (%s is faster)\n", r["x"].get<std::string>().c_str(), narrow, wide,
+                narrow < wide ? "128 x 32" : "128 x 64");
   }
   return {{"model", yaml},  {"batch", batch},   {"imgsz", imgsz},
           {"shapes", rows}, {"aggregate", agg}, {"tile_width_check", tiles}};

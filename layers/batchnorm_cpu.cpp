@@ -40,26 +40,28 @@ void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const
   const T* dyp = dy.data<T>();
   const T* gam = gamma.data<T>();
   const T* bet = beta.data<T>();
-  // g: the gradient at the BN output, (M, C).
-  std::vector<double> g(static_cast<size_t>(m_count * c_count));
-  for (int64_t m = 0; m < m_count; ++m) {
-    for (int64_t c = 0; c < c_count; ++c) {
-      const int64_t i = m * c_count + c;
-      g[i] = double(dyp[i]);
-      if (p.silu) {
+  // g(i): the gradient at the BN output; with p.silu dy taken through the SiLU once, into
+  // silu_g (M, C), else dy itself (no copy).
+  std::vector<double> silu_g;
+  if (p.silu) {
+    silu_g.resize(static_cast<size_t>(m_count * c_count));
+    for (int64_t m = 0; m < m_count; ++m) {
+      for (int64_t c = 0; c < c_count; ++c) {
+        const int64_t i = m * c_count + c;
         const double u = (double(xp[i]) - mean[c]) * invstd[c] * double(gam[c]) + double(bet[c]);
         const double s = sigmoid(u);
-        g[i] *= s * (1.0 + u * (1.0 - s));
+        silu_g[i] = double(dyp[i]) * s * (1.0 + u * (1.0 - s));
       }
     }
   }
+  auto g = [&](int64_t i) { return p.silu ? silu_g[i] : double(dyp[i]); };
   std::vector<double> sum_dy(c_count, 0.0), sum_dy_xhat(c_count, 0.0);
   for (int64_t m = 0; m < m_count; ++m) {
     for (int64_t c = 0; c < c_count; ++c) {
       const int64_t i = m * c_count + c;
       const double xhat = (double(xp[i]) - mean[c]) * invstd[c];
-      sum_dy[c] += g[i];
-      sum_dy_xhat[c] += g[i] * xhat;
+      sum_dy[c] += g(i);
+      sum_dy_xhat[c] += g(i) * xhat;
     }
   }
   for (int64_t c = 0; c < c_count; ++c) {
@@ -75,9 +77,9 @@ void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const
       double d;
       if (through_stats) {
         const double xhat = (double(xp[i]) - mean[c]) * invstd[c];
-        d = k * (g[i] - sum_dy[c] / m_count - xhat * sum_dy_xhat[c] / m_count);
+        d = k * (g(i) - sum_dy[c] / m_count - xhat * sum_dy_xhat[c] / m_count);
       } else {
-        d = k * g[i];
+        d = k * g(i);
       }
       dxp[i] = T(double(dxp[i]) + d);
     }
