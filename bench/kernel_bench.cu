@@ -295,14 +295,18 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
   const Tensor groups = Tensor::empty({params}, DType::kU8, Device::kCUDA),
                ema = random_gpu({params}, DType::kF32, 12);
   CUDA_CHECK(cudaMemsetAsync(groups.raw(), 0, groups.nbytes(), tm.st));
+  // As the trainer runs them: clipped by a norm on the device, values in a device buffer.
+  const Tensor sumsq = random_gpu({1}, DType::kF32, 13, 1, 2);
   StepHyper hyper;
   hyper.step = 10;
+  StepValues values(Device::kCUDA, DType::kF32);
+  values.set(hyper, {&sumsq, 10.0, 1.0}, 0.999);
   const double pb = 4.0 * double(params);
   row("adamw step (p g m v rw groups)", 7 * pb + double(params),
-      tm.ms([&] { adamw_step(hyper, {}, p, g, groups, m, v, s); }));
+      tm.ms([&] { adamw_step(values, p, g, groups, m, v, s); }));
   row("sgd step (p g buf rw groups)", 5 * pb + double(params),
-      tm.ms([&] { sgd_step(hyper, {}, p, g, groups, m, s); }));
-  row("ema update (ema rw, model)", 3 * pb, tm.ms([&] { ema_update(ema, p, 0.999, s); }));
+      tm.ms([&] { sgd_step(values, p, g, groups, m, s); }));
+  row("ema update (ema rw, model)", 3 * pb, tm.ms([&] { ema_update(values, ema, p, s); }));
   return {
       {"copy_gbs", copy_gbs},
       {"activation", act.str()},

@@ -201,6 +201,22 @@ void copy(const Tensor& src, const Tensor& dst) {
   memcpy_any(dst.raw(), dst.device(), hd.data(), Device::kCPU, dst.nbytes());
 }
 
+void copy_async(const Tensor& src, const Tensor& dst, Stream stream) {
+  VT_CHECK(src.numel() == dst.numel() && src.dtype() == dst.dtype() && src.device() == dst.device(),
+           "copy_async: ", src.str("src"), " and ", dst.str("dst"), " differ in size, type or device");
+  if (src.device() == Device::kCPU) {
+    if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
+    return;
+  }
+#ifdef VT_WITH_CUDA
+  CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice,
+                             static_cast<cudaStream_t>(stream.handle)));
+#else
+  (void)stream;
+  VT_CHECK(false, "copy_async: this build has no CUDA support");
+#endif
+}
+
 void zero(const Tensor& t, Stream stream) {
   if (t.device() == Device::kCPU) {
     std::memset(t.raw(), 0, t.nbytes());

@@ -105,6 +105,9 @@ int64_t allocation_count();
 // Copies src into dst, which must have the same element count; converts the storage
 // type and crosses devices as needed. Synchronous.
 void copy(const Tensor& src, const Tensor& dst);
+// Copies src into dst of the same element count, storage type and device, asynchronously on
+// `stream` for CUDA tensors (so a CUDA graph can capture it).
+void copy_async(const Tensor& src, const Tensor& dst, Stream stream = {});
 // Sets every element to zero, asynchronously on `stream` for CUDA tensors.
 void zero(const Tensor& t, Stream stream = {});
 

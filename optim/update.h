@@ -18,9 +18,16 @@
 // grad_sumsq is given, c = min(1, max_norm / (grad_scale * sqrt(grad_sumsq) + 1e-6)), i.e.
 // torch.nn.utils.clip_grad_norm_ applied to the scaled gradient (Ultralytics clips after
 // unscaling, max_norm 10). grad_sumsq is the sum of squares of the RAW grads as
-// reduce_sum_squares leaves it on the device: the kernel reads it there, so a CUDA step never
-// waits for the host. As in torch, a non-finite norm makes c NaN or 0 and poisons the step;
-// the caller checks count_nonfinite (layers/reduce.h) to skip such steps.
+// reduce_sum_squares leaves it on the device: the kernels read it there. When it is not
+// finite, sgd_step, adamw_step and ema_update leave every buffer as it was (the step is
+// skipped, as a GradScaler skips a step with inf/NaN gradients); the caller learns it by
+// reading grad_sumsq once the step is done.
+//
+// Step values: the per-step numbers (learning rates, bias corrections, momentum, the EMA
+// decay, the clipping limits) are not kernel arguments. StepValues keeps them in a small
+// buffer on the params' device that the kernels read, and the host sets them before it
+// queues a step; so a CUDA graph of the whole step, captured once, replays every later step
+// with that step's values, and nothing in an update waits for the host.
 //
 // Semantics are torch.optim's exactly (up to float rounding), per group j of an element:
 //   SGD:   d = g + wd * p (group 0 only); buf = (step == 1) ? d : momentum * buf + d;
@@ -30,7 +37,8 @@
 //          p -= lr[j] / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), b1 = momentum, t = step.
 //   EMA:   ema = decay * ema + (1 - decay) * model (Ultralytics ModelEMA.update).
 // Arithmetic is in the storage type (fp32; fp64 in the CPU double mode); the per-step
-// constants (bias corrections, 1 - lr * wd, 1 - decay) are formed once in double on the host.
+// constants (bias corrections, 1 - lr * wd, 1 - decay) are formed once in double on the host
+// and stored in that type.
 #pragma once
 
 #include <cstdint>
@@ -61,44 +69,73 @@ struct GradClip {
   double grad_scale = 1;  // > 0: 1 / loss scale, 1 / accumulation, ...; applied before clipping
 };
 
-// One SGD step. momentum_buf: (n).
+// The layout of the step values buffer, in the params' storage type T: what the kernels read.
+template <class T>
+struct StepValuesOf {
+  T lr[3];          // per group
+  T decay_mult0;    // AdamW: 1 - lr[0] * wd (groups 1 and 2 do not decay)
+  T step_size[3];   // AdamW: lr[j] / (1 - b1^t)
+  T bc2_sqrt;       // AdamW: sqrt(1 - b2^t)
+  T momentum, one_minus_b1, beta2, one_minus_b2, eps, weight_decay;
+  T grad_scale, max_norm;
+  T ema_decay, one_minus_ema_decay;
+  T first;     // SGD: 1 at step 1, else 0
+  T nesterov;  // 1 or 0
+};
+
+// The step values of updates of params with storage type dt on dev (f32, or f64 on the CPU).
+class StepValues {
+ public:
+  // Allocates the buffer: make one before the steps, not inside one.
+  StepValues(Device dev, DType dt);
+  // Checks h and clip (errors name `op`) and writes the values. The copy is synchronous and,
+  // on CUDA, ordered after the work already queued on the legacy default stream and on
+  // blocking streams, so an update queued earlier still reads the values it was queued with.
+  // ema_decay is ema_update's, in [0, 1]. clip.grad_sumsq, when given, must outlive the
+  // updates that use these values: they read it on the device.
+  void set(const StepHyper& h, const GradClip& clip, double ema_decay = 1, const char* op = "StepValues::set");
+  const Tensor& buffer() const { return buf_; }  // (kCount) of dt on dev
+  const Tensor* grad_sumsq() const { return sumsq_; }
+  static constexpr int64_t kCount = sizeof(StepValuesOf<float>) / sizeof(float);
+
+ private:
+  Tensor buf_;
+  const Tensor* sumsq_ = nullptr;
+};
+
+// One SGD step with the values set in k. momentum_buf: (n).
+void sgd_step(const StepValues& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
+              const Tensor& momentum_buf, Stream s = {});
+// One AdamW step. exp_avg, exp_avg_sq: (n).
+void adamw_step(const StepValues& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
+                const Tensor& exp_avg, const Tensor& exp_avg_sq, Stream s = {});
+// ema = k's decay * ema + (1 - decay) * model; ema, model: same shape and k's type and device.
+// Skipped, like the updates, when k's grad_sumsq is not finite.
+void ema_update(const StepValues& k, const Tensor& ema, const Tensor& model, Stream s = {});
+
+// One-off forms with step values of their own, set and used once (tests, single calls): they
+// allocate, so a training step uses the forms above.
 void sgd_step(const StepHyper& h, const GradClip& clip, const Tensor& params, const Tensor& grads,
               const Tensor& groups, const Tensor& momentum_buf, Stream s = {});
-// One AdamW step. exp_avg, exp_avg_sq: (n).
 void adamw_step(const StepHyper& h, const GradClip& clip, const Tensor& params, const Tensor& grads,
                 const Tensor& groups, const Tensor& exp_avg, const Tensor& exp_avg_sq, Stream s = {});
-// ema = decay * ema + (1 - decay) * model; ema, model: same shape and type (f32, or f64 on the
-// CPU), one device; decay in [0, 1] (from ema_decay, optim/schedule.h).
+// decay in [0, 1] (from ema_decay, optim/schedule.h).
 void ema_update(const Tensor& ema, const Tensor& model, double decay, Stream s = {});
 
-// The per-step constants both backends use, formed in double on the host.
-struct UpdateConstants {
-  double lr[3];
-  double decay_mult[3];  // AdamW: 1 - lr[j] * wd for group 0, 1 for the others
-  double step_size[3];   // AdamW: lr[j] / (1 - b1^t)
-  double bc2_sqrt;       // AdamW: sqrt(1 - b2^t)
-  double momentum, one_minus_b1, beta2, one_minus_b2, eps, weight_decay;
-  bool first;            // SGD: step == 1
-  bool nesterov;
-  // Clipping: the multiplier is grad_scale * c(*sumsq), evaluated where sumsq lives.
-  double grad_scale, max_norm;
-  const void* sumsq;  // grad_sumsq's data, or null
-};
-UpdateConstants update_constants(const StepHyper& h, const GradClip& clip);
-
+// The backends: `values` is a StepValues buffer, `sumsq` its grad_sumsq (or null).
 namespace cpu {
-void sgd_step(const UpdateConstants& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
-              const Tensor& momentum_buf);
-void adamw_step(const UpdateConstants& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
-                const Tensor& exp_avg, const Tensor& exp_avg_sq);
-void ema_update(const Tensor& ema, const Tensor& model, double decay);
+void sgd_step(const Tensor& values, const Tensor* sumsq, const Tensor& params, const Tensor& grads,
+              const Tensor& groups, const Tensor& momentum_buf);
+void adamw_step(const Tensor& values, const Tensor* sumsq, const Tensor& params, const Tensor& grads,
+                const Tensor& groups, const Tensor& exp_avg, const Tensor& exp_avg_sq);
+void ema_update(const Tensor& values, const Tensor* sumsq, const Tensor& ema, const Tensor& model);
 }  // namespace cpu
 namespace cuda {
-void sgd_step(const UpdateConstants& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
-              const Tensor& momentum_buf, Stream s);
-void adamw_step(const UpdateConstants& k, const Tensor& params, const Tensor& grads, const Tensor& groups,
-                const Tensor& exp_avg, const Tensor& exp_avg_sq, Stream s);
-void ema_update(const Tensor& ema, const Tensor& model, double decay, Stream s);
+void sgd_step(const Tensor& values, const Tensor* sumsq, const Tensor& params, const Tensor& grads,
+              const Tensor& groups, const Tensor& momentum_buf, Stream s);
+void adamw_step(const Tensor& values, const Tensor* sumsq, const Tensor& params, const Tensor& grads,
+                const Tensor& groups, const Tensor& exp_avg, const Tensor& exp_avg_sq, Stream s);
+void ema_update(const Tensor& values, const Tensor* sumsq, const Tensor& ema, const Tensor& model, Stream s);
 }  // namespace cuda
 
 }  // namespace vt

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU evidence of issue 8 in one command, for a machine with a GPU (built elsewhere with
 # a CUDA build folder, e.g. the recipe of ../shared/device/README.md):
-#   1. every GPU parity test (layers, optim; GPU-vs-CPU, tensor-core convs included) and
-#      `visiontrain selftest` (a block of every op, CPU against each GPU);
+#   1. every GPU parity test (layers, optim; GPU-vs-CPU, tensor-core convs included),
+#      `visiontrain selftest` (a block of every op, CPU against each GPU) and training as CUDA
+#      graphs against eager training, bit for bit (tests/trainer/cuda_graph_train.sh);
 #   2. bench/kernel_bench: conv kernels vs cuBLAS, memory-bound kernels vs copy bandwidth;
 #   3. end to end, training images/s at 640, batch 64, bf16: visiontrain (synthetic raw
 #      shards, no validation; eager and --cuda-graph) vs the PyTorch implementation of the same model
@@ -48,6 +49,8 @@ if want parity; then
   step "parity: layers" "$out/parity_layers.txt" "$build/tests/layers_tests" --gtest_brief=1
   step "parity: optim" "$out/parity_optim.txt" "$build/tests/optim_tests" --gtest_brief=1
   step "parity: selftest" "$out/parity_selftest.txt" "$build/visiontrain" selftest
+  step "parity: cuda graph training" "$out/parity_cuda_graph.txt" tests/trainer/cuda_graph_train.sh \
+    "$build/visiontrain" "$root"
   grep -hE "^\[  (PASSED|FAILED|SKIPPED)" "$out"/parity_*.txt
 fi
 

@@ -8,9 +8,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -268,7 +270,9 @@ class Trainer {
   void open_loader(int64_t epoch, const data::LoaderState& at);
   void step(int64_t epoch, int64_t ni, EpochStats& e);
   void accumulate_grads(int64_t offset, int64_t count);
-  void graph_micro_step(const data::Batch& batch);
+  void queue_micro_step(int j, bool update, const Tensor& targets, int64_t ni);
+  void queue_step_end(bool update, int64_t ni);
+  void run_queued(int key, const std::function<void()>& queue);
   void end_epoch(int64_t epoch, const EpochStats& e);
   void save(double fitness, std::vector<std::string> copies, const nlohmann::json& metrics);
   void set_progress(const EpochStats& e, double lr, double step_s);
@@ -313,12 +317,16 @@ class Trainer {
   std::string progress_suffix_;  // set_progress()
   StopSignals signals_;
   Trace trace_;
+  // The optimizer's per-step values (optim/update.h), set before each updating step.
+  std::unique_ptr<StepValues> values_;
   // --cuda-graph: the step's own stream (the legacy default stream cannot be captured), the
-  // graph, the fixed targets buffer it reads, and whether the eager warm-up step has run.
+  // graphs by micro-step kind (run_queued), the fixed targets buffer they read, and the kinds
+  // that have run once eagerly.
+  bool graphs_on_ = false;
   std::unique_ptr<CudaStream> graph_stream_;
-  std::unique_ptr<CudaGraph> graph_;
+  std::map<int, std::unique_ptr<CudaGraph>> graphs_;
+  std::set<int> warm_;
   Tensor graph_targets_;
-  bool graph_warm_ = false;
   Stream s_{};  // the legacy default stream, or graph_stream_'s
 };
 
@@ -338,11 +346,11 @@ Trainer::Trainer(TrainOptions opt)
   if (dev_ == Device::kCUDA) cuda_set_device(w_.local_rank % cuda_device_count());
   dt_ = pick_dtype(opt_.precision, dev_);
   if (opt_.cuda_graph) {
-    VT_CHECK(dev_ == Device::kCUDA && w_.size == 1 && k_ == 1 && opt_.trace.empty(),
-             "train: --cuda-graph needs the GPU, one rank, --accumulate 1 and no --trace (got ", device_name(dev_),
-             ", ", w_.size, " ranks, --accumulate ", k_, opt_.trace.empty() ? "" : ", --trace", ")");
+    VT_CHECK(dev_ == Device::kCUDA && w_.size == 1 && opt_.trace.empty(),
+             "train: --cuda-graph needs the GPU, one rank and no --trace (got ", device_name(dev_), ", ", w_.size,
+             " ranks", opt_.trace.empty() ? "" : ", --trace", ")");
+    graphs_on_ = true;
     graph_stream_ = std::make_unique<CudaStream>();
-    graph_ = std::make_unique<CudaGraph>();
     s_ = graph_stream_->get();
   }
   if (lead_) std::filesystem::create_directories(opt_.out);
@@ -435,6 +443,7 @@ void Trainer::plan_buffers() {
   bn_start_ = plan.get(id_bn_start), bn_sum_ = plan.get(id_bn_sum);
   state0_ = plan.get(id_state0), state1_ = plan.get(id_state1);
   ema_ = plan.get(id_ema), ema_bn_ = plan.get(id_ema_bn);
+  values_ = std::make_unique<StepValues>(dev_, pdt);
 }
 
 void Trainer::handshake() {
@@ -559,28 +568,82 @@ void Trainer::accumulate_grads(int64_t offset, int64_t count) {
   add_backward(g, &acc, nullptr, s_);
 }
 
-// A micro-step's device work under --cuda-graph (one rank, one micro-step): zero the
-// gradients, forward, loss, backward into gsum_, all on fixed buffers (the batch's targets
-// are copied into graph_targets_ first; its images already are in the model's input). The
-// first step runs eagerly, so that lazy initialisations stay outside the capture; the second
-// records the graph; every step launches it.
-void Trainer::graph_micro_step(const data::Batch& batch) {
+// Queues micro-step j of the step (of k_) on s_: the gradients zeroed, the BN statistics'
+// starting point (several micro-batches), forward, loss on `targets`, backward into gsum_
+// with the gradient buckets' all-reduces started as it finishes them (several ranks, the
+// step's last micro-step, an updating step).
+void Trainer::queue_micro_step(int j, bool update, const Tensor& targets, int64_t ni) {
   Model& model = *model_;
-  if (!graph_targets_.defined()) graph_targets_ = Tensor::empty(batch.targets.shape(), batch.targets.dtype(), dev_);
-  copy(batch.targets, graph_targets_);
-  auto body = [&] {
-    model.zero_grads(s_);
-    model.forward(true, s_);
-    detect_loss(loss_cfg_, model.outputs(), graph_targets_, model.output_grads(), loss_, loss_work_, s_);
-    model.backward(s_, [&](int64_t offset, int64_t count) { accumulate_grads(offset, count); });
-  };
-  if (!graph_warm_) {
-    body();
-    graph_warm_ = true;
+  const bool last = j == k_ - 1, communicate = update && last && w_.size > 1;
+  model.zero_grads(s_);
+  if (average_bn_) {
+    // Every micro-batch updates the running statistics from the step's starting point.
+    if (j == 0) {
+      copy_async(model.bn_stats(), bn_start_, s_);
+      zero(bn_sum_, s_);
+    } else {
+      copy_async(bn_start_, model.bn_stats(), s_);
+    }
+  }
+  double t0 = mark(ni);
+  model.forward(true, s_);
+  if (average_bn_) {
+    add_backward(model.bn_stats(), &bn_sum_, nullptr, s_);
+    if (last) {
+      copy_async(bn_sum_, model.bn_stats(), s_);
+      if (w_.size > 1) comm_->start_allreduce(model.bn_stats(), s_, "bn stats", ni);
+    }
+  }
+  detect_loss(loss_cfg_, model.outputs(), targets, model.output_grads(), loss_, loss_work_, s_);
+  double t1 = mark(ni);
+  trace_.add("forward", Trace::kStep, t0, t1, ni);
+  if (communicate) buckets_->begin(ni);
+  model.backward(s_, [&](int64_t offset, int64_t count) {
+    accumulate_grads(offset, count);
+    if (communicate) buckets_->ready(offset + count, s_);
+  });
+  trace_.add("backward", Trace::kStep, t1, mark(ni), ni);
+}
+
+// Queues the step's end after its last micro-step: the all-reduces finished (several ranks),
+// the BN statistics averaged over the micro-batches of all ranks; when the step updates, the
+// gradient norm, the optimizer, the EMA and the bf16 weights with the values set in values_
+// (all skipped on the device when the norm is not finite), and gsum_ zeroed.
+void Trainer::queue_step_end(bool update, int64_t ni) {
+  Model& model = *model_;
+  if (update && w_.size > 1) buckets_->finish(s_);
+  else if (average_bn_ && w_.size > 1) comm_->wait_all(s_);
+  if (average_bn_) scale(model.bn_stats(), 1.0 / double(int64_t(w_.size) * k_), s_);
+  if (!update) return;
+  const double t0 = mark(ni);
+  reduce_sum_squares(gsum_, sumsq_, red_ws_, s_);
+  if (sched_.optimizer == OptimizerKind::kSGD)
+    sgd_step(*values_, model.params(), gsum_, model.groups(), state0_, s_);
+  else
+    adamw_step(*values_, model.params(), gsum_, model.groups(), state0_, state1_, s_);
+  ema_update(*values_, ema_, model.params(), s_);
+  ema_update(*values_, ema_bn_, model.bn_stats(), s_);
+  model.refresh_weights(s_);
+  zero(gsum_, s_);
+  trace_.add("optimizer", Trace::kStep, t0, mark(ni), ni);
+}
+
+// Runs what `queue` queues on s_: eagerly, or under --cuda-graph as a graph per kind of
+// micro-step (`key`: first, last, updating). A kind's first occurrence runs eagerly, so that
+// lazy initialisations stay outside any capture; its second is recorded, then launched, as
+// is every later one. Everything the work reads that changes per step is in fixed buffers
+// refreshed before: the images, graph_targets_, the step values.
+void Trainer::run_queued(int key, const std::function<void()>& queue) {
+  if (!graphs_on_ || warm_.insert(key).second) {
+    queue();
     return;
   }
-  if (!graph_->ready()) graph_->capture(s_, body);
-  graph_->launch(s_);
+  std::unique_ptr<CudaGraph>& g = graphs_[key];
+  if (!g) {
+    g = std::make_unique<CudaGraph>();
+    g->capture(s_, queue);
+  }
+  g->launch(s_);
 }
 
 void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
@@ -589,83 +652,47 @@ void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
   const double t_step = now();
   StepHyper hyper = schedule_at(sched_, ni, epoch, nb_, opt_.epochs);
   const bool update = ni - counters_.last_opt >= accumulate_at(sched_, ni, nb_);
-  const bool communicate = update && w_.size > 1;
+  if (update) {
+    // The values of update number opt_steps + 1; a skipped update does not count, and the
+    // next step sets the same number again.
+    hyper.step = counters_.opt_steps + 1;
+    values_->set(hyper, GradClip{&sumsq_, opt_.max_norm, 1.0}, ema_decay(hyper.step), "train");
+  }
   double step_wait = 0, local[5] = {0, 0, 0, 0, 0};
   for (int j = 0; j < k_; ++j) {
     const bool last = j == k_ - 1;
-    double t0 = now();
+    const double t0 = now();
     const data::Batch* batch = loader_->next();
     step_wait += loader_->stats().last_wait_s;
     batch->wait(s_);
     copy(batch->images, model.input());
-    if (graph_) {
-      graph_micro_step(*batch);
-      const Tensor l = loss_.to(Device::kCPU);
-      for (int q = 0; q < 4; ++q) local[q] += l.data<float>()[q];
-      continue;
+    const Tensor* targets = &batch->targets;
+    if (graphs_on_) {
+      if (!graph_targets_.defined())
+        graph_targets_ = Tensor::empty(batch->targets.shape(), batch->targets.dtype(), dev_);
+      copy(batch->targets, graph_targets_);
+      targets = &graph_targets_;
     }
-    model.zero_grads(s_);
-    if (average_bn_) {
-      // Every micro-batch updates the running statistics from the step's starting point.
-      if (j == 0) {
-        copy(model.bn_stats(), bn_start_);
-        zero(bn_sum_, s_);
-      } else {
-        copy(bn_start_, model.bn_stats());
-      }
-    }
-    double t1 = mark(ni);
-    trace_.add("data", Trace::kStep, t0, t1, ni);
-    model.forward(true, s_);
-    if (average_bn_) {
-      add_backward(model.bn_stats(), &bn_sum_, nullptr, s_);
-      if (last) {
-        copy(bn_sum_, model.bn_stats());
-        if (w_.size > 1) comm_->start_allreduce(model.bn_stats(), s_, "bn stats", ni);
-      }
-    }
-    detect_loss(loss_cfg_, model.outputs(), batch->targets, model.output_grads(), loss_, loss_work_, s_);
-    t0 = mark(ni);
-    trace_.add("forward", Trace::kStep, t1, t0, ni);
-    if (communicate && last) buckets_->begin(ni);
-    model.backward(s_, [&](int64_t offset, int64_t count) {
-      accumulate_grads(offset, count);
-      if (communicate && last) buckets_->ready(offset + count, s_);
+    trace_.add("data", Trace::kStep, t0, mark(ni), ni);
+    const int key = (j == 0 ? 1 : 0) | (last ? 2 : 0) | (update && last ? 4 : 0);
+    run_queued(key, [&] {
+      queue_micro_step(j, update, *targets, ni);
+      if (last) queue_step_end(update, ni);
     });
-    t1 = mark(ni);
-    trace_.add("backward", Trace::kStep, t0, t1, ni);
     const Tensor l = loss_.to(Device::kCPU);  // also the micro-step's sync point
     for (int q = 0; q < 4; ++q) local[q] += l.data<float>()[q];
   }
-  if (communicate) buckets_->finish(s_);
-  else if (average_bn_ && w_.size > 1) comm_->wait_all(s_);
-  if (average_bn_) scale(model.bn_stats(), 1.0 / double(int64_t(w_.size) * k_), s_);
-
+  synchronize(s_);
   if (update) {
-    const double t0 = mark(ni);
-    reduce_sum_squares(gsum_, sumsq_, red_ws_, s_);
-    const float norm2 = sumsq_.to(Device::kCPU).data<float>()[0];
-    if (std::isfinite(norm2)) {
-      hyper.step = ++counters_.opt_steps;
-      const GradClip clip{&sumsq_, opt_.max_norm, 1.0};
-      if (sched_.optimizer == OptimizerKind::kSGD)
-        sgd_step(hyper, clip, model.params(), gsum_, model.groups(), state0_, s_);
-      else
-        adamw_step(hyper, clip, model.params(), gsum_, model.groups(), state0_, state1_, s_);
-      const double d = ema_decay(counters_.opt_steps);
-      ema_update(ema_, model.params(), d, s_);
-      ema_update(ema_bn_, model.bn_stats(), d, s_);
-      model.refresh_weights(s_);
+    if (std::isfinite(sumsq_.to(Device::kCPU).data<float>()[0])) {
+      ++counters_.opt_steps;
     } else {
       ++counters_.skipped;
       if (lead_)
         std::fprintf(stderr, "\nstep %lld: gradient norm is not finite; optimizer step skipped\n", (long long)ni);
     }
-    zero(gsum_, s_);
     counters_.last_opt = ni;
-    trace_.add("optimizer", Trace::kStep, t0, mark(ni), ni);
   }
-  synchronize(s_);
   counters_.step = ni + 1;
   counters_.loader = loader_->state();
 

@@ -60,6 +60,24 @@ TEST(Tensor, CopyConvertsStorageTypes) {
   EXPECT_EQ(static_cast<unsigned char*>(pinned.get())[999], 0);
 }
 
+TEST(Tensor, CopyAsyncCopiesOnlyLikeToLike) {
+  const Tensor a = test::random_tensor({2, 3}, DType::kF32, 9), b = Tensor::empty({6}, DType::kF32, Device::kCPU);
+  copy_async(a, b);
+  test::expect_close(b, a.reshape({6}), 0, 0, "copy_async");
+  test::expect_error([&] { copy_async(a, Tensor::empty({6}, DType::kF64, Device::kCPU)); },
+                     {"copy_async", "(6) f64", "type or device"});
+  test::expect_error([&] { copy_async(a, Tensor::empty({5}, DType::kF32, Device::kCPU)); }, {"copy_async", "(5)"});
+}
+
+TEST(Tensor, GpuCopyAsyncOnAStream) {
+  VT_REQUIRE_GPU();
+  const Tensor a = test::random_tensor({1000}, DType::kF32, 9);
+  Tensor ga = a.to(Device::kCUDA), gb = Tensor::empty({1000}, DType::kF32, Device::kCUDA);
+  copy_async(ga, gb);
+  synchronize();
+  test::expect_close(gb, a, 0, 0, "device copy");
+}
+
 TEST(Tensor, GpuRoundTrip) {
   VT_REQUIRE_GPU();
   Tensor a = test::random_tensor({3, 13, 17, 7}, DType::kF32, 5);

@@ -1,11 +1,13 @@
 // GPU-vs-CPU parity of the fused updates in f32 over awkward sizes (1, 7, 1000003), with the
-// clipping norm reduced on the device and read there by the kernel; and the contract cases
-// that need a CUDA tensor. Every test skips without a device.
+// clipping norm reduced on the device and read there by the kernel; a non-finite norm
+// skipping on the device; updates captured in a CUDA graph reading each launch's step
+// values; and the contract cases that need a CUDA tensor. Every test skips without a device.
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "layers/check.h"
+#include "layers/cuda_graph.h"
 #include "layers/reduce.h"
 #include "optim/update.h"
 #include "tests/test_util.h"
@@ -114,6 +116,52 @@ TEST(OptimGpu, EmaMatchesCpu) {
     // Two roundings per update of values below 1, fma or not: 1e-7 absolute covers three.
     test::expect_close(ema_g, ema, 1e-7, 1e-6, "ema");
   }
+}
+
+TEST(OptimGpu, NonFiniteNormSkipsOnTheDevice) {
+  VT_REQUIRE_GPU();
+  const State cpu = random_state(1000, 5, true);
+  const State gpu = cpu.to(Device::kCUDA);
+  Tensor ema = cpu.p.to(Device::kCUDA), ss = from_values({1}, {std::nan("")}).to(Device::kCUDA);
+  StepHyper h;
+  h.step = 2;
+  StepValues k(Device::kCUDA, DType::kF32);
+  k.set(h, {&ss, 10.0, 1.0}, 0.5);
+  adamw_step(k, gpu.p, gpu.g, gpu.groups, gpu.s1, gpu.s2);
+  sgd_step(k, gpu.p, gpu.g, gpu.groups, gpu.s1);
+  ema_update(k, ema, gpu.g);
+  synchronize();
+  test::expect_close(gpu.p, cpu.p, 0, 0, "params");
+  test::expect_close(gpu.s1, cpu.s1, 0, 0, "state 1");
+  test::expect_close(gpu.s2, cpu.s2, 0, 0, "state 2");
+  test::expect_close(ema, cpu.p, 0, 0, "ema");
+}
+
+// The property a CUDA graph of the training step relies on: updates captured once read the
+// values set before each launch, and give what eager updates with those values give.
+TEST(OptimGpu, CapturedUpdatesReadEachStepsValues) {
+  VT_REQUIRE_GPU();
+  const State start = random_state(1003, 21, true);
+  const State eager = start.to(Device::kCUDA), graphed = start.to(Device::kCUDA);
+  Tensor ss = sumsq_of(eager.g);
+  CudaStream stream;
+  CudaGraph graph;
+  StepValues k(Device::kCUDA, DType::kF32);
+  for (int64_t t = 1; t <= 3; ++t) {
+    StepHyper h;
+    h.lr[0] = 0.01 * t, h.lr[1] = 0.02, h.lr[2] = 0.05 / t;
+    h.step = t;
+    const GradClip clip{&ss, 0.5 * t, 1.0};
+    adamw_step(h, clip, eager.p, eager.g, eager.groups, eager.s1, eager.s2);
+    k.set(h, clip);
+    if (!graph.ready())
+      graph.capture(stream.get(), [&] { adamw_step(k, graphed.p, graphed.g, graphed.groups, graphed.s1, graphed.s2, stream.get()); });
+    graph.launch(stream.get());
+    synchronize(stream.get());
+  }
+  test::expect_close(graphed.p, eager.p, 0, 0, "params");
+  test::expect_close(graphed.s1, eager.s1, 0, 0, "exp_avg");
+  test::expect_close(graphed.s2, eager.s2, 0, 0, "exp_avg_sq");
 }
 
 TEST(OptimGpu, UnknownGroupsCountAsBiases) {

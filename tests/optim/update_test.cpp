@@ -1,5 +1,6 @@
 // Fused update tests on the CPU: hand-computed SGD, AdamW, EMA and clipping steps; ten steps
-// against a straightforward double-precision reference written here; bad arguments.
+// against a straightforward double-precision reference written here; non-finite norms skip
+// the step; step values reused across steps; bad arguments.
 #include "optim/update.h"
 
 #include <cmath>
@@ -165,9 +166,61 @@ TEST(GradClip, ScalesAndClipsByTheGlobalNorm) {
   h.momentum = 0.0;
   sgd_step(h, {nullptr, 10.0, 0.25}, p, from_values({2}, {8, -4}), from_values({2}, {1, 2}, DType::kU8), buf);
   test::expect_close(p, from_values({2}, {-0.2 * 2, 0.4 * 1}), 1e-7, 1e-7, "scaled only");
-  // A non-finite norm poisons the step, as in torch: the caller's count_nonfinite guard acts.
-  g = used_gradient({1, 1}, std::nan(""), 10.0, 1.0);
-  EXPECT_TRUE(std::isnan(g[0]));
+}
+
+TEST(GradClip, NonFiniteNormSkipsEveryUpdate) {
+  // A NaN or infinite norm leaves params, optimizer state and EMA exactly as they were.
+  for (double bad : {std::nan(""), HUGE_VAL}) {
+    for (DType dt : {DType::kF32, DType::kF64}) {
+      SCOPED_TRACE(cat(bad, " ", dtype_name(dt)));
+      const Tensor groups = from_values({3}, {0, 1, 2}, DType::kU8), g = from_values({3}, kG1, dt);
+      Tensor p = from_values({3}, kP0, dt), s1 = from_values({3}, {1, 2, 3}, dt), s2 = from_values({3}, {4, 5, 6}, dt);
+      Tensor ema = from_values({3}, {7, 8, 9}, dt), ss = from_values({1}, {bad}, dt);
+      StepValues k(Device::kCPU, dt);
+      k.set(hand_hyper(1), {&ss, 10.0, 1.0}, 0.5);
+      sgd_step(k, p, g, groups, s1);
+      adamw_step(k, p, g, groups, s1, s2);
+      ema_update(k, ema, p);
+      test::expect_close(p, from_values({3}, kP0, dt), 0, 0, "params");
+      test::expect_close(s1, from_values({3}, {1, 2, 3}, dt), 0, 0, "state 1");
+      test::expect_close(s2, from_values({3}, {4, 5, 6}, dt), 0, 0, "state 2");
+      test::expect_close(ema, from_values({3}, {7, 8, 9}, dt), 0, 0, "ema");
+      // The same values with a finite norm in the same buffer: the step happens.
+      copy(from_values({1}, {1.0}), ss);
+      sgd_step(k, p, g, groups, s1);
+      ema_update(k, ema, p);
+      EXPECT_NE(values(p), kP0);
+      EXPECT_NE(values(ema), (std::vector<double>{7, 8, 9}));
+    }
+  }
+}
+
+TEST(StepValues, ReusedBufferTakesEachSetsValues) {
+  // One StepValues through two steps gives what two one-off steps give: set() replaces every
+  // value (the step number, hence the first-step rule, the learning rates, the EMA decay).
+  Tensor p1 = from_values({3}, kP0), b1 = zeros(3), p2 = from_values({3}, kP0), b2 = zeros(3);
+  Tensor e1 = from_values({3}, {1, 1, 1}), e2 = from_values({3}, {1, 1, 1});
+  const Tensor groups = from_values({3}, {0, 1, 2}, DType::kU8);
+  StepValues k(Device::kCPU, DType::kF32);
+  StepHyper h = hand_hyper(1);
+  for (int t = 1; t <= 2; ++t) {
+    h.step = t;
+    h.lr[1] = 0.2 * t;
+    const double decay = t == 1 ? 0.25 : 0.75;
+    const Tensor g = from_values({3}, t == 1 ? kG1 : kG2);
+    k.set(h, {}, decay);
+    sgd_step(k, p1, g, groups, b1);
+    ema_update(k, e1, p1);
+    sgd_step(h, {}, p2, g, groups, b2);
+    ema_update(e2, p2, decay);
+  }
+  test::expect_close(p1, p2, 0, 0, "params");
+  test::expect_close(b1, b2, 0, 0, "momentum");
+  test::expect_close(e1, e2, 0, 0, "ema");
+  test::expect_error([&] { sgd_step(StepValues(Device::kCPU, DType::kF64), p1, p1, groups, b1); },
+                     {"sgd_step", "step values are f64", "params"});
+  test::expect_error([&] { StepValues(Device::kCPU, DType::kBF16); }, {"StepValues", "bf16"});
+  test::expect_error([&] { k.set(h, {}, 1.5, "train"); }, {"train", "decay 1.5"});
 }
 
 // ---- Ten steps against a reference ------------------------------------------------------
@@ -296,6 +349,9 @@ TEST(Optimizers, BadArgumentsNameTheOpAndShapes) {
 
   Tensor bad_sumsq = zeros(2);
   test::expect_error([&] { sgd_step(h, {&bad_sumsq}, p, g, groups, b); }, {"sgd_step", "grad_sumsq", "(2)"});
+  h.eps = 0;
+  test::expect_error([&] { adamw_step(h, {}, p, g, groups, b, b); }, {"adamw_step", "eps"});
+  h = hand_hyper(1);
   h.step = 0;
   test::expect_error([&] { adamw_step(h, {}, p, g, groups, b, b); }, {"adamw_step", "step is 0"});
   h = hand_hyper(1);

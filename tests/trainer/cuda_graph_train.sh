@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The training step as CUDA graphs (issue 8) changes the speed and nothing else: the same run
+# eagerly and with --cuda-graph must log the same losses, bit for bit, and end with the same
+# model and EMA weights, over every kind of step a graph is recorded for:
+#   - batch 8 at the nominal batch 64, in the warm-up: steps that only accumulate and steps
+#     that update, in the warm-up's changing pattern (AdamW);
+#   - --nbs 8 --accumulate 2: two micro-steps per updating step, the BN statistics averaged
+#     over both (SGD).
+# The weights are compared as the data sections of `export --format safetensors` files (the
+# headers hold each run's metadata). Needs a GPU: exits 77 (skipped) without one.
+#   cuda_graph_train.sh VISIONTRAIN SOURCE_DIR
+set -euo pipefail
+bin="$1" src="$2"
+nvidia-smi -L > /dev/null 2>&1 || { echo "no GPU: skipped"; exit 77; }
+work="$(mktemp -d /tmp/vt-graph-XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+"$bin" synth --out data --train 64 --val 8 --imgsz 96 --quiet > /dev/null
+
+# safetensors data section: the bytes after the 8-byte header length and the header.
+weights() {
+  local f="$1" n
+  n=$(od -An -tu8 -N8 "$f" | tr -d ' ')
+  tail -c +$((9 + n)) "$f" | sha256sum | cut -d' ' -f1
+}
+
+compare() {  # compare NAME [train options]: eager vs graphs
+  local name="$1"
+  shift
+  for mode in eager graph; do
+    local extra=()
+    [ "$mode" = graph ] && extra=(--cuda-graph)
+    "$bin" train --data data --model "$src/configs/yolov8-tiny.yaml" --batch 8 --imgsz 96 --epochs 3 \
+      --close-mosaic 0 --no-val --quiet --seed 5 --workers 1 --device cuda --out "$name-$mode" "$@" "${extra[@]}" \
+      > "$name-$mode.log" 2>&1 || { cat "$name-$mode.log"; echo "FAILED: $name $mode"; exit 1; }
+    grep -o '"loss":[^,]*' "$name-$mode/metrics.jsonl" > "$name-$mode.losses"
+    for which in model ema; do
+      "$bin" export --weights "$name-$mode/last.h5" --format safetensors --weights-of $which \
+        --out "$name-$mode.$which.safetensors" > /dev/null
+      weights "$name-$mode.$which.safetensors" > "$name-$mode.$which.sha"
+    done
+  done
+  [ -s "$name-eager.losses" ] || { echo "FAILED: $name: no losses logged"; exit 1; }
+  cmp "$name-eager.losses" "$name-graph.losses" ||
+    { paste "$name-eager.losses" "$name-graph.losses" | head; echo "FAILED: $name: losses differ"; exit 1; }
+  for which in model ema; do
+    cmp -s "$name-eager.$which.sha" "$name-graph.$which.sha" || { echo "FAILED: $name: $which weights differ"; exit 1; }
+  done
+  echo "$name: $(wc -l < "$name-eager.losses") steps, losses and weights identical"
+}
+
+compare accumulating --steps 20 --optimizer adamw --lr0 0.002
+compare micro_steps --steps 12 --optimizer sgd --lr0 0.01 --nbs 8 --accumulate 2
+echo "PASSED"
