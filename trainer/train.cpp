@@ -103,20 +103,23 @@ std::string layout_text(const Model& m) {
   return os.str();
 }
 
-// Test hook (tests/comm): VT_TEST_FAULT=<hang|throw>:<rank>:<step> makes that rank hang
-// (sleep, outside any collective) or throw at the start of that step.
-void inject_fault(int rank, int64_t step) {
+// Test hook (tests/comm, tests/trainer): VT_TEST_FAULT=<hang|throw|nangrad>:<rank>:<step>
+// makes that rank hang (sleep, outside any collective) or throw at the start of that step,
+// or (nangrad; the return value) put a NaN into its gradient sum before the step's update.
+bool inject_fault(int rank, int64_t step) {
   static const char* spec = std::getenv("VT_TEST_FAULT");
-  if (!spec) return;
+  if (!spec) return false;
   char kind[16] = {};
   int r = -1;
   long long s = -1;
-  if (std::sscanf(spec, "%15[a-z]:%d:%lld", kind, &r, &s) != 3 || r != rank || s != step) return;
+  if (std::sscanf(spec, "%15[a-z]:%d:%lld", kind, &r, &s) != 3 || r != rank || s != step) return false;
+  if (std::string(kind) == "nangrad") return true;
   if (std::string(kind) == "hang") {
     std::fprintf(stderr, "[rank %d] VT_TEST_FAULT: hanging at step %lld\n", rank, s);
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   VT_CHECK(std::string(kind) != "throw", "VT_TEST_FAULT: rank ", rank, " fails at step ", s);
+  return false;
 }
 
 // SIGTERM and SIGINT ask for a clean stop: the step in progress finishes, a checkpoint is
@@ -648,7 +651,8 @@ void Trainer::run_queued(int key, const std::function<void()>& queue) {
 
 void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
   Model& model = *model_;
-  inject_fault(w_.rank, ni);
+  const bool poison = inject_fault(w_.rank, ni);
+  VT_CHECK(!poison || !graphs_on_, "VT_TEST_FAULT=nangrad: not with --cuda-graph");
   const double t_step = now();
   StepHyper hyper = schedule_at(sched_, ni, epoch, nb_, opt_.epochs);
   const bool update = ni - counters_.last_opt >= accumulate_at(sched_, ni, nb_);
@@ -677,6 +681,11 @@ void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
     const int key = (j == 0 ? 1 : 0) | (last ? 2 : 0) | (update && last ? 4 : 0);
     run_queued(key, [&] {
       queue_micro_step(j, update, *targets, ni);
+      if (poison && last) {  // eager only (above): a synchronous copy after the queued backward
+        const Tensor nan = Tensor::empty({1}, DType::kF32, Device::kCPU);
+        nan.data<float>()[0] = std::nanf("");
+        copy(nan, comm::slice(gsum_, 0, 1));
+      }
       if (last) queue_step_end(update, ni);
     });
     const Tensor l = loss_.to(Device::kCPU);  // also the micro-step's sync point
