@@ -159,7 +159,11 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
     const Tensor ws = workspace_for(c);
     double ours[3], theirs[3];
     ours[0] = tm.ms([&] { conv2d_forward(x, w, &b, y, c.p, ws, s); });
-    ours[1] = tm.ms([&] { conv2d_backward(x, w, dy, &dx, nullptr, nullptr, c.p, ws, s); });
+    // The input gradient overwriting dx, as the model runs it where the conv alone reads its
+    // input, and as the cuBLAS yardstick (beta 0) does.
+    Conv2dParams over = c.p;
+    over.overwrite_dx = true;
+    ours[1] = tm.ms([&] { conv2d_backward(x, w, dy, &dx, nullptr, nullptr, over, ws, s); });
     ours[2] = tm.ms([&] { conv2d_backward(x, w, dy, nullptr, &dw, nullptr, c.p, ws, s); });
     // The tile width where Cout is not a multiple of 64: the plan (igemm::tile_n) takes the
     // narrow tile for Cout <= 32 only; 80 (the class convs) pads to 128 with the wide tile and
@@ -265,7 +269,7 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
       row("batchnorm train forward (x x2, y)", 3 * bytes,
           tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, {}, s, bn_ws); }));
   const double bn_b =
-      row("batchnorm backward (x, dy x2, dx rw)", 6 * bytes,
+      row("batchnorm backward (x x2, dy x2, dx rw)", 6 * bytes,
           tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, {}, s, bn_ws); }));
   // The model's Conv epilogue: BN with the SiLU fused (one pass where BN + SiLU take two).
   BatchNormParams fused;
@@ -274,8 +278,13 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
       row("bn+silu train forward (x x2, y)", 3 * bytes,
           tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, fused, s, bn_ws); }));
   const double fused_b =
-      row("bn+silu backward (x, dy x2, dx rw)", 6 * bytes,
+      row("bn+silu backward (x x2, dy x2, dx rw)", 6 * bytes,
           tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, fused, s, bn_ws); }));
+  // As the model runs it: the conv output's gradient has one writer, so dx is not read.
+  BatchNormParams fused_over = fused;
+  fused_over.overwrite_dx = true;
+  row("bn+silu backward, dx written (x x2, dy x2, dx)", 5 * bytes,
+      tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, fused_over, s, bn_ws); }));
   // The conv bias gradient alone (a per-channel column sum of dy, as Detect's last convs take it).
   const Shape w1{c, 1, 1, c};
   const Tensor w1t = random_gpu(w1, DType::kBF16, 13);

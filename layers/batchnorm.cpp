@@ -119,6 +119,12 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
     cpu::batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, p);
 }
 
+// The CPU loops accumulate: an overwritten dx is zeroed first.
+const Tensor* overwritten(const Tensor* dx, const BatchNormParams& p) {
+  if (dx && p.overwrite_dx) zero(*dx);
+  return dx;
+}
+
 void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
                         const Tensor& save_mean, const Tensor& save_invstd, const Tensor* dx,
                         const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s,
@@ -135,7 +141,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
     VT_CUDA_CALL(op, cuda::batchnorm_backward(x, dy, gamma, beta, save_mean, save_invstd, dx, dgamma, dbeta,
                                               p, cuda_workspace(op, x, workspace), s));
   else
-    cpu::batchnorm_backward(x, dy, gamma, beta, save_mean, save_invstd, dx, dgamma, dbeta, p);
+    cpu::batchnorm_backward(x, dy, gamma, beta, save_mean, save_invstd, overwritten(dx, p), dgamma, dbeta, p);
 }
 
 void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
@@ -156,7 +162,8 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
     VT_CUDA_CALL(op, cuda::batchnorm_backward_eval(x, dy, gamma, beta, running_mean, running_var, dx, dgamma,
                                                    dbeta, p, s));
   else
-    cpu::batchnorm_backward_eval(x, dy, gamma, beta, running_mean, running_var, dx, dgamma, dbeta, p);
+    cpu::batchnorm_backward_eval(x, dy, gamma, beta, running_mean, running_var, overwritten(dx, p), dgamma,
+                                 dbeta, p);
 }
 
 }  // namespace vt

@@ -97,7 +97,8 @@ struct Stats {
 // and writes its dx elementwise.
 template <class T, bool kSiLU>
 __global__ void backward_kernel(const T* x, const T* dy, const float* gamma, const float* beta, Stats st,
-                                T* dx, float* dgamma, float* dbeta, int64_t m_count, int64_t c_count) {
+                                T* dx, bool overwrite, float* dgamma, float* dbeta, int64_t m_count,
+                                int64_t c_count) {
   __shared__ float red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
@@ -131,20 +132,22 @@ __global__ void backward_kernel(const T* x, const T* dy, const float* gamma, con
     const int64_t i = m * c_count + c;
     const float xhat = (to_f32(x[i]) - mean) * invstd;
     const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(dy[i]));
-    dx[i] = from_f32<T>(to_f32(dx[i]) + k * (g - mean_dy - xhat * mean_dy_xhat));
+    const float v = k * (g - mean_dy - xhat * mean_dy_xhat);
+    dx[i] = from_f32<T>(overwrite ? v : to_f32(dx[i]) + v);
   }
 }
 
-// The eval dx of the fixed affine map: dx += g * gamma * invstd, g = dy taken back through the
+// The eval dx of the fixed affine map: dx += (or =) g * gamma * invstd, g = dy taken back through the
 // fused activation (x is read only then). (M, C) flattened to n.
 template <class T, bool kSiLU>
 __global__ void backward_eval_dx_kernel(const T* x, const T* dy, const float* gamma, const float* beta,
-                                        Stats st, T* dx, int64_t n, int64_t c_count) {
+                                        Stats st, T* dx, bool overwrite, int64_t n, int64_t c_count) {
   VT_GRID_STRIDE(i, n) {
     const int64_t c = i % c_count;
     const float invstd = st.invstd_at(c);
     const float u = kSiLU ? (to_f32(x[i]) - st.mean[c]) * invstd * gamma[c] + beta[c] : 0.f;
-    dx[i] = from_f32<T>(to_f32(dx[i]) + gamma[c] * invstd * act_grad<kSiLU>(u, to_f32(dy[i])));
+    const float v = gamma[c] * invstd * act_grad<kSiLU>(u, to_f32(dy[i]));
+    dx[i] = from_f32<T>(overwrite ? v : to_f32(dx[i]) + v);
   }
 }
 
@@ -264,19 +267,21 @@ struct TrainDx {
   T* dx;
   const float *mean, *invstd, *gamma, *beta, *totals;
   int64_t m_count, c_count;
+  bool overwrite;  // dx = ... instead of dx += ...
   template <int V>
   __device__ void apply(int64_t i) const {
     const int64_t c0 = i % c_count;
     const Pack<T, V> a = load_pack<V>(x + i), g = load_pack<V>(dy + i);
-    Pack<T, V> o = load_pack<V>(dx + i);
+    Pack<T, V> o{};
+    if (!overwrite) o = load_pack<V>(dx + i);
     const float m = static_cast<float>(m_count);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       const int64_t c = c0 + j;
       const float xhat = (to_f32(a.v[j]) - mean[c]) * invstd[c];
       const float d = act_grad<kSiLU>(xhat * gamma[c] + (kSiLU ? beta[c] : 0.f), to_f32(g.v[j]));
-      o.v[j] = from_f32<T>(to_f32(o.v[j]) +
-                           gamma[c] * invstd[c] * (d - totals[c] / m - xhat * (totals[c_count + c] / m)));
+      const float v = gamma[c] * invstd[c] * (d - totals[c] / m - xhat * (totals[c_count + c] / m));
+      o.v[j] = from_f32<T>(overwrite ? v : to_f32(o.v[j]) + v);
     }
     store_pack(dx + i, o);
   }
@@ -384,14 +389,16 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
           constexpr int kPack = 16 / static_cast<int>(sizeof(T));
           launch_elementwise<T>(
               TrainDx<T, kSiLU>{x.data<T>(), dy.data<T>(), dx->data<T>(), st.mean, st.invstd,
-                                gamma.data<float>(), beta.data<float>(), totals, m_count, c_count},
+                                gamma.data<float>(), beta.data<float>(), totals, m_count, c_count,
+                                p.overwrite_dx},
               x.numel(), {x.raw(), dy.raw(), dx->raw()}, cs, c_count % kPack == 0);
         }
         return;
       }
       backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
           x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st,
-          dx ? dx->data<T>() : nullptr, data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
+          dx ? dx->data<T>() : nullptr, p.overwrite_dx, data_or_null(dgamma), data_or_null(dbeta), m_count,
+          c_count);
     });
   });
   VT_LAUNCH_CHECK();
@@ -411,12 +418,13 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
       if (dx) {
         backward_eval_dx_kernel<T, kSiLU>
             <<<grid_for(n), kThreads, 0, cs>>>(x.data<T>(), dy.data<T>(), gamma.data<float>(),
-                                               beta.data<float>(), st, dx->data<T>(), n, c_count);
+                                               beta.data<float>(), st, dx->data<T>(), p.overwrite_dx, n,
+                                               c_count);
         VT_LAUNCH_CHECK();
       }
       if (dgamma || dbeta) {
         backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
-            x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st, nullptr,
+            x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st, nullptr, false,
             data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
         VT_LAUNCH_CHECK();
       }

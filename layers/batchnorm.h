@@ -20,6 +20,8 @@
 // f32/bf16 on CUDA); every (C) tensor in param_dtype of it (f32, or f64 with f64 activations).
 // y must not alias x and dx must not alias x or dy: the backward passes read x.
 // Gradients ACCUMULATE (+=) into dx, dgamma and dbeta; the caller zeroes them once per step.
+// With p.overwrite_dx the backward writes dx = ... instead (for an input no other op reads:
+// dx then needs no zeroing, and the GPU skips reading it).
 // An empty batch (M == 0) or C == 0 writes nothing (statistics included).
 #pragma once
 
@@ -31,6 +33,7 @@ struct BatchNormParams {
   double momentum = 0.03;  // weight of the batch statistic in the running update, in [0, 1]
   double eps = 1e-3;       // added to the variance, > 0
   bool silu = false;       // fused SiLU after the affine map (see the top of this file)
+  bool overwrite_dx = false;  // backward: dx = dL/dx instead of dx += dL/dx
 };
 
 // Scratch for the training passes on CUDA: with a workspace of at least this many bytes (f32

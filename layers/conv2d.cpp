@@ -127,10 +127,12 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
   if (dx) check_shape(op, {"dx", *dx}, x.shape());
   if (dw) check_shape(op, {"dw", *dw}, w.shape());
   if (db) check_shape(op, {"db", *db}, {w.dim(0)});
-  if (x.is_cuda())
+  if (x.is_cuda()) {
     VT_CUDA_CALL(op, cuda::conv2d_backward(x, w, dy, dx, dw, db, p, workspace, s));
-  else
+  } else {
+    if (dx && p.overwrite_dx) zero(*dx);  // the CPU loops accumulate
     cpu::conv2d_backward(x, w, dy, dx, dw, db, p, workspace);
+  }
 }
 
 }  // namespace vt

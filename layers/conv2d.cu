@@ -65,11 +65,11 @@ __global__ void forward_kernel(Conv2dDims d, const T* x, const T* w, const float
   }
 }
 
-// dx (N, H, W, Cin) += sum over the outputs (ho, wo, co) that read x[n, hi, wi, c]:
+// dx (N, H, W, Cin) += (or, overwrite, =) the sum over the outputs (ho, wo, co) that read x[n, hi, wi, c]:
 // hi = ho stride_h - pad_h + kh, i.e. ho = (hi + pad_h - kh) / stride_h when that divides
 // exactly and lands in [0, Ho); likewise for wo; co runs over c's group.
 template <class T>
-__global__ void backward_dx_kernel(Conv2dDims d, const T* w, const T* dy, T* dx, int64_t total) {
+__global__ void backward_dx_kernel(Conv2dDims d, const T* w, const T* dy, T* dx, bool overwrite, int64_t total) {
   const int64_t w_co_stride = d.kh * d.kw * d.cin_g;  // w distance between output channels
   VT_GRID_STRIDE(i, total) {
     const int64_t c = i % d.cin;
@@ -96,7 +96,7 @@ __global__ void backward_dx_kernel(Conv2dDims d, const T* w, const T* dy, T* dx,
         for (int64_t co = 0; co < d.cout_g; ++co) acc += to_f32(dyp[co]) * to_f32(wp[co * w_co_stride]);
       }
     }
-    dx[i] = from_f32<T>(to_f32(dx[i]) + acc);
+    dx[i] = from_f32<T>(overwrite ? acc : to_f32(dx[i]) + acc);
   }
 }
 
@@ -186,7 +186,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
   const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
   const cudaStream_t st = stream_of(s);
   if (x.dtype() == DType::kBF16 && conv2d_igemm_available(d)) {
-    if (dx) conv2d_igemm_dgrad(d, dy.data<bf16>(), w.data<bf16>(), dx->data<bf16>(), st);
+    if (dx) conv2d_igemm_dgrad(d, dy.data<bf16>(), w.data<bf16>(), dx->data<bf16>(), p.overwrite_dx, st);
     if (dw)
       conv2d_igemm_wgrad(d, dy.data<bf16>(), x.data<bf16>(), dw->data<float>(),
                          static_cast<float*>(workspace.raw()), st);
@@ -197,7 +197,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
     if (dx) {
       const int64_t total = dx->numel();
       backward_dx_kernel<T>
-          <<<grid_for(total), kThreads, 0, st>>>(d, w.data<T>(), dy.data<T>(), dx->data<T>(), total);
+          <<<grid_for(total), kThreads, 0, st>>>(d, w.data<T>(), dy.data<T>(), dx->data<T>(), p.overwrite_dx, total);
       VT_LAUNCH_CHECK();
     }
     if (dw) {

@@ -12,7 +12,8 @@
 //
 // Forward overwrites y. Backward ACCUMULATES: dx += dL/dx, dw += dL/dw, db += dL/db, so
 // the caller zeroes the buffers once per step; any of dx, dw, db may be null (e.g. no dx for
-// the first layer). dw and db are param_dtype (f32 on CUDA even for bf16 runs, f64 in the
+// the first layer). With overwrite_dx, backward writes dx = dL/dx instead (for an input no
+// other op reads: dx then needs no zeroing, and the GPU skips reading it). dw and db are param_dtype (f32 on CUDA even for bf16 runs, f64 in the
 // CPU f64 mode).
 //
 // Workspace: scratch memory the caller allocates once, up front (static memory plan), of
@@ -38,6 +39,7 @@ namespace vt {
 
 struct Conv2dParams {
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, groups = 1;
+  bool overwrite_dx = false;  // backward: dx = dL/dx instead of dx += dL/dx
 };
 
 // (N, Ho, Wo, Cout) for input shape x and weight shape w; throws when they do not fit.
@@ -57,8 +59,8 @@ size_t conv2d_workspace_bytes(const Shape& x, const Shape& w, const Conv2dParams
 // y = conv(x, w) + b. b may be null (no bias).
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
                     const Tensor& workspace, Stream s = {});
-// dx += dL/dx, dw += dL/dw, db += dL/db, given dy = dL/dy: (N, Ho, Wo, Cout). Each of dx,
-// dw, db may be null.
+// dx += dL/dx (dx = dL/dx with p.overwrite_dx), dw += dL/dw, db += dL/db, given dy = dL/dy:
+// (N, Ho, Wo, Cout). Each of dx, dw, db may be null.
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
                      const Tensor* db, const Conv2dParams& p, const Tensor& workspace, Stream s = {});
 

@@ -161,10 +161,11 @@ void conv2d_igemm_forward(const Conv2dDims& d, const bf16* x, const bf16* w, con
   launch(p, 1, p.K, st, tile_width);
 }
 
-void conv2d_igemm_dgrad(const Conv2dDims& d, const bf16* dy, const bf16* w, bf16* dx, cudaStream_t st) {
+void conv2d_igemm_dgrad(const Conv2dDims& d, const bf16* dy, const bf16* w, bf16* dx, bool overwrite,
+                        cudaStream_t st) {
   for (int phase = 0; phase < ConvDgrad<bf16>::phases(d); ++phase) {
-    const ConvDgrad<bf16> p(d, dy, w, dx, phase);
-    if (p.M > 0 && p.K > 0) launch(p, 1, p.K, st);  // K == 0: no tap reaches these pixels
+    const ConvDgrad<bf16> p(d, dy, w, dx, phase, overwrite);
+    if (p.runs()) launch(p, 1, p.K, st);
   }
 }
 

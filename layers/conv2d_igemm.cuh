@@ -17,9 +17,9 @@ bool conv2d_igemm_available(const Conv2dDims& d);
 // (igemm::tile_n); 32 or 64 forces one (kernel_bench compares them where N is not a multiple of 64).
 void conv2d_igemm_forward(const Conv2dDims& d, const __nv_bfloat16* x, const __nv_bfloat16* w, const float* b,
                           __nv_bfloat16* y, cudaStream_t st, int tile_width = 0);
-// dx (N, H, W, Cin) += dL/dx.
+// dx (N, H, W, Cin) += dL/dx, or dx = dL/dx when overwrite.
 void conv2d_igemm_dgrad(const Conv2dDims& d, const __nv_bfloat16* dy, const __nv_bfloat16* w,
-                        __nv_bfloat16* dx, cudaStream_t st);
+                        __nv_bfloat16* dx, bool overwrite, cudaStream_t st);
 // dw (Cout, KH, KW, Cin) += dL/dw; workspace: igemm::wgrad_workspace_bytes(d) bytes.
 void conv2d_igemm_wgrad(const Conv2dDims& d, const __nv_bfloat16* dy, const __nv_bfloat16* x, float* dw,
                         float* workspace, cudaStream_t st);

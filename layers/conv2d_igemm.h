@@ -246,7 +246,7 @@ struct ConvFwd {
   }
 };
 
-// dx += dy_gather . w' for one stride phase. An input pixel (hi, wi) is read by tap kh only
+// dx += dy_gather . w' (dx = ..., overwriting) for one stride phase. An input pixel (hi, wi) is read by tap kh only
 // when hi + pad_h - kh is a multiple of stride_h, i.e. kh = (hi + pad_h) mod stride_h (mod
 // stride_h), so the pixels split into stride_h x stride_w phases, each with its own taps:
 // phase (py, px) holds the pixels with (hi + pad_h) % stride_h == py (likewise wi) and the
@@ -266,8 +266,9 @@ struct ConvDgrad {
   int th, tw;    // its taps along h and w
   int M, N, K;
   bool a_vec, b_vec;  // dy's / w's channels in aligned groups of 8
+  bool overwrite;     // dx = C instead of dx += C
   static int phases(const Conv2dDims& cd) { return int(cd.stride_h * cd.stride_w); }
-  ConvDgrad(const Conv2dDims& cd, const T* dy_, const T* w_, T* dx_, int phase)
+  ConvDgrad(const Conv2dDims& cd, const T* dy_, const T* w_, T* dx_, int phase, bool overwrite_ = false)
       : d(cd),
         dy(dy_),
         w(w_),
@@ -284,8 +285,12 @@ struct ConvDgrad {
         N(d.cin),
         K(th * tw * d.cout),
         a_vec(d.cout % 8 == 0 && aligned16(dy_)),
-        b_vec(d.cin % 8 == 0 && aligned16(w_)) {}
+        b_vec(d.cin % 8 == 0 && aligned16(w_)),
+        overwrite(overwrite_) {}
 
+  // Whether the phase's GEMM runs: it has pixels, and taps reach them (K > 0) or, when it
+  // overwrites, it must write their zeros (K == 0: an all-zero product).
+  bool runs() const { return M > 0 && (K > 0 || overwrite); }
   // The tap (kh, kw) and output channel of column k.
   VT_HD void tap(int k, int& kh, int& kw, int& co) const {
     const int t = k / d.cout;
@@ -324,7 +329,7 @@ struct ConvDgrad {
   }
   VT_HD void store(int m, int n, int /*slice*/, float v) const {
     T& o = dx[pixel_offset(m) + n];
-    o = T(to_float(o) + v);
+    o = T(overwrite ? v : to_float(o) + v);
   }
 };
 

@@ -29,9 +29,10 @@ Tensor slice(const Tensor& flat, int64_t offset, const Shape& shape) {
 
 const Activation kSiLU{ActKind::kSiLU};
 
-BatchNormParams bn_params(bool silu) {
+BatchNormParams bn_params(bool silu, bool overwrite_dx) {
   BatchNormParams p = kModelBatchNorm;
   p.silu = silu;
+  p.overwrite_dx = overwrite_dx;
   return p;
 }
 
@@ -48,6 +49,7 @@ Model::Model(const ModelSpec& spec, const ModelOptions& options)
            ": CUDA requested but no CUDA device is available");
   graph_ = build_model_graph(spec, options.batch, options.imgsz);
   find_fusions();
+  find_overwrites();
   plan_memory();
   bind();
   init(options.seed);
@@ -59,6 +61,18 @@ int64_t Model::num_params() const {
   return n;
 }
 
+// Per activation, how many ops read it, counting the loss (outputs) and the exporters
+// (layer outputs) as readers.
+std::vector<int> Model::readers() const {
+  std::vector<int> n(graph_.acts.size(), 0);
+  for (const GraphOp& o : graph_.ops)
+    for (int a : o.inputs) ++n[a];
+  for (int a : graph_.outputs) ++n[a];
+  for (int a : graph_.layer_outputs)
+    if (a >= 0) ++n[a];
+  return n;
+}
+
 // A BN whose output only the next op, a SiLU, reads: the pair runs as one fused op.
 void Model::find_fusions() {
   absorbed_.assign(graph_.ops.size(), false);
@@ -66,12 +80,7 @@ void Model::find_fusions() {
   const bool fuse = opt_.fusion == ModelOptions::Fusion::kOn ||
                     (opt_.fusion == ModelOptions::Fusion::kAuto && opt_.device == Device::kCUDA);
   if (!fuse) return;
-  std::vector<int> readers(graph_.acts.size(), 0);
-  for (const GraphOp& o : graph_.ops)
-    for (int a : o.inputs) ++readers[a];
-  for (int a : graph_.outputs) ++readers[a];
-  for (int a : graph_.layer_outputs)
-    if (a >= 0) ++readers[a];
+  const std::vector<int> readers = this->readers();
   for (size_t i = 0; i + 1 < graph_.ops.size(); ++i) {
     const GraphOp &bn = graph_.ops[i], &act = graph_.ops[i + 1];
     if (bn.kind == OpKind::kBatchNorm && act.kind == OpKind::kSiLU && act.inputs[0] == bn.outputs[0] &&
@@ -79,6 +88,19 @@ void Model::find_fusions() {
       absorbed_[i + 1] = true;
       elided_[bn.outputs[0]] = true;
     }
+  }
+}
+
+// An activation that needs a gradient and that one conv or BN alone reads (as its only
+// input): that op's backward is its gradient's only writer, so it writes instead of adding.
+void Model::find_overwrites() {
+  overwritten_.assign(graph_.acts.size(), false);
+  if (!opt_.overwrite_grads) return;
+  const std::vector<int> readers = this->readers();
+  for (const GraphOp& o : graph_.ops) {
+    if (o.kind != OpKind::kConv && o.kind != OpKind::kBatchNorm) continue;
+    const int a = o.inputs[0];
+    overwritten_[a] = graph_.acts[a].needs_grad && !elided_[a] && readers[a] == 1;
   }
 }
 
@@ -107,14 +129,18 @@ void Model::plan_memory() {
     if (p.constant) table_.push_back({p.name, p.shape, -1, p.group, true});
   }
 
-  // Activation gradients: one arena, so zeroing them is one call.
+  // Activation gradients: one arena, the accumulated ones first, so that zeroing them is
+  // one call.
   const int64_t align = kAlignBytes / static_cast<int64_t>(dtype_size(dt));
   int64_t arena = 0;
   grad_offset_.assign(graph_.acts.size(), -1);
-  for (size_t a = 0; a < graph_.acts.size(); ++a) {
-    if (!graph_.acts[a].needs_grad || elided_[a]) continue;
-    grad_offset_[a] = arena;
-    arena += (graph_.acts[a].shape.numel() + align - 1) / align * align;
+  for (bool overwritten : {false, true}) {
+    for (size_t a = 0; a < graph_.acts.size(); ++a) {
+      if (!graph_.acts[a].needs_grad || elided_[a] || overwritten_[a] != overwritten) continue;
+      grad_offset_[a] = arena;
+      arena += (graph_.acts[a].shape.numel() + align - 1) / align * align;
+    }
+    if (!overwritten) zeroed_ = arena;
   }
 
   input_id_ = plan_.request("input", {opt_.batch, opt_.imgsz, opt_.imgsz, 3}, DType::kU8);
@@ -175,6 +201,7 @@ void Model::bind() {
     b.op = &op;
     // A fused BN writes the SiLU's output and reads its gradient.
     b.silu = i + 1 < graph_.ops.size() && absorbed_[i + 1];
+    b.overwrite_dx = !op.inputs.empty() && overwritten_[op.inputs[0]];
     const std::vector<int>& outputs = b.silu ? graph_.ops[i + 1].outputs : op.outputs;
     for (int a : op.inputs) b.x.push_back(act[a]), b.dx.push_back(dact[a]);
     for (int a : outputs) b.y.push_back(act[a]), b.dy.push_back(dact[a]);
@@ -224,9 +251,9 @@ void Model::forward_op(const BoundOp& o, bool train, Stream s) {
     case OpKind::kBatchNorm:
       if (train)
         batchnorm_forward_train(o.x[0], o.w, o.b, o.y[0], o.run_mean, o.run_var, o.save_mean, o.save_invstd,
-                                bn_params(o.silu), s, workspace_);
+                                bn_params(o.silu, o.overwrite_dx), s, workspace_);
       else
-        batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], bn_params(o.silu), s);
+        batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], bn_params(o.silu, o.overwrite_dx), s);
       break;
     case OpKind::kSiLU:
       activation_forward(kSiLU, o.x[0], o.y[0], s);
@@ -254,17 +281,19 @@ void Model::backward_op(const BoundOp& o, bool train, Stream s) {
   switch (o.op->kind) {
     case OpKind::kImageInput:
       break;
-    case OpKind::kConv:
-      conv2d_backward(o.x[0], o.w, o.dy[0], dx, &o.dw, o.b.defined() ? &o.db : nullptr, o.op->conv,
-                      workspace_, s);
+    case OpKind::kConv: {
+      Conv2dParams p = o.op->conv;
+      p.overwrite_dx = o.overwrite_dx;
+      conv2d_backward(o.x[0], o.w, o.dy[0], dx, &o.dw, o.b.defined() ? &o.db : nullptr, p, workspace_, s);
       break;
+    }
     case OpKind::kBatchNorm:
       if (train)
         batchnorm_backward(o.x[0], o.dy[0], o.w, o.b, o.save_mean, o.save_invstd, dx, &o.dw, &o.db,
-                           bn_params(o.silu), s, workspace_);
+                           bn_params(o.silu, o.overwrite_dx), s, workspace_);
       else
         batchnorm_backward_eval(o.x[0], o.dy[0], o.w, o.b, o.run_mean, o.run_var, dx, &o.dw, &o.db,
-                                bn_params(o.silu), s);
+                                bn_params(o.silu, o.overwrite_dx), s);
       break;
     case OpKind::kSiLU:
       activation_backward(kSiLU, o.x[0], o.dy[0], o.dx[0], s);
@@ -295,11 +324,11 @@ void Model::forward(bool train, Stream s) {
 
 void Model::zero_grads(Stream s) {
   zero(grads_, s);
-  zero(arena_, s);
+  zero_activation_grads(s);
 }
 
 void Model::zero_activation_grads(Stream s) {
-  zero(arena_, s);
+  zero(slice(arena_, 0, {zeroed_}), s);
 }
 
 void Model::backward(Stream s, const ReadyFn& on_ready) {

@@ -8,6 +8,9 @@
 // On CUDA each Conv's BN -> SiLU pair runs as one op, batch norm with its SiLU fused
 // (batchnorm.h): the BN output between them, read by that SiLU alone, has no buffer and no
 // gradient (ModelOptions::fusion; the graph itself, which the exporters walk, keeps both ops).
+// The gradient of an activation that one conv or BN alone reads is written by that op's
+// backward, not added into, and lies after the arena's zeroed part (ModelOptions::
+// overwrite_grads): zero_grads() clears only what is accumulated.
 // The constructor initialises the weights from options.seed (init()); load_state() replaces
 // them.
 //
@@ -59,6 +62,11 @@ struct ModelOptions {
   // OpenMP threads (the fused CPU op is the double-precision reference: measured 20% slower
   // per yolov8n step at 320 on 2 cores).
   enum class Fusion { kAuto, kOn, kOff } fusion = Fusion::kAuto;
+  // Backward writes (instead of adding into) the gradient of an activation that one conv or
+  // BN alone reads, so only the gradients that several ops add into (and the outputs') are
+  // zeroed per step: per such activation, one memset and one read less on every device. Off:
+  // the reference the tests compare with (the same values: 0 + v is v).
+  bool overwrite_grads = true;
 };
 
 struct ParamInfo {
@@ -116,6 +124,8 @@ class Model {
   // Zeroes the activation gradients only: between micro-batches whose parameter gradients
   // are summed.
   void zero_activation_grads(Stream s = {});
+  // Elements of activation gradient those calls zero (the accumulated ones; see overwrite_grads).
+  int64_t zeroed_grad_elems() const { return zeroed_; }
   // Backpropagates output_grads() through the last forward (train or eval mode: eval
   // backward treats BN as the fixed affine map it computed), ACCUMULATING into grads().
   // on_ready(offset, count) is called as each op's parameter gradients become final, in
@@ -147,10 +157,13 @@ class Model {
     Tensor w, b, dw, db;               // conv: weight (activation type) and bias; BN: gamma, beta
     Tensor run_mean, run_var, save_mean, save_invstd;
     bool silu = false;  // BN with the following SiLU fused: y and dy are the SiLU's output
+    bool overwrite_dx = false;  // backward writes dx[0] (its only writer) instead of adding
     int64_t param_offset = 0, param_count = 0;
   };
 
+  std::vector<int> readers() const;
   void find_fusions();
+  void find_overwrites();
   void plan_memory();
   void bind();
   void forward_op(const BoundOp& o, bool train, Stream s);
@@ -170,6 +183,8 @@ class Model {
   std::vector<int64_t> grad_offset_;  // per activation: start in the gradient arena (-1: none)
   std::vector<bool> absorbed_;        // per graph op: a SiLU run inside the BN before it
   std::vector<bool> elided_;          // per activation: a fused BN's output, never stored
+  std::vector<bool> overwritten_;     // per activation: its gradient written by its one reader
+  int64_t zeroed_ = 0;                // the arena's first zeroed_ elements: gradients added into
   std::vector<BufferId> act_ids_;
   BufferId input_id_ = -1, params_id_ = -1, grads_id_ = -1, groups_id_ = -1, stats_id_ = -1;
   BufferId saved_id_ = -1, weights_id_ = -1, arena_id_ = -1, workspace_id_ = -1;

@@ -364,11 +364,12 @@ TEST(BatchNorm, GpuMatchesCpu) {
   VT_REQUIRE_GPU();
   for (DType dt : {DType::kF32, DType::kBF16}) {
     for (const Shape& s : kGpuShapes) {
-      for (int variant = 0; variant < 4; ++variant) {
-        const bool sliced = variant & 1, silu = variant & 2;
-        const BatchNormParams p = params_with_silu(silu);
-        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + s.str() +
-                     (sliced ? " sliced" : " one block per group") + (silu ? " silu" : ""));
+      for (int variant = 0; variant < 8; ++variant) {
+        const bool sliced = variant & 1, silu = variant & 2, overwrite = variant & 4;
+        BatchNormParams p = params_with_silu(silu);
+        p.overwrite_dx = overwrite;  // dx = ... over the garbage dx0 (both sides)
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + s.str() + (sliced ? " sliced" : " one block per group") +
+                     (silu ? " silu" : "") + (overwrite ? " overwriting dx" : ""));
         const GpuInputs in = gpu_inputs(s, dt);
         const BnRun cpu = run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
         const BnRun gpu = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, sliced);
@@ -410,6 +411,25 @@ TEST(BatchNorm, GpuMatchesCpu) {
         test::expect_close(gpu.dx_eval, cpu.dx_eval, atol, rtol, "dx eval");
       }
     }
+  }
+}
+
+// Overwriting dx: a dx holding garbage ends as the accumulation onto zeros, in train and
+// eval mode, with and without the SiLU; dgamma and dbeta still accumulate.
+TEST(BatchNorm, OverwriteDxReplacesWhatDxHeld) {
+  const Shape s{2, 5, 3, 6};
+  const GpuInputs in = gpu_inputs(s, DType::kF32);
+  for (bool silu : {false, true}) {
+    SCOPED_TRACE(silu ? "silu" : "plain");
+    BatchNormParams p = params_with_silu(silu);
+    const Tensor zeros = Tensor::empty(s, DType::kF32, Device::kCPU);
+    const BnRun ref = run_layer(Device::kCPU, DType::kF32, in.x, in.dy, zeros, in.st, in.dg0, in.db0, p);
+    p.overwrite_dx = true;
+    const BnRun over = run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
+    test::expect_close(over.dx, ref.dx, 0, 0, "dx");
+    test::expect_close(over.dx_eval, ref.dx_eval, 0, 0, "dx eval");
+    test::expect_close(over.dgamma, ref.dgamma, 0, 0, "dgamma");
+    test::expect_close(over.dbeta_eval, ref.dbeta_eval, 0, 0, "dbeta eval");
   }
 }
 

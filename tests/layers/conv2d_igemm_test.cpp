@@ -107,6 +107,13 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   conv2d_forward(x, w, &b, y_ref, c.p, ws);
   Tensor dx_ref = dx0.to(Device::kCPU), dw_ref = dw0.to(Device::kCPU);
   conv2d_backward(x, w, dy, &dx_ref, &dw_ref, nullptr, c.p, ws);
+  // Overwriting dx: the CPU op on a dx holding garbage gives its accumulation onto zeros.
+  Conv2dParams over = c.p;
+  over.overwrite_dx = true;
+  Tensor dx_over = dx0.to(Device::kCPU), dx_zero = Tensor::empty(c.x, DType::kF32, Device::kCPU);
+  conv2d_backward(x, w, dy, &dx_over, nullptr, nullptr, over, ws);
+  conv2d_backward(x, w, dy, &dx_zero, nullptr, nullptr, c.p, ws);
+  test::expect_close(dx_over, dx_zero, 0, 0, "dx overwritten by the CPU op");
 
   // Sums of at most 3*3*24 products of values in [-1, 1], and dw's of up to 2*13*17: f32
   // in a different order than BLAS, so 1e-4 relative with a small absolute floor.
@@ -121,11 +128,19 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
     int64_t pixels = 0, pairs = 0;  // phase pixels, and their (pixel, tap) pairs
     for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
       const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dx.data<float>(), phase);
-      if (dgrad.M > 0 && dgrad.K > 0) replay(dgrad, 1, dgrad.K, narrow);
+      if (dgrad.runs()) replay(dgrad, 1, dgrad.K, narrow);
       pixels += dgrad.M;
       pairs += int64_t(dgrad.M) * (dgrad.K / d.cout);
     }
     test::expect_close(dx, dx_ref, 1e-4, 1e-4, "dx");
+    // Overwriting, from dx0 as garbage: every pixel written, those no tap reaches with zeros
+    // (their phase runs with K == 0).
+    Tensor dxo = dx0.to(Device::kCPU);
+    for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
+      const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dxo.data<float>(), phase, true);
+      if (dgrad.runs()) replay(dgrad, 1, dgrad.K, narrow);
+    }
+    test::expect_close(dxo, dx_over, 1e-4, 1e-4, "dx overwritten");
     // The phases hold every pixel once, and exactly the (pixel, tap) pairs whose offset is a
     // multiple of the stride: no structural zero is multiplied.
     auto meeting = [](int64_t size, int64_t k, int64_t stride, int64_t pad) {
@@ -161,7 +176,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{{3, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, two N tiles"},
                       Case{{1, 20, 21, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}, "the stem: Cin 3"},
                       Case{{2, 7, 9, 24}, {16, 5, 3, 24}, {1, 2, 2, 0, 1}, "5x3 kernel, mixed stride"},
-                      Case{{2, 14, 16, 8}, {16, 5, 5, 8}, {3, 3, 2, 2, 1}, "5x5 s3 p2: 9 phases"}),
+                      Case{{2, 14, 16, 8}, {16, 5, 5, 8}, {3, 3, 2, 2, 1}, "5x5 s3 p2: 9 phases"},
+                      Case{{2, 12, 12, 16}, {16, 1, 1, 16}, {2, 2, 0, 0, 1}, "1x1 s2: phases no tap reaches"}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::to_string(i.index); });
 
 // The slicing of the weight gradient: a pure function of the shapes, enough blocks for a big

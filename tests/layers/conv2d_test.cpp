@@ -331,6 +331,7 @@ TEST(Conv2d, GpuMatchesCpu) {
       {"igemm k3 s2 p1 vector", {4, 40, 40, 32}, {64, 3, 3, 32}, {2, 2, 1, 1, 1}},
       {"igemm k1 136 outputs", {2, 24, 24, 48}, {136, 1, 1, 48}, {}},
       {"igemm stem Cin 3", {2, 64, 64, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}},
+      {"igemm k1 s2 (pixels no tap reaches)", {2, 12, 12, 16}, {32, 1, 1, 16}, {2, 2, 0, 0, 1}},
   };
   for (DType dt : {DType::kF32, DType::kBF16}) {
     for (const ParityCase& c : cases) {
@@ -369,6 +370,15 @@ TEST(Conv2d, GpuMatchesCpu) {
       test::expect_close(dxg, dx, bf ? 1e-2 : 1e-4, bf ? 1e-2 : 1e-4, "dx");
       test::expect_close(dwg, dw, 1e-3, 1e-4, "dw");
       test::expect_close(dbg, db, 1e-3, 1e-4, "db");
+
+      // Overwriting dx (a dx that only this conv writes): the garbage it held is gone.
+      Conv2dParams over = c.p;
+      over.overwrite_dx = true;
+      Tensor dxo = dx0.to(Device::kCPU), dxog = dx0.to(Device::kCUDA, dt);
+      run_backward(x, w, dy, &dxo, nullptr, nullptr, over);
+      run_backward(xg, wg, dyg, &dxog, nullptr, nullptr, over);
+      synchronize();
+      test::expect_close(dxog, dxo, bf ? 1e-2 : 1e-4, bf ? 1e-2 : 1e-4, "dx overwritten");
 
       // Deterministic: a second identical backward adds bit-identical amounts (no atomics).
       Tensor dw1 = Tensor::empty(c.w, DType::kF32, Device::kCUDA),

@@ -412,6 +412,29 @@ TEST(Model, FusedBnSiLUMatchesSeparateOps) {
   EXPECT_LE(fused.memory().total_bytes() + saved, plain.memory().total_bytes());
 }
 
+// Gradients that one conv or BN writes instead of adding into give the accumulated ones
+// exactly (0 + v is v), also on a second step, when those gradients still hold the first
+// step's values (they are not zeroed); and fewer elements are zeroed per step.
+TEST(Model, OverwrittenGradientsMatchAccumulated) {
+  for (auto fusion : {ModelOptions::Fusion::kOn, ModelOptions::Fusion::kOff}) {
+    SCOPED_TRACE(fusion == ModelOptions::Fusion::kOn ? "fused" : "separate");
+    ModelOptions o = options(Device::kCPU, DType::kF64, 2, 64, 13);
+    o.fusion = fusion;
+    Model over(spec("yolov8-tiny.yaml", 3), o);
+    o.overwrite_grads = false;
+    Model acc(spec("yolov8-tiny.yaml", 3), o);
+    EXPECT_LT(over.zeroed_grad_elems(), acc.zeroed_grad_elems());
+    const std::vector<Tensor> r = loss_weights(over);
+    for (uint64_t images : {8, 9}) {
+      for (Model* m : {&over, &acc}) {
+        set_images(*m, images);
+        train_step(*m, r);
+      }
+      EXPECT_EQ(test::values(over.grads()), test::values(acc.grads())) << "images " << images;
+    }
+  }
+}
+
 TEST(Model, BadUse) {
   test::expect_error([] { Model(spec("yolov8-tiny.yaml"), options(Device::kCPU, DType::kBF16, 1, 64)); },
                      {"yolov8-tiny.yaml", "bf16", "not supported on cpu"});
