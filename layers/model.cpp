@@ -199,6 +199,7 @@ void Model::bind() {
     const GraphOp& op = graph_.ops[i];
     BoundOp b;
     b.op = &op;
+    b.index = i;
     // A fused BN writes the SiLU's output and reads its gradient.
     b.silu = i + 1 < graph_.ops.size() && absorbed_[i + 1];
     b.overwrite_dx = !op.inputs.empty() && overwritten_[op.inputs[0]];
@@ -317,7 +318,11 @@ void Model::backward_op(const BoundOp& o, bool train, Stream s) {
 }
 
 void Model::forward(bool train, Stream s) {
-  for (const BoundOp& o : ops_) forward_op(o, train, s);
+  for (const BoundOp& o : ops_) {
+    if (hook_) hook_(o.index, false, false);
+    forward_op(o, train, s);
+    if (hook_) hook_(o.index, false, true);
+  }
   has_forward_ = true;
   last_train_ = train;
 }
@@ -334,7 +339,9 @@ void Model::zero_activation_grads(Stream s) {
 void Model::backward(Stream s, const ReadyFn& on_ready) {
   VT_CHECK(has_forward_, "model ", path_, ": backward() before any forward()");
   for (auto it = ops_.rbegin(); it != ops_.rend(); ++it) {
+    if (hook_) hook_(it->index, true, false);
     backward_op(*it, last_train_, s);
+    if (hook_) hook_(it->index, true, true);
     if (it->param_count > 0 && on_ready) on_ready(it->param_offset, it->param_count);
   }
 }

@@ -134,6 +134,12 @@ class Model {
   using ReadyFn = std::function<void(int64_t offset, int64_t count)>;
   void backward(Stream s = {}, const ReadyFn& on_ready = {});
 
+  // Profiling (bench/step_profile): when set, forward() and backward() call hook(i, backward,
+  // after) just before and just after running graph().ops[i] (a SiLU fused into the BN
+  // before it is never called: it runs inside that BN's call). Unset by an empty function.
+  using OpHook = std::function<void(size_t op, bool backward, bool after)>;
+  void set_op_hook(OpHook hook) { hook_ = std::move(hook); }
+
   // Parameters and BN statistics by name, DFL constant included. Synchronous.
   NamedValues state() const;
   // The same for other buffers laid out like params() and bn_stats() (the EMA's).
@@ -153,6 +159,7 @@ class Model {
   // An op with its tensors bound (views into the plan), so a step builds nothing.
   struct BoundOp {
     const GraphOp* op = nullptr;
+    size_t index = 0;  // in graph().ops
     std::vector<Tensor> x, y, dx, dy;  // dx[i] undefined when input i takes no gradient
     Tensor w, b, dw, db;               // conv: weight (activation type) and bias; BN: gamma, beta
     Tensor run_mean, run_var, save_mean, save_invstd;
@@ -185,6 +192,7 @@ class Model {
   std::vector<bool> elided_;          // per activation: a fused BN's output, never stored
   std::vector<bool> overwritten_;     // per activation: its gradient written by its one reader
   int64_t zeroed_ = 0;                // the arena's first zeroed_ elements: gradients added into
+  OpHook hook_;
   std::vector<BufferId> act_ids_;
   BufferId input_id_ = -1, params_id_ = -1, grads_id_ = -1, groups_id_ = -1, stats_id_ = -1;
   BufferId saved_id_ = -1, weights_id_ = -1, arena_id_ = -1, workspace_id_ = -1;

@@ -2,6 +2,7 @@
 // (see update.h).
 #include "optim/update.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "layers/op.h"
@@ -43,8 +44,9 @@ void check_groups(const char* op, const Tensor& params, const Tensor& groups) {
   // next to the update, and it runs before anything is written.
   if (groups.device() != Device::kCPU) return;
   const uint8_t* g = groups.data<uint8_t>();
-  for (int64_t i = 0; i < groups.numel(); ++i)
-    op_check(g[i] <= 2, op, cat("groups[", i, "] = ", int(g[i]), " is not a parameter group (0, 1 or 2)"),
+  const int64_t bad = std::find_if(g, g + groups.numel(), [](uint8_t j) { return j > 2; }) - g;
+  if (bad < groups.numel())  // the message is built only then (per element it cost 0.4 us)
+    op_check(false, op, cat("groups[", bad, "] = ", int(g[bad]), " is not a parameter group (0, 1 or 2)"),
              {{"groups", groups}});
 }
 

@@ -5,6 +5,7 @@
 #      `visiontrain selftest` (a block of every op, CPU against each GPU) and training as CUDA
 #      graphs against eager training, bit for bit (tests/trainer/cuda_graph_train.sh);
 #   2. bench/kernel_bench: conv kernels vs cuBLAS, memory-bound kernels vs copy bandwidth;
+#      bench/step_profile: a yolov8n and a yolov8s step at batch 64, 640, op by op;
 #   3. end to end, training images/s at 640, batch 64, bf16: visiontrain (synthetic raw
 #      shards, no validation; eager and --cuda-graph) vs the PyTorch implementation of the same model
 #      (bench/torch_train_bench.py, eager and torch.compile), for yolov8n and yolov8s.
@@ -57,6 +58,11 @@ fi
 if want kernels; then
   step "kernel_bench" "$out/kernel_bench.txt" "$build/bench/kernel_bench" --out "$out/kernel_bench.json"
   grep -E "all three passes|^\(b\)|GB/s|ratio|fusion" "$out/kernel_bench.txt" | head -24
+  for model in yolov8n yolov8s; do
+    step "step_profile $model" "$out/step_profile_$model.txt" "$build/bench/step_profile" \
+      --model "configs/$model.yaml" --batch 64 --imgsz 640 --device cuda --out "$out/step_profile_$model.json"
+    sed -n '1,20p' "$out/step_profile_$model.txt"
+  done
 fi
 
 want e2e || { echo "bench_gpu: $failed failed step(s); results in $out"; exit "$failed"; }
