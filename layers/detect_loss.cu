@@ -16,9 +16,13 @@
 //   gt_max      (M x B blocks) per GT, the maxima of align and overlap over its anchors.
 //   target      (B A threads)  target score = align * max ov / (max align + eps).
 //   reduce_sum  tss.
-//   loss_grad   (B A threads)  per anchor: BCE over the classes, CIoU and DFL for fg
-//               anchors, partial sums, and the gradient added into dpreds.
+//   cls         (B A x 8 threads) per anchor, 8 lanes over its classes in 16-byte packs
+//               (V classes each; V = 1 when the rows do not allow it): BCE against the
+//               one-hot target score, its gradient added into dpreds, and the anchor's sum
+//               by a fixed-order butterfly over its lanes.
+//   box         (B A threads)  per fg anchor: CIoU and DFL, the box bins' gradient.
 //   reduce_sum x 3, finish (1 thread) the four loss values.
+// The box bins are read in 16-byte packs too (decode, box) when the rows allow it.
 // No floating-point atomics; every sum is a fixed-order reduce_sum (reduce.h), so the
 // result is bit-identical run to run. Arithmetic is fp32 whatever the storage type.
 #include <climits>
@@ -43,25 +47,78 @@ struct Heads {
   T* dx[D::kMaxLevels];
 };
 
+// Kernel parameters indexed by a run-time level would be copied to local memory (per thread);
+// these pick with compile-time indices instead.
+template <class V>
+__device__ __forceinline__ V at_level(const V (&v)[D::kMaxLevels], int level) {
+  V r = v[0];
+#pragma unroll
+  for (int k = 1; k < D::kMaxLevels; ++k)
+    if (k == level) r = v[k];
+  return r;
+}
+
 struct Anchor {
   int level;
   int64_t local;       // index in the level's grid
+  int64_t w;           // the level's grid width (= height)
   float x, y, stride;  // point in grid units
 };
 
 __device__ Anchor locate(const D& d, int64_t a) {
   int l = 0;
-  while (l + 1 < d.levels && a >= d.level_begin[l + 1]) ++l;
-  const int64_t local = a - d.level_begin[l];
-  const int64_t w = d.level_w[l];
-  return {l, local, static_cast<float>(local % w) + 0.5f, static_cast<float>(local / w) + 0.5f,
-          static_cast<float>(d.level_stride[l])};
+  int64_t begin = d.level_begin[0], w = d.level_w[0];
+  int stride = d.level_stride[0];
+#pragma unroll
+  for (int k = 1; k < D::kMaxLevels; ++k)
+    if (k < d.levels && a >= d.level_begin[k]) l = k, begin = d.level_begin[k], w = d.level_w[k], stride = d.level_stride[k];
+  const int64_t local = a - begin;
+  return {l, local, w, static_cast<float>(local % w) + 0.5f, static_cast<float>(local / w) + 0.5f,
+          static_cast<float>(stride)};
 }
 
 // Offset of anchor a's C channels, image b, in its level's tensor (B, H, W, C).
 __device__ int64_t row_offset(const D& d, int64_t b, const Anchor& an) {
-  const int64_t hw = d.level_w[an.level] * d.level_w[an.level];
-  return (b * hw + an.local) * d.channels;
+  return (b * an.w * an.w + an.local) * d.channels;
+}
+
+// The rows' 16-byte packs: V = 16 / sizeof(T) consecutive channels, when every level's
+// tensors start 16-byte aligned and C, reg_max and nc are multiples of V (then every box
+// side and the class block start on a pack). Set on the host (vec_rows).
+template <class T>
+constexpr int kPackOf = 16 / static_cast<int>(sizeof(T));
+
+// x[k] = the R bins of one side of a row (16-byte packs when vec).
+template <class T>
+__device__ __forceinline__ void load_bins(const T* row, int side, int R, bool vec, float* x) {
+  const T* p = row + side * R;
+  if (vec) {
+    constexpr int V = kPackOf<T>;
+    for (int k = 0; k < R; k += V) {
+      const Pack<T, V> v = load_pack<V>(p + k);
+#pragma unroll
+      for (int e = 0; e < V; ++e) x[k + e] = to_f32(v.v[e]);
+    }
+  } else {
+    for (int k = 0; k < R; ++k) x[k] = to_f32(p[k]);
+  }
+}
+
+// drow[side R + k] += g[k] (16-byte packs when vec).
+template <class T>
+__device__ __forceinline__ void add_bins(T* drow, int side, int R, bool vec, const float* g) {
+  T* p = drow + side * R;
+  if (vec) {
+    constexpr int V = kPackOf<T>;
+    for (int k = 0; k < R; k += V) {
+      Pack<T, V> v = load_pack<V>(p + k);
+#pragma unroll
+      for (int e = 0; e < V; ++e) v.v[e] = from_f32<T>(to_f32(v.v[e]) + g[k + e]);
+      store_pack(p + k, v);
+    }
+  } else {
+    for (int k = 0; k < R; ++k) p[k] = from_f32<T>(to_f32(p[k]) + g[k]);
+  }
 }
 
 struct GtRow {
@@ -94,7 +151,7 @@ __device__ void pair_metrics(const D& d, const Heads<T>& h, const float* pbox, c
   const float* pb = pbox + (b * d.anchors + a) * 4;
   const float pd[4] = {pb[0] * an.stride, pb[1] * an.stride, pb[2] * an.stride, pb[3] * an.stride};
   ov = bm::m_max(bm::ciou(g.box, pd, kIouEps, static_cast<float*>(nullptr)), 0.f);
-  const float score = bm::sigmoid(to_f32(h.x[an.level][row_offset(d, b, an) + 4 * d.reg_max + g.cls]));
+  const float score = bm::sigmoid(to_f32(at_level(h.x, an.level)[row_offset(d, b, an) + 4 * d.reg_max + g.cls]));
   align = bm::m_pow(score, static_cast<float>(d.alpha)) * bm::m_pow(ov, static_cast<float>(d.beta));
 }
 
@@ -104,17 +161,20 @@ __device__ __forceinline__ bool better(float v1, int i1, float v2, int i2) {
 }
 
 // pbox, count, last: (B, A, 4), (B, A), (B, A).
-template <class T>
-__global__ void decode_kernel(D d, Heads<T> h, float* pbox, int* count, int* last) {
-  const int R = d.reg_max;
+// kBins: reg_max when it is 16 (Ultralytics' value: the bins' arrays then live in registers,
+// their loops unrolled), 0 for any other, read from d (the arrays then go to local memory).
+template <class T, int kBins>
+__global__ void decode_kernel(D d, Heads<T> h, bool vec, float* pbox, int* count, int* last) {
+  const int R = kBins ? kBins : d.reg_max;
   VT_GRID_STRIDE(i, d.batch * d.anchors) {
     const int64_t b = i / d.anchors, a = i % d.anchors;
     const Anchor an = locate(d, a);
-    const T* row = h.x[an.level] + row_offset(d, b, an);
+    const T* row = at_level(h.x, an.level) + row_offset(d, b, an);
     float dist[4];
+#pragma unroll
     for (int side = 0; side < 4; ++side) {
-      float x[D::kMaxBins];
-      for (int k = 0; k < R; ++k) x[k] = to_f32(row[side * R + k]);
+      float x[kBins ? kBins : D::kMaxBins];
+      load_bins(row, side, R, vec, x);
       dist[side] = bm::dfl_expectation(x, R);
     }
     bm::dist_to_box(an.x, an.y, dist, pbox + i * 4);
@@ -290,46 +350,84 @@ __global__ void target_kernel(D d, const int* assigned, const float* a_align, co
   }
 }
 
+// The classification term over (anchor, class): 8 lanes per anchor (a group of a warp),
+// lane l taking the packs l, l + 8, ... of V classes (V = kPackOf<T> when vec, else 1). Per
+// class: BCE against the one-hot target score, and g_cls (sigmoid(x) - t) added into dpreds.
+// The anchor's sum goes to partials[n + i] (n = B A) by a fixed-order butterfly over its lanes,
+// so the result does not depend on the launch geometry. Grid-stride over B A x 8 lanes, with
+// blockDim and the stride multiples of 32: an anchor's lanes stay in one warp, step together.
+template <class T, int V>
+__global__ void cls_kernel(D d, Heads<T> h, const float* targets, const int* assigned, const float* score,
+                           const float* sums, float* partials) {
+  constexpr int kLanes = 8;
+  const int R = d.reg_max, packs = d.nc / V;
+  const int64_t n = d.batch * d.anchors;
+  const float g_cls = static_cast<float>(d.batch) * static_cast<float>(d.cls_gain) / bm::m_max(sums[0], 1.f);
+  const unsigned group = 0xffu << (threadIdx.x % 32 / kLanes * kLanes);
+  VT_GRID_STRIDE(t, n * kLanes) {
+    const int64_t i = t / kLanes;
+    const int lane = static_cast<int>(t % kLanes);
+    const int64_t b = i / d.anchors, a = i % d.anchors;
+    const Anchor an = locate(d, a);
+    const int64_t off = row_offset(d, b, an) + 4 * R;
+    const T* row = at_level(h.x, an.level) + off;
+    T* drow = at_level(h.dx, an.level) + off;
+    const int j = assigned[i];
+    const int cls = j >= 0 ? read_gt(d, targets, b, j).cls : -1;
+    const float sc = score[i];
+    float sum = 0.f;
+    for (int q = lane; q < packs; q += kLanes) {
+      const int c0 = q * V;
+      const Pack<T, V> x = load_pack<V>(row + c0);
+      Pack<T, V> g = load_pack<V>(drow + c0);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float xv = to_f32(x.v[e]), tv = c0 + e == cls ? sc : 0.f;
+        sum += bm::bce_with_logits(xv, tv);
+        g.v[e] = from_f32<T>(to_f32(g.v[e]) + g_cls * (bm::sigmoid(xv) - tv));
+      }
+      store_pack(drow + c0, g);
+    }
+#pragma unroll
+    for (int k = kLanes / 2; k > 0; k /= 2) sum += __shfl_xor_sync(group, sum, k, kLanes);
+    if (lane == 0) partials[n + i] = sum;
+  }
+}
+
 // partials: (3, B, A) the per-anchor terms of (box, cls, dfl) before the division by tss;
-// sums[0] = sum of the target scores. Adds d total / d preds into dpreds.
-template <class T>
-__global__ void loss_grad_kernel(D d, Heads<T> h, const float* targets, const int* assigned,
-                                 const float* score, const float* sums, float* partials) {
-  const int R = d.reg_max;
+// this kernel writes box and dfl (cls_kernel the cls row); sums[0] = sum of the target scores.
+// Adds d total / d (box bins) into dpreds for the fg anchors.
+// kBins as decode_kernel's.
+template <class T, int kBins>
+__global__ void box_kernel(D d, Heads<T> h, bool vec, const float* targets, const int* assigned,
+                           const float* score, const float* sums, float* partials) {
+  const int R = kBins ? kBins : d.reg_max;
   const int64_t n = d.batch * d.anchors;
   const float tss = bm::m_max(sums[0], 1.f);
   const float batch = static_cast<float>(d.batch);
   const float g_box = batch * static_cast<float>(d.box_gain) / tss;
-  const float g_cls = batch * static_cast<float>(d.cls_gain) / tss;
   const float g_dfl = batch * static_cast<float>(d.dfl_gain) / tss;
   const float dfl_hi = static_cast<float>(R - 1 - 0.01);
   const float coord_sign[4] = {-1.f, -1.f, 1.f, 1.f};  // d(x1, y1, x2, y2) / d(l, t, r, b)
   VT_GRID_STRIDE(i, n) {
-    const int64_t b = i / d.anchors, a = i % d.anchors;
-    const Anchor an = locate(d, a);
-    const int64_t off = row_offset(d, b, an);
-    const T* row = h.x[an.level] + off;
-    T* drow = h.dx[an.level] + off;
     const int j = assigned[i];
-    const float sc = score[i];
-    GtRow g{};
-    if (j >= 0) g = read_gt(d, targets, b, j);
-    // Classification: BCE against the one-hot target score, every class.
-    float cls = 0.f;
-    for (int c = 0; c < d.nc; ++c) {
-      const float x = to_f32(row[4 * R + c]);
-      const float t = (j >= 0 && c == g.cls) ? sc : 0.f;
-      cls += bm::bce_with_logits(x, t);
-      drow[4 * R + c] = from_f32<T>(to_f32(drow[4 * R + c]) + g_cls * (bm::sigmoid(x) - t));
-    }
     float box_term = 0.f, dfl_term = 0.f;
     if (j >= 0) {
+      const int64_t b = i / d.anchors, a = i % d.anchors;
+      const Anchor an = locate(d, a);
+      const int64_t off = row_offset(d, b, an);
+      const T* row = at_level(h.x, an.level) + off;
+      T* drow = at_level(h.dx, an.level) + off;
+      const float sc = score[i];
+      const GtRow g = read_gt(d, targets, b, j);
       // Two passes over the sides keep the per-thread arrays at one side's bins: the CIoU
       // needs all four distances before any side's gradient.
-      float x[D::kMaxBins], p[D::kMaxBins], gbin[D::kMaxBins];
+      constexpr int kArr = kBins ? kBins : D::kMaxBins;
+      float x[kArr], p[kArr], gbin[kArr];
       float dist[4], box[4], tb[4], dci[4], td[4];
+#pragma unroll
       for (int side = 0; side < 4; ++side) {
-        for (int k = 0; k < R; ++k) x[k] = to_f32(row[side * R + k]);
+        load_bins(row, side, R, vec, x);
         dist[side] = bm::dfl_expectation(x, R);
       }
       bm::dist_to_box(an.x, an.y, dist, box);
@@ -338,18 +436,18 @@ __global__ void loss_grad_kernel(D d, Heads<T> h, const float* targets, const in
       box_term = (1.f - ci) * sc;
       bm::box_to_dist(an.x, an.y, tb, dfl_hi, td);
       float dfl = 0.f;
+#pragma unroll
       for (int side = 0; side < 4; ++side) {
-        for (int k = 0; k < R; ++k) x[k] = to_f32(row[side * R + k]);
+        load_bins(row, side, R, vec, x);
         bm::softmax_expectation(x, R, p);
         const float dd = -g_box * sc * dci[side] * coord_sign[side];  // d total / d distance
         for (int k = 0; k < R; ++k) gbin[k] = dd * p[k] * (static_cast<float>(k) - dist[side]);
         dfl += bm::dfl_side(x, R, td[side], gbin, g_dfl * sc / 4.f);
-        for (int k = 0; k < R; ++k) drow[side * R + k] = from_f32<T>(to_f32(drow[side * R + k]) + gbin[k]);
+        add_bins(drow, side, R, vec, gbin);
       }
       dfl_term = dfl / 4.f * sc;
     }
     partials[i] = box_term;
-    partials[n + i] = cls;
     partials[2 * n + i] = dfl_term;
   }
 }
@@ -407,6 +505,17 @@ size_t carve(const D& d, void* base, Scratch* s) {
   return c.bytes();
 }
 
+// Whether the rows can be read in 16-byte packs (kPackOf): aligned tensors, and C, reg_max
+// (every side's bins, and the class block at 4 reg_max) and nc multiples of the pack.
+bool vec_rows(const D& d, const std::vector<Tensor>& preds, const std::vector<Tensor>& dpreds) {
+  const int v = 16 / static_cast<int>(dtype_size(preds[0].dtype()));
+  bool ok = d.channels % v == 0 && d.reg_max % v == 0 && d.nc % v == 0;
+  for (int l = 0; l < d.levels; ++l)
+    ok = ok && reinterpret_cast<uintptr_t>(preds[l].raw()) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(dpreds[l].raw()) % 16 == 0;
+  return ok;
+}
+
 Tensor flat(float* p, int64_t n) {
   return Tensor::view(p, {n}, DType::kF32, Device::kCUDA);
 }
@@ -434,7 +543,11 @@ void detect_loss(const DetectLossDims& d, const std::vector<Tensor>& preds, cons
       h.x[l] = preds[l].data<T>();
       h.dx[l] = dpreds[l].data<T>();
     }
-    decode_kernel<T><<<grid_for(ba), kThreads, 0, st>>>(d, h, w.pbox, w.count, w.last);
+    const bool vec = vec_rows(d, preds, dpreds);
+    if (d.reg_max == 16)
+      decode_kernel<T, 16><<<grid_for(ba), kThreads, 0, st>>>(d, h, vec, w.pbox, w.count, w.last);
+    else
+      decode_kernel<T, 0><<<grid_for(ba), kThreads, 0, st>>>(d, h, vec, w.pbox, w.count, w.last);
     VT_LAUNCH_CHECK();
     if (d.max_boxes > 0) {
       const dim3 per_gt(static_cast<unsigned>(d.max_boxes), static_cast<unsigned>(d.batch));
@@ -456,7 +569,16 @@ void detect_loss(const DetectLossDims& d, const std::vector<Tensor>& preds, cons
                                                      w.score);
     VT_LAUNCH_CHECK();
     cuda::reduce_sum(flat(w.score, ba), flat(w.sums, 1), ws, s);
-    loss_grad_kernel<T><<<grid_for(ba), kThreads, 0, st>>>(d, h, tg, w.assigned, w.score, w.sums, w.partials);
+    if (vec)
+      cls_kernel<T, kPackOf<T>>
+          <<<grid_for(ba * 8), kThreads, 0, st>>>(d, h, tg, w.assigned, w.score, w.sums, w.partials);
+    else
+      cls_kernel<T, 1><<<grid_for(ba * 8), kThreads, 0, st>>>(d, h, tg, w.assigned, w.score, w.sums, w.partials);
+    VT_LAUNCH_CHECK();
+    if (d.reg_max == 16)
+      box_kernel<T, 16><<<grid_for(ba), kThreads, 0, st>>>(d, h, vec, tg, w.assigned, w.score, w.sums, w.partials);
+    else
+      box_kernel<T, 0><<<grid_for(ba), kThreads, 0, st>>>(d, h, vec, tg, w.assigned, w.score, w.sums, w.partials);
     VT_LAUNCH_CHECK();
   });
   for (int q = 0; q < 3; ++q) cuda::reduce_sum(flat(w.partials + q * ba, ba), flat(w.sums + 1 + q, 1), ws, s);

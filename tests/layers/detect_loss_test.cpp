@@ -719,6 +719,22 @@ TEST(DetectLoss, GpuParity) {
           }
 }
 
+// Other bin counts than 16 (the kernels' generic path, bins in local memory): 8 (16-byte
+// packs in bf16 and f32 with nc 80) and 6 (packs ruled out: a side's bins would straddle them).
+TEST(DetectLoss, GpuParityOtherBinCounts) {
+  VT_REQUIRE_GPU();
+  uint64_t seed = 500;
+  for (int reg_max : {8, 6})
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      SCOPED_TRACE("reg_max " + std::to_string(reg_max) + ", " + dtype_name(dt));
+      DetectLossConfig c = make_cfg(80, 64);
+      c.reg_max = reg_max;
+      const std::vector<Tensor> p = convert(random_preds(c, 2, ++seed), Device::kCPU, DType::kF32);
+      const Tensor targets = random_targets(c, {4, 2}, 8, ++seed);
+      expect_gpu_matches_cpu(c, p, targets, dt, seed * 10);
+    }
+}
+
 // imgsz 448 (4116 anchors): every thread of the per-GT top-k block holds more than topk
 // candidates of a large GT, so its local lists overflow and the block merge decides; topk
 // 3, 10 and 32.
