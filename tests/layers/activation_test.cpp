@@ -41,6 +41,32 @@ TEST(Activation, HandComputedValuesAndDerivatives) {
   }
 }
 
+// The fp32 sigmoid and SiLU (a vectorized exp of their own) against double over the whole
+// float range that matters, extremes included: values within 5e-7 relative (4 ulp) or 1e-38
+// absolute (results that underflow); derivatives within 2e-6 relative or 1e-7 absolute (s (1
+// - s) and SiLU's derivative cancel near 0, leaving errors of a few ulp of 1); NaN stays NaN.
+TEST(Activation, F32SigmoidFamilyMatchesDouble) {
+  std::vector<double> xs = {-1e30, -200, -104, -88, -87.5, -87, -30, -1e-3, 0, 1e-30, 1e-3, 30, 87, 88, 89, 1e30};
+  for (double x = -40; x <= 40; x += 0.0137) xs.push_back(x);
+  const int64_t n = static_cast<int64_t>(xs.size());
+  const Tensor x32 = from_values({n}, xs);
+  for (const Activation& act : {Activation{ActKind::kSigmoid}, Activation{ActKind::kSiLU}}) {
+    SCOPED_TRACE(act.name());
+    Tensor y32 = Tensor::empty({n}, DType::kF32, Device::kCPU), y64 = Tensor::empty({n}, DType::kF64, Device::kCPU);
+    activation_forward(act, x32, y32);
+    activation_forward(act, from_values({n}, values(x32), DType::kF64), y64);  // the same (rounded) inputs
+    test::expect_close(y32, y64, 1e-38, 5e-7, "forward");
+    Tensor d32 = Tensor::empty({n}, DType::kF32, Device::kCPU), d64 = Tensor::empty({n}, DType::kF64, Device::kCPU);
+    activation_backward(act, x32, from_values({n}, std::vector<double>(xs.size(), 1.0)), d32);
+    activation_backward(act, from_values({n}, values(x32), DType::kF64),
+                        from_values({n}, std::vector<double>(xs.size(), 1.0), DType::kF64), d64);
+    test::expect_close(d32, d64, 1e-7, 2e-6, "backward");
+  }
+  Tensor y = Tensor::empty({1}, DType::kF32, Device::kCPU);
+  activation_forward({ActKind::kSiLU}, from_values({1}, {std::nan("")}), y);
+  EXPECT_TRUE(std::isnan(y.data<float>()[0]));
+}
+
 TEST(Activation, GradientCheckDouble) {
   for (const Activation& act : kAll) {
     SCOPED_TRACE(act.name());
