@@ -1,6 +1,8 @@
 // Elementwise add: contract checks and backend dispatch (see add.h).
 #include "layers/add.h"
 
+#include <utility>
+
 #include "layers/op.h"
 
 namespace vt {
@@ -14,7 +16,8 @@ void add_forward(const Tensor& a, const Tensor& b, const Tensor& y, Stream s) {
   else cpu::add_forward(a, b, y);
 }
 
-void add_backward(const Tensor& dy, const Tensor* da, const Tensor* db, Stream s) {
+void add_backward(const Tensor& dy, const Tensor* da, const Tensor* db, Stream s, bool overwrite_da,
+                  bool overwrite_db) {
   const char* op = "add_backward";
   check_types(op, {{"dy", dy}}, {});
   auto check_grad = [&](const char* name, const Tensor* g) {
@@ -25,10 +28,13 @@ void add_backward(const Tensor& dy, const Tensor* da, const Tensor* db, Stream s
   };
   check_grad("da", da);
   check_grad("db", db);
+  VT_CHECK(!(overwrite_db && da && db && da->raw() == db->raw()), op,
+           ": db is da, so its second pass must add (overwrite_db would drop da's dy)");
   // One pass per gradient: sequential on the stream, so da == db gets both.
-  for (const Tensor* g : {da, db}) {
+  for (const auto& [g, overwrite] : {std::pair{da, overwrite_da}, std::pair{db, overwrite_db}}) {
     if (g == nullptr) continue;
-    if (dy.is_cuda()) VT_CUDA_CALL(op, cuda::accumulate(dy, *g, s));
+    if (overwrite) copy_async(dy, *g, s);
+    else if (dy.is_cuda()) VT_CUDA_CALL(op, cuda::accumulate(dy, *g, s));
     else cpu::accumulate(dy, *g);
   }
 }

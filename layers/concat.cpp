@@ -53,11 +53,15 @@ void concat_forward(const std::vector<Tensor>& xs, const Tensor& y, Stream s) {
   else cpu::concat_forward(xs, y);
 }
 
-void concat_backward(const Tensor& dy, const std::vector<Tensor>& dxs, Stream s) {
+void concat_backward(const Tensor& dy, const std::vector<Tensor>& dxs, Stream s,
+                     const std::vector<bool>& overwrite) {
   const char* op = "concat_backward";
   check_parts(op, "dy", dy, "dxs", dxs);
-  if (dy.is_cuda()) VT_CUDA_CALL(op, cuda::concat_backward(dy, dxs, s));
-  else cpu::concat_backward(dy, dxs);
+  VT_CHECK(overwrite.empty() || overwrite.size() == dxs.size(), op, ": ", overwrite.size(),
+           " overwrite flags for ", dxs.size(), " parts");
+  const std::vector<bool> flags = overwrite.empty() ? std::vector<bool>(dxs.size(), false) : overwrite;
+  if (dy.is_cuda()) VT_CUDA_CALL(op, cuda::concat_backward(dy, dxs, flags, s));
+  else cpu::concat_backward(dy, dxs, flags);
 }
 
 void split_forward(const Tensor& x, const std::vector<Tensor>& ys, Stream s) {
@@ -67,11 +71,11 @@ void split_forward(const Tensor& x, const std::vector<Tensor>& ys, Stream s) {
   else cpu::split_forward(x, ys);
 }
 
-void split_backward(const std::vector<Tensor>& dys, const Tensor& dx, Stream s) {
+void split_backward(const std::vector<Tensor>& dys, const Tensor& dx, Stream s, bool overwrite) {
   const char* op = "split_backward";
   check_parts(op, "dx", dx, "dys", dys);
-  if (dx.is_cuda()) VT_CUDA_CALL(op, cuda::split_backward(dys, dx, s));
-  else cpu::split_backward(dys, dx);
+  if (dx.is_cuda()) VT_CUDA_CALL(op, cuda::split_backward(dys, dx, overwrite, s));
+  else cpu::split_backward(dys, dx, overwrite);
 }
 
 }  // namespace vt

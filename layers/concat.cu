@@ -34,19 +34,26 @@ struct CopySlice {
   }
 };
 
-template <bool kToWhole, bool kAccumulate>
-void run_parts(const char* op, const Tensor& whole, const std::vector<Tensor>& parts, Stream s) {
+// accumulate[i]: whether part i's copy adds.
+template <bool kToWhole>
+void run_parts(const char* op, const Tensor& whole, const std::vector<Tensor>& parts,
+               const std::vector<bool>& accumulate, Stream s) {
   const int64_t pixels = whole.dim(0) * whole.dim(1) * whole.dim(2), Cw = whole.dim(3);
   dispatch(op, whole.dtype(), [&](auto tag) {
     using T = decltype(tag);
     int64_t off = 0;
-    for (const Tensor& part : parts) {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const Tensor& part = parts[i];
       const int64_t Cp = part.dim(3), n = pixels * Cp;
       if (n > 0) {
         constexpr int kPack = 16 / static_cast<int>(sizeof(T));
-        launch_elementwise<T>(
-            CopySlice<T, kToWhole, kAccumulate>{part.data<T>(), whole.data<T>(), Cp, Cw, off}, n,
-            {part.raw(), whole.raw()}, stream_of(s), Cp % kPack == 0 && Cw % kPack == 0 && off % kPack == 0);
+        const bool packs = Cp % kPack == 0 && Cw % kPack == 0 && off % kPack == 0;
+        if (accumulate[i])
+          launch_elementwise<T>(CopySlice<T, kToWhole, true>{part.data<T>(), whole.data<T>(), Cp, Cw, off}, n,
+                                {part.raw(), whole.raw()}, stream_of(s), packs);
+        else
+          launch_elementwise<T>(CopySlice<T, kToWhole, false>{part.data<T>(), whole.data<T>(), Cp, Cw, off}, n,
+                                {part.raw(), whole.raw()}, stream_of(s), packs);
         VT_LAUNCH_CHECK();
       }
       off += Cp;
@@ -54,22 +61,27 @@ void run_parts(const char* op, const Tensor& whole, const std::vector<Tensor>& p
   });
 }
 
+std::vector<bool> all(size_t n, bool v) { return std::vector<bool>(n, v); }
+
 }  // namespace
 
 void concat_forward(const std::vector<Tensor>& xs, const Tensor& y, Stream s) {
-  run_parts<true, false>("concat_forward", y, xs, s);
+  run_parts<true>("concat_forward", y, xs, all(xs.size(), false), s);
 }
 
-void concat_backward(const Tensor& dy, const std::vector<Tensor>& dxs, Stream s) {
-  run_parts<false, true>("concat_backward", dy, dxs, s);
+void concat_backward(const Tensor& dy, const std::vector<Tensor>& dxs, const std::vector<bool>& overwrite,
+                     Stream s) {
+  std::vector<bool> accumulate(dxs.size());
+  for (size_t i = 0; i < dxs.size(); ++i) accumulate[i] = !overwrite[i];
+  run_parts<false>("concat_backward", dy, dxs, accumulate, s);
 }
 
 void split_forward(const Tensor& x, const std::vector<Tensor>& ys, Stream s) {
-  run_parts<false, false>("split_forward", x, ys, s);
+  run_parts<false>("split_forward", x, ys, all(ys.size(), false), s);
 }
 
-void split_backward(const std::vector<Tensor>& dys, const Tensor& dx, Stream s) {
-  run_parts<true, true>("split_backward", dx, dys, s);
+void split_backward(const std::vector<Tensor>& dys, const Tensor& dx, bool overwrite, Stream s) {
+  run_parts<true>("split_backward", dx, dys, all(dys.size(), !overwrite), s);
 }
 
 }  // namespace vt::cuda

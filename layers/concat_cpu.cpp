@@ -26,34 +26,39 @@ void copy_slice(const Tensor& part, const Tensor& whole, int64_t off, Dir dir, b
     }
 }
 
+// accumulate[i]: whether part i's copy adds.
 void run_parts(const char* op, const Tensor& whole, const std::vector<Tensor>& parts, Dir dir,
-               bool accumulate) {
+               const std::vector<bool>& accumulate) {
   dispatch_cpu(op, whole.dtype(), [&](auto tag) {
     using T = decltype(tag);
     int64_t off = 0;
-    for (const Tensor& part : parts) {
-      copy_slice<T>(part, whole, off, dir, accumulate);
-      off += part.dim(3);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      copy_slice<T>(parts[i], whole, off, dir, accumulate[i]);
+      off += parts[i].dim(3);
     }
   });
 }
 
+std::vector<bool> all(size_t n, bool v) { return std::vector<bool>(n, v); }
+
 }  // namespace
 
 void concat_forward(const std::vector<Tensor>& xs, const Tensor& y) {
-  run_parts("concat_forward", y, xs, Dir::kPartToWhole, false);
+  run_parts("concat_forward", y, xs, Dir::kPartToWhole, all(xs.size(), false));
 }
 
-void concat_backward(const Tensor& dy, const std::vector<Tensor>& dxs) {
-  run_parts("concat_backward", dy, dxs, Dir::kWholeToPart, true);
+void concat_backward(const Tensor& dy, const std::vector<Tensor>& dxs, const std::vector<bool>& overwrite) {
+  std::vector<bool> accumulate(dxs.size());
+  for (size_t i = 0; i < dxs.size(); ++i) accumulate[i] = !overwrite[i];
+  run_parts("concat_backward", dy, dxs, Dir::kWholeToPart, accumulate);
 }
 
 void split_forward(const Tensor& x, const std::vector<Tensor>& ys) {
-  run_parts("split_forward", x, ys, Dir::kWholeToPart, false);
+  run_parts("split_forward", x, ys, Dir::kWholeToPart, all(ys.size(), false));
 }
 
-void split_backward(const std::vector<Tensor>& dys, const Tensor& dx) {
-  run_parts("split_backward", dx, dys, Dir::kPartToWhole, true);
+void split_backward(const std::vector<Tensor>& dys, const Tensor& dx, bool overwrite) {
+  run_parts("split_backward", dx, dys, Dir::kPartToWhole, all(dys.size(), !overwrite));
 }
 
 }  // namespace vt::cpu

@@ -91,16 +91,19 @@ void Model::find_fusions() {
   }
 }
 
-// An activation that needs a gradient and that one conv or BN alone reads (as its only
-// input): that op's backward is its gradient's only writer, so it writes instead of adding.
+// An activation that needs a gradient and that one op alone reads, once, where that op's
+// backward writes every element of its input gradient (conv, BN, concat, split, add; not the
+// max pool, which scatters, nor the upsample): that backward is the gradient's only writer,
+// so it writes instead of adding.
 void Model::find_overwrites() {
   overwritten_.assign(graph_.acts.size(), false);
   if (!opt_.overwrite_grads) return;
   const std::vector<int> readers = this->readers();
   for (const GraphOp& o : graph_.ops) {
-    if (o.kind != OpKind::kConv && o.kind != OpKind::kBatchNorm) continue;
-    const int a = o.inputs[0];
-    overwritten_[a] = graph_.acts[a].needs_grad && !elided_[a] && readers[a] == 1;
+    if (o.kind == OpKind::kImageInput || o.kind == OpKind::kSiLU || o.kind == OpKind::kMaxPool ||
+        o.kind == OpKind::kUpsample)
+      continue;
+    for (int a : o.inputs) overwritten_[a] = graph_.acts[a].needs_grad && !elided_[a] && readers[a] == 1;
   }
 }
 
@@ -202,7 +205,7 @@ void Model::bind() {
     b.index = i;
     // A fused BN writes the SiLU's output and reads its gradient.
     b.silu = i + 1 < graph_.ops.size() && absorbed_[i + 1];
-    b.overwrite_dx = !op.inputs.empty() && overwritten_[op.inputs[0]];
+    for (int a : op.inputs) b.overwrite.push_back(overwritten_[a]);
     const std::vector<int>& outputs = b.silu ? graph_.ops[i + 1].outputs : op.outputs;
     for (int a : op.inputs) b.x.push_back(act[a]), b.dx.push_back(dact[a]);
     for (int a : outputs) b.y.push_back(act[a]), b.dy.push_back(dact[a]);
@@ -252,9 +255,9 @@ void Model::forward_op(const BoundOp& o, bool train, Stream s) {
     case OpKind::kBatchNorm:
       if (train)
         batchnorm_forward_train(o.x[0], o.w, o.b, o.y[0], o.run_mean, o.run_var, o.save_mean, o.save_invstd,
-                                bn_params(o.silu, o.overwrite_dx), s, workspace_);
+                                bn_params(o.silu, false), s, workspace_);
       else
-        batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], bn_params(o.silu, o.overwrite_dx), s);
+        batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], bn_params(o.silu, false), s);
       break;
     case OpKind::kSiLU:
       activation_forward(kSiLU, o.x[0], o.y[0], s);
@@ -284,29 +287,29 @@ void Model::backward_op(const BoundOp& o, bool train, Stream s) {
       break;
     case OpKind::kConv: {
       Conv2dParams p = o.op->conv;
-      p.overwrite_dx = o.overwrite_dx;
+      p.overwrite_dx = o.overwrite[0];
       conv2d_backward(o.x[0], o.w, o.dy[0], dx, &o.dw, o.b.defined() ? &o.db : nullptr, p, workspace_, s);
       break;
     }
     case OpKind::kBatchNorm:
       if (train)
         batchnorm_backward(o.x[0], o.dy[0], o.w, o.b, o.save_mean, o.save_invstd, dx, &o.dw, &o.db,
-                           bn_params(o.silu, o.overwrite_dx), s, workspace_);
+                           bn_params(o.silu, o.overwrite[0]), s, workspace_);
       else
         batchnorm_backward_eval(o.x[0], o.dy[0], o.w, o.b, o.run_mean, o.run_var, dx, &o.dw, &o.db,
-                                bn_params(o.silu, o.overwrite_dx), s);
+                                bn_params(o.silu, o.overwrite[0]), s);
       break;
     case OpKind::kSiLU:
       activation_backward(kSiLU, o.x[0], o.dy[0], o.dx[0], s);
       break;
     case OpKind::kAdd:
-      add_backward(o.dy[0], &o.dx[0], &o.dx[1], s);
+      add_backward(o.dy[0], &o.dx[0], &o.dx[1], s, o.overwrite[0], o.overwrite[1]);
       break;
     case OpKind::kSplit:
-      split_backward(o.dy, o.dx[0], s);
+      split_backward(o.dy, o.dx[0], s, o.overwrite[0]);
       break;
     case OpKind::kConcat:
-      concat_backward(o.dy[0], o.dx, s);
+      concat_backward(o.dy[0], o.dx, s, o.overwrite);
       break;
     case OpKind::kMaxPool:
       maxpool_backward(o.x[0], o.dy[0], o.dx[0], o.op->pool, s);

@@ -8,9 +8,9 @@
 // On CUDA each Conv's BN -> SiLU pair runs as one op, batch norm with its SiLU fused
 // (batchnorm.h): the BN output between them, read by that SiLU alone, has no buffer and no
 // gradient (ModelOptions::fusion; the graph itself, which the exporters walk, keeps both ops).
-// The gradient of an activation that one conv or BN alone reads is written by that op's
-// backward, not added into, and lies after the arena's zeroed part (ModelOptions::
-// overwrite_grads): zero_grads() clears only what is accumulated.
+// The gradient of an activation that one op alone reads is written by that op's backward,
+// not added into, and lies after the arena's zeroed part (ModelOptions::overwrite_grads):
+// zero_grads() clears only what is accumulated.
 // The constructor initialises the weights from options.seed (init()); load_state() replaces
 // them.
 //
@@ -62,8 +62,9 @@ struct ModelOptions {
   // OpenMP threads (the fused CPU op is the double-precision reference: measured 20% slower
   // per yolov8n step at 320 on 2 cores).
   enum class Fusion { kAuto, kOn, kOff } fusion = Fusion::kAuto;
-  // Backward writes (instead of adding into) the gradient of an activation that one conv or
-  // BN alone reads, so only the gradients that several ops add into (and the outputs') are
+  // Backward writes (instead of adding into) the gradient of an activation that one op alone
+  // reads (a conv, BN, concat, split or add: all but the max pool's scatter and the
+  // upsample's), so only the gradients that several ops add into (and the outputs') are
   // zeroed per step: per such activation, one memset and one read less on every device. Off:
   // the reference the tests compare with (the same values: 0 + v is v).
   bool overwrite_grads = true;
@@ -164,7 +165,7 @@ class Model {
     Tensor w, b, dw, db;               // conv: weight (activation type) and bias; BN: gamma, beta
     Tensor run_mean, run_var, save_mean, save_invstd;
     bool silu = false;  // BN with the following SiLU fused: y and dy are the SiLU's output
-    bool overwrite_dx = false;  // backward writes dx[0] (its only writer) instead of adding
+    std::vector<bool> overwrite;  // per input: backward writes dx[i] (its only writer), not adds
     int64_t param_offset = 0, param_count = 0;
   };
 

@@ -32,6 +32,14 @@ TEST(Add, HandComputed) {
   // y = a + a: the same gradient buffer twice gets 2 * dy: 1.5 + [1 2 4].
   add_backward(dy, &da, &da);
   test::expect_close(da, from_values({3}, {2.5, 4, 7}), 0, 0, "backward da == db");
+  // Overwriting: da = dy whatever da held, db still accumulates; and with da == db the first
+  // pass may overwrite, the second must add.
+  add_backward(dy, &da, &db, {}, true, false);
+  test::expect_close(da, dy, 0, 0, "backward da overwritten");
+  test::expect_close(db, from_values({3}, {0.5, 2, 5}), 0, 0, "backward db accumulated");
+  add_backward(dy, &da, &da, {}, true, false);
+  test::expect_close(da, from_values({3}, {1, 2, 4}), 0, 0, "backward da == db, first overwritten");
+  test::expect_error([&] { add_backward(dy, &da, &da, {}, false, true); }, {"add_backward", "db is da"});
 }
 
 TEST(Add, GradientCheckDouble) {
@@ -79,6 +87,14 @@ TEST(Add, GpuMatchesCpu) {
       test::expect_close(yg, y, 0, rtol, "forward");
       test::expect_close(dag, da, 0, rtol, "backward da");
       test::expect_close(dbg, db, 0, rtol, "backward db");
+      // db overwritten (a copy of dy) on both sides, da accumulating.
+      const Tensor dao = da0.to(Device::kCPU), dbo = db0.to(Device::kCPU);
+      const Tensor daog = da0.to(Device::kCUDA, dt), dbog = db0.to(Device::kCUDA, dt);
+      add_backward(dy, &dao, &dbo, {}, false, true);
+      add_backward(dy.to(Device::kCUDA, dt), &daog, &dbog, {}, false, true);
+      synchronize();
+      test::expect_close(daog, dao, 0, rtol, "backward da, db overwritten");
+      test::expect_close(dbog, dbo, 0, 0, "backward db overwritten");
     }
   }
 }

@@ -134,6 +134,12 @@ TEST(ConcatSplit, GpuMatchesCpu) {
         const std::vector<Tensor> dxsg = on_gpu(dparts0, dt);
         concat_forward(on_gpu(parts, dt), yg);
         concat_backward(whole.to(Device::kCUDA, dt), dxsg);
+        // Overwriting parts 0 and 2 (from the starting gradients) on both sides.
+        std::vector<Tensor> dxo;
+        for (const Tensor& t : dparts0) dxo.push_back(t.to(Device::kCPU));
+        const std::vector<Tensor> dxog = on_gpu(dparts0, dt);
+        concat_backward(whole, dxo, {}, {true, false, true});
+        concat_backward(whole.to(Device::kCUDA, dt), dxog, {}, {true, false, true});
 
         // split: whole -> ys; backward: parts (as dys) -> dwhole0 + parts.
         const std::vector<Tensor> ys = parts_like(pix, channels, DType::kF32, Device::kCPU);
@@ -144,7 +150,13 @@ TEST(ConcatSplit, GpuMatchesCpu) {
         const Tensor dxg = dwhole0.to(Device::kCUDA, dt);
         split_forward(whole.to(Device::kCUDA, dt), ysg);
         split_backward(on_gpu(parts, dt), dxg);
+        const Tensor dxo_split = dwhole0.to(Device::kCPU), dxog_split = dwhole0.to(Device::kCUDA, dt);
+        split_backward(parts, dxo_split, {}, true);
+        split_backward(on_gpu(parts, dt), dxog_split, {}, true);
         synchronize();
+        test::expect_close(dxog_split, dxo_split, 0, 0, "split backward overwritten");
+        for (size_t i = 0; i < channels.size(); ++i)
+          test::expect_close(dxog[i], dxo[i], 0, rtol, cat("concat backward part ", i, ", 0 and 2 overwritten"));
 
         test::expect_close(yg, y, 0, 0, "concat forward");
         test::expect_close(dxg, dx, 0, rtol, "split backward");
@@ -154,6 +166,31 @@ TEST(ConcatSplit, GpuMatchesCpu) {
         }
       }
     }
+}
+
+// Overwriting backward: the parts flagged (concat) or the whole (split) end as the slices
+// alone, whatever they held; the others still accumulate.
+TEST(ConcatSplit, OverwritingBackward) {
+  const std::vector<int64_t> channels = {2, 3, 1};
+  const Shape pix{2, 3, 4, 6};
+  const Tensor dy = test::random_tensor(pix, DType::kF32, 1);
+  std::vector<Tensor> zero_parts = parts_like(pix, channels, DType::kF32, Device::kCPU), dxs;
+  concat_backward(dy, zero_parts);  // the slices alone
+  for (size_t i = 0; i < channels.size(); ++i)
+    dxs.push_back(test::random_tensor({2, 3, 4, channels[i]}, DType::kF32, 10 + i));
+  const Tensor kept = dxs[1].to(Device::kCPU);
+  concat_backward(dy, dxs, {}, {true, false, true});
+  test::expect_close(dxs[0], zero_parts[0], 0, 0, "part 0 overwritten");
+  test::expect_close(dxs[2], zero_parts[2], 0, 0, "part 2 overwritten");
+  Tensor want1 = kept.to(Device::kCPU);
+  concat_backward(dy, {parts_like(pix, {2}, DType::kF32, Device::kCPU)[0], want1,
+                       parts_like(pix, {1}, DType::kF32, Device::kCPU)[0]});
+  test::expect_close(dxs[1], want1, 0, 0, "part 1 accumulated");
+  test::expect_error([&] { concat_backward(dy, dxs, {}, {true}); }, {"concat_backward", "1 overwrite flags for 3"});
+
+  Tensor dx = test::random_tensor(pix, DType::kF32, 5);
+  split_backward(zero_parts, dx, {}, true);
+  test::expect_close(dx, dy, 0, 0, "split backward overwritten");
 }
 
 TEST(ConcatSplit, BadArgumentsNameTheOpAndShapes) {
