@@ -273,7 +273,9 @@ class Trainer {
   void open_loader(int64_t epoch, const data::LoaderState& at);
   void step(int64_t epoch, int64_t ni, EpochStats& e);
   void accumulate_grads(int64_t offset, int64_t count);
-  void queue_micro_step(int j, bool update, const Tensor& targets, int64_t ni);
+  void queue_forward(int j, const Tensor& targets, int64_t ni);
+  void queue_backward(int j, bool update, int64_t ni);
+  void finish_comm(bool update);
   void queue_step_end(bool update, int64_t ni);
   void run_queued(int key, const std::function<void()>& queue);
   void end_epoch(int64_t epoch, const EpochStats& e);
@@ -349,9 +351,8 @@ Trainer::Trainer(TrainOptions opt)
   if (dev_ == Device::kCUDA) cuda_set_device(w_.local_rank % cuda_device_count());
   dt_ = pick_dtype(opt_.precision, dev_);
   if (opt_.cuda_graph) {
-    VT_CHECK(dev_ == Device::kCUDA && w_.size == 1 && opt_.trace.empty(),
-             "train: --cuda-graph needs the GPU, one rank and no --trace (got ", device_name(dev_), ", ", w_.size,
-             " ranks", opt_.trace.empty() ? "" : ", --trace", ")");
+    VT_CHECK(dev_ == Device::kCUDA && opt_.trace.empty(), "train: --cuda-graph needs the GPU and no --trace (got ",
+             device_name(dev_), opt_.trace.empty() ? "" : ", --trace", ")");
     graphs_on_ = true;
     graph_stream_ = std::make_unique<CudaStream>();
     s_ = graph_stream_->get();
@@ -571,13 +572,11 @@ void Trainer::accumulate_grads(int64_t offset, int64_t count) {
   add_backward(g, &acc, nullptr, s_);
 }
 
-// Queues micro-step j of the step (of k_) on s_: the gradients zeroed, the BN statistics'
-// starting point (several micro-batches), forward, loss on `targets`, backward into gsum_
-// with the gradient buckets' all-reduces started as it finishes them (several ranks, the
-// step's last micro-step, an updating step).
-void Trainer::queue_micro_step(int j, bool update, const Tensor& targets, int64_t ni) {
+// Queues micro-step j's forward (of k_) on s_: the gradients zeroed, the BN statistics'
+// starting point (several micro-batches; on the last, their sum), forward and the loss on
+// `targets`.
+void Trainer::queue_forward(int j, const Tensor& targets, int64_t ni) {
   Model& model = *model_;
-  const bool last = j == k_ - 1, communicate = update && last && w_.size > 1;
   model.zero_grads(s_);
   if (average_bn_) {
     // Every micro-batch updates the running statistics from the step's starting point.
@@ -588,34 +587,43 @@ void Trainer::queue_micro_step(int j, bool update, const Tensor& targets, int64_
       copy_async(bn_start_, model.bn_stats(), s_);
     }
   }
-  double t0 = mark(ni);
+  const double t0 = mark(ni);
   model.forward(true, s_);
   if (average_bn_) {
     add_backward(model.bn_stats(), &bn_sum_, nullptr, s_);
-    if (last) {
-      copy_async(bn_sum_, model.bn_stats(), s_);
-      if (w_.size > 1) comm_->start_allreduce(model.bn_stats(), s_, "bn stats", ni);
-    }
+    if (j == k_ - 1) copy_async(bn_sum_, model.bn_stats(), s_);
   }
   detect_loss(loss_cfg_, model.outputs(), targets, model.output_grads(), loss_, loss_work_, s_);
-  double t1 = mark(ni);
-  trace_.add("forward", Trace::kStep, t0, t1, ni);
+  trace_.add("forward", Trace::kStep, t0, mark(ni), ni);
+}
+
+// Queues micro-step j's backward into gsum_, the gradient buckets' all-reduces started as it
+// finishes them (several ranks, the step's last micro-step, an updating step).
+void Trainer::queue_backward(int j, bool update, int64_t ni) {
+  Model& model = *model_;
+  const bool communicate = update && j == k_ - 1 && w_.size > 1;
+  const double t0 = mark(ni);
   if (communicate) buckets_->begin(ni);
   model.backward(s_, [&](int64_t offset, int64_t count) {
     accumulate_grads(offset, count);
     if (communicate) buckets_->ready(offset + count, s_);
   });
-  trace_.add("backward", Trace::kStep, t1, mark(ni), ni);
+  trace_.add("backward", Trace::kStep, t0, mark(ni), ni);
 }
 
-// Queues the step's end after its last micro-step: the all-reduces finished (several ranks),
-// the BN statistics averaged over the micro-batches of all ranks; when the step updates, the
-// gradient norm, the optimizer, the EMA and the bf16 weights with the values set in values_
-// (all skipped on the device when the norm is not finite), and gsum_ zeroed.
+// Several ranks, after the step's last backward: every all-reduce started (the buckets left)
+// and made visible to s_.
+void Trainer::finish_comm(bool update) {
+  if (update) buckets_->finish(s_);
+  else if (average_bn_) comm_->wait_all(s_);
+}
+
+// Queues the step's end after its last micro-step (and finish_comm): the BN statistics
+// averaged over the micro-batches of all ranks; when the step updates, the gradient norm, the
+// optimizer, the EMA and the bf16 weights with the values set in values_ (all skipped on the
+// device when the norm is not finite), and gsum_ zeroed.
 void Trainer::queue_step_end(bool update, int64_t ni) {
   Model& model = *model_;
-  if (update && w_.size > 1) buckets_->finish(s_);
-  else if (average_bn_ && w_.size > 1) comm_->wait_all(s_);
   if (average_bn_) scale(model.bn_stats(), 1.0 / double(int64_t(w_.size) * k_), s_);
   if (!update) return;
   const double t0 = mark(ni);
@@ -632,10 +640,10 @@ void Trainer::queue_step_end(bool update, int64_t ni) {
 }
 
 // Runs what `queue` queues on s_: eagerly, or under --cuda-graph as a graph per kind of
-// micro-step (`key`: first, last, updating). A kind's first occurrence runs eagerly, so that
-// lazy initialisations stay outside any capture; its second is recorded, then launched, as
-// is every later one. Everything the work reads that changes per step is in fixed buffers
-// refreshed before: the images, graph_targets_, the step values.
+// work (`key`: first, last, updating micro-step, and which segment of it). A kind's first
+// occurrence runs eagerly, so that lazy initialisations stay outside any capture; its second
+// is recorded, then launched, as is every later one. Everything the work reads that changes
+// per step is in fixed buffers refreshed before: the images, graph_targets_, the step values.
 void Trainer::run_queued(int key, const std::function<void()>& queue) {
   if (!graphs_on_ || warm_.insert(key).second) {
     queue();
@@ -679,15 +687,33 @@ void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
     }
     trace_.add("data", Trace::kStep, t0, mark(ni), ni);
     const int key = (j == 0 ? 1 : 0) | (last ? 2 : 0) | (update && last ? 4 : 0);
-    run_queued(key, [&] {
-      queue_micro_step(j, update, *targets, ni);
-      if (poison && last) {  // eager only (above): a synchronous copy after the queued backward
-        const Tensor nan = Tensor::empty({1}, DType::kF32, Device::kCPU);
-        nan.data<float>()[0] = std::nanf("");
-        copy(nan, comm::slice(gsum_, 0, 1));
+    // VT_TEST_FAULT=nangrad, eager only (checked above): a synchronous copy after backward.
+    auto poison_grads = [&] {
+      const Tensor nan = Tensor::empty({1}, DType::kF32, Device::kCPU);
+      nan.data<float>()[0] = std::nanf("");
+      copy(nan, comm::slice(gsum_, 0, 1));
+    };
+    if (w_.size == 1) {
+      // One rank: the whole micro-step is one graph.
+      run_queued(key, [&] {
+        queue_forward(j, *targets, ni);
+        queue_backward(j, update, ni);
+        if (poison && last) poison_grads();
+        if (last) queue_step_end(update, ni);
+      });
+    } else {
+      // Several ranks: forward and loss, and the step's end, are graphs; backward runs
+      // eagerly, its bucket callbacks starting the all-reduces (host work a replay would not
+      // repeat), as do the BN statistics' all-reduce and the wait for them all.
+      run_queued(key | 8, [&] { queue_forward(j, *targets, ni); });
+      if (average_bn_ && last) comm_->start_allreduce(model.bn_stats(), s_, "bn stats", ni);
+      queue_backward(j, update, ni);
+      if (poison && last) poison_grads();
+      if (last) {
+        finish_comm(update);
+        run_queued(key | 16, [&] { queue_step_end(update, ni); });
       }
-      if (last) queue_step_end(update, ni);
-    });
+    }
     const Tensor l = loss_.to(Device::kCPU);  // also the micro-step's sync point
     for (int q = 0; q < 4; ++q) local[q] += l.data<float>()[q];
   }

@@ -5,7 +5,9 @@
 #   - batch 8 at the nominal batch 64, in the warm-up: steps that only accumulate and steps
 #     that update, in the warm-up's changing pattern (AdamW);
 #   - --nbs 8 --accumulate 2: two micro-steps per updating step, the BN statistics averaged
-#     over both (SGD).
+#     over both (SGD);
+#   - where mpirun exists, 2 ranks on the one GPU with the MPI backend (forward and the step's
+#     end as graphs, backward and the all-reduces eager).
 # The weights are compared as the data sections of `export --format safetensors` files (the
 # headers hold each run's metadata). Needs a GPU: exits 77 (skipped) without one.
 #   cuda_graph_train.sh VISIONTRAIN SOURCE_DIR
@@ -24,13 +26,13 @@ weights() {
   tail -c +$((9 + n)) "$f" | sha256sum | cut -d' ' -f1
 }
 
-compare() {  # compare NAME [train options]: eager vs graphs
+compare() {  # compare NAME [train options]: eager vs graphs (LAUNCH: a launcher, e.g. mpirun)
   local name="$1"
   shift
   for mode in eager graph; do
     local extra=()
     [ "$mode" = graph ] && extra=(--cuda-graph)
-    "$bin" train --data data --model "$src/configs/yolov8-tiny.yaml" --batch 8 --imgsz 96 --epochs 3 \
+    ${LAUNCH:-} "$bin" train --data data --model "$src/configs/yolov8-tiny.yaml" --batch 8 --imgsz 96 --epochs 3 \
       --close-mosaic 0 --no-val --quiet --seed 5 --workers 1 --device cuda --out "$name-$mode" "$@" "${extra[@]}" \
       > "$name-$mode.log" 2>&1 || { cat "$name-$mode.log"; echo "FAILED: $name $mode"; exit 1; }
     grep -o '"loss":[^,]*' "$name-$mode/metrics.jsonl" > "$name-$mode.losses"
@@ -51,4 +53,11 @@ compare() {  # compare NAME [train options]: eager vs graphs
 
 compare accumulating --steps 20 --optimizer adamw --lr0 0.002
 compare micro_steps --steps 12 --optimizer sgd --lr0 0.01 --nbs 8 --accumulate 2
+if command -v "${VT_MPIRUN:-mpirun}" > /dev/null; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+  LAUNCH="${VT_MPIRUN:-mpirun} --oversubscribe --bind-to none -np 2" compare two_ranks --steps 12 --optimizer sgd \
+    --lr0 0.01 --nbs 16 --comm mpi
+else
+  echo "two_ranks: no mpirun here, skipped"
+fi
 echo "PASSED"
