@@ -18,7 +18,8 @@
 // minimal traffic (each tensor read or written once, except BN's two passes over x, and dy in
 // its backward, as kernel_bench counts them) in GB/s, against a device-to-device copy of
 // the largest activation measured in the same run; convolutions also in TFLOP/s (2 N Ho Wo
-// Cout KH KW Cin/groups per product, three products). Then the --top slowest ops.
+// Cout KH KW Cin/groups per product, three products). Then the --top slowest ops (the JSON
+// lists every op).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -356,17 +357,18 @@ int main(int argc, char** argv) {
               [](const OpRow& x, const OpRow& y) { return x.fwd + x.bwd > y.fwd + y.bwd; });
     const int top = std::min<int>(a["top"].as<int>(), int(op_rows.size()));
     std::printf("  slowest ops:\n");
-    nlohmann::json jtop = nlohmann::json::array();
-    for (int k = 0; k < top; ++k) {
-      const OpRow& r = op_rows[size_t(k)];
+    nlohmann::json jops = nlohmann::json::array();  // every op, slowest first
+    for (size_t k = 0; k < op_rows.size(); ++k) {
+      const OpRow& r = op_rows[k];
       const GraphOp& o = g.ops[r.i];
       const std::string in = g.acts[o.inputs.empty() ? 0 : o.inputs[0]].shape.str();
       const std::string out = g.acts[o.outputs[0]].shape.str();
-      const std::string w = o.weight >= 0 ? " w " + g.params[o.weight].shape.str() : "";
-      std::printf("    layer %3d %-9s %s -> %s%s: fwd %.3f ms, bwd %.3f ms\n", o.layer, r.kind.c_str(), in.c_str(),
-                  out.c_str(), w.c_str(), r.fwd, r.bwd);
-      jtop.push_back({{"layer", o.layer}, {"kind", r.kind}, {"in", in}, {"out", out}, {"fwd_ms", r.fwd},
-                      {"bwd_ms", r.bwd}});
+      const std::string w = o.weight >= 0 ? g.params[o.weight].shape.str() : "";
+      if (int(k) < top)
+        std::printf("    layer %3d %-9s %s -> %s%s: fwd %.3f ms, bwd %.3f ms\n", o.layer, r.kind.c_str(), in.c_str(),
+                    out.c_str(), w.empty() ? "" : (" w " + w).c_str(), r.fwd, r.bwd);
+      jops.push_back({{"op", r.i}, {"layer", o.layer}, {"kind", r.kind}, {"in", in}, {"out", out}, {"w", w},
+                      {"fwd_ms", r.fwd}, {"bwd_ms", r.bwd}});
     }
     if (!a["out"].as<std::string>().empty()) {
       char date[32];
@@ -377,7 +379,7 @@ int main(int argc, char** argv) {
       const nlohmann::json j = {{"device", device}, {"date", date}, {"command", command}, {"model", model_path},
                                 {"batch", batch}, {"imgsz", imgsz}, {"step_ms", step_ms},
                                 {"images_per_s", 1000.0 * double(batch) / step_ms}, {"copy_gbs", copy_gbs},
-                                {"kinds", jrows}, {"slowest", jtop}};
+                                {"kinds", jrows}, {"ops", jops}};
       std::ofstream(a["out"].as<std::string>()) << j.dump(2) << "\n";
     }
     return 0;
