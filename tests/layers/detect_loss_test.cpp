@@ -719,20 +719,28 @@ TEST(DetectLoss, GpuParity) {
           }
 }
 
+// Random predictions for 2 images with gts[b] ground truths each in 8 target rows, CUDA
+// against the CPU oracle in f32 and in bf16; each run takes the next seeds.
+void expect_random_parity(const DetectLossConfig& c, const std::vector<int>& gts, uint64_t& seed) {
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const std::vector<Tensor> p = convert(random_preds(c, 2, ++seed), Device::kCPU, DType::kF32);
+    const Tensor targets = random_targets(c, gts, 8, ++seed);
+    expect_gpu_matches_cpu(c, p, targets, dt, seed * 10);
+  }
+}
+
 // Other bin counts than 16 (the kernels' generic path, bins in local memory): 8 (16-byte
 // packs in bf16 and f32 with nc 80) and 6 (packs ruled out: a side's bins would straddle them).
 TEST(DetectLoss, GpuParityOtherBinCounts) {
   VT_REQUIRE_GPU();
   uint64_t seed = 500;
-  for (int reg_max : {8, 6})
-    for (DType dt : {DType::kF32, DType::kBF16}) {
-      SCOPED_TRACE("reg_max " + std::to_string(reg_max) + ", " + dtype_name(dt));
-      DetectLossConfig c = make_cfg(80, 64);
-      c.reg_max = reg_max;
-      const std::vector<Tensor> p = convert(random_preds(c, 2, ++seed), Device::kCPU, DType::kF32);
-      const Tensor targets = random_targets(c, {4, 2}, 8, ++seed);
-      expect_gpu_matches_cpu(c, p, targets, dt, seed * 10);
-    }
+  for (int reg_max : {8, 6}) {
+    SCOPED_TRACE("reg_max " + std::to_string(reg_max));
+    DetectLossConfig c = make_cfg(80, 64);
+    c.reg_max = reg_max;
+    expect_random_parity(c, {4, 2}, seed);
+  }
 }
 
 // imgsz 448 (4116 anchors): every thread of the per-GT top-k block holds more than topk
@@ -741,15 +749,12 @@ TEST(DetectLoss, GpuParityOtherBinCounts) {
 TEST(DetectLoss, GpuParityManyCandidates) {
   VT_REQUIRE_GPU();
   uint64_t seed = 300;
-  for (int topk : {3, 10, 32})
-    for (DType dt : {DType::kF32, DType::kBF16}) {
-      SCOPED_TRACE("topk " + std::to_string(topk) + ", " + dtype_name(dt));
-      DetectLossConfig c = make_cfg(5, 448);
-      c.topk = topk;
-      const std::vector<Tensor> p = convert(random_preds(c, 2, ++seed), Device::kCPU, DType::kF32);
-      const Tensor targets = random_targets(c, {8, 3}, 8, ++seed);
-      expect_gpu_matches_cpu(c, p, targets, dt, seed * 10);
-    }
+  for (int topk : {3, 10, 32}) {
+    SCOPED_TRACE("topk " + std::to_string(topk));
+    DetectLossConfig c = make_cfg(5, 448);
+    c.topk = topk;
+    expect_random_parity(c, {8, 3}, seed);
+  }
 }
 
 // The hand-made assigner scenes: exact ties in the top-k, the zero fill, the multi-GT
