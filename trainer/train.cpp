@@ -562,9 +562,6 @@ int Trainer::run() {
   return 0;
 }
 
-// One global step `ni`: k micro-steps of forward, loss and backward on this rank, the
-// gradient buckets all-reduced as backward finishes them when the step updates, the BN
-// statistics averaged, the optimizer and EMA; then the step's numbers.
 // gsum_ += the micro-step's gradient over flat range [offset, offset + count), as backward
 // finishes it.
 void Trainer::accumulate_grads(int64_t offset, int64_t count) {
@@ -657,6 +654,10 @@ void Trainer::run_queued(int key, const std::function<void()>& queue) {
   g->launch(s_);
 }
 
+// One global step `ni`: k micro-steps of forward, loss and backward on this rank, the
+// gradient buckets all-reduced as backward finishes them when the step updates, the BN
+// statistics averaged, the optimizer and EMA (eagerly, or replayed as CUDA graphs); then,
+// after the step's one host sync, whether the update happened and the step's numbers.
 void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
   Model& model = *model_;
   const bool poison = inject_fault(w_.rank, ni);
