@@ -70,7 +70,7 @@ size_t batchnorm_workspace_bytes(const Shape& x, Device dev) {
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
                              const Tensor& save_invstd, const BatchNormParams& p, Stream s,
-                             const Tensor& workspace) {
+                             const Tensor& workspace, const Tensor* tile_stats) {
   const char* op = "batchnorm_forward_train";
   check_types(op, {{"x", x}, {"y", y}},
               {{"gamma", gamma},
@@ -92,9 +92,18 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   check_eps(op, x, p);
   op_check(p.momentum >= 0 && p.momentum <= 1, op, cat("momentum ", p.momentum, " must be in [0, 1]"),
            {{"x", x}});
+  if (tile_stats) {
+    op_check(x.is_cuda() && cuda_workspace(op, x, workspace) != nullptr, op,
+             "tile_stats needs CUDA tensors and the workspace", {{"x", x}});
+    op_check(tile_stats->device() == x.device() && tile_stats->dtype() == DType::kF32 &&
+                 tile_stats->rank() == 3 && tile_stats->dim(1) == x.dim(3) && tile_stats->dim(2) == 3,
+             op, cat("tile_stats must be (T, ", x.dim(3), ", 3) f32 on ", device_name(x.device())),
+             {{"x", x}, {"tile_stats", *tile_stats}});
+  }
   if (x.is_cuda())
     VT_CUDA_CALL(op, cuda::batchnorm_forward_train(x, gamma, beta, y, running_mean, running_var, save_mean,
-                                                   save_invstd, p, cuda_workspace(op, x, workspace), s));
+                                                   save_invstd, p, cuda_workspace(op, x, workspace), s,
+                                                   tile_stats));
   else
     cpu::batchnorm_forward_train(x, gamma, beta, y, running_mean, running_var, save_mean, save_invstd, p);
 }

@@ -6,7 +6,9 @@
 // forward is one kernel (mean, then the variance about it: two passes over x, then y), and
 // the backward kernel reduces sum(dy) and sum(dy * xhat) first and then writes dx. That is
 // few blocks when C is small and M large: correct, not fast; with a workspace the training
-// passes take the sliced path below instead. The eval forward and the eval dx are elementwise.
+// passes take the sliced path below instead, whose forward statistics may also come from the
+// per-tile partials the conv before it left (tile_stats_kernel: x is then read once). The
+// eval forward and the eval dx are elementwise.
 // Every kernel that reads or writes the BN output is templated on kSiLU, the fused SiLU of
 // BatchNormParams::silu: the forward applies it before the store, the backward takes dy back
 // through it at u = xhat gamma + beta, recomputed in registers (act_out / act_grad).
@@ -204,6 +206,22 @@ __global__ void slice_grad_sums_kernel(const T* x, const T* dy, const float* mea
   }
 }
 
+// The per-tile statistics a convolution left (tiles: (T, C)) folded into S slice partials
+// like slice_stats_kernel's: slice z combines tiles [z len, (z + 1) len), each thread row
+// every kRows-th of them in order, then column_combine. Grid and block as slice_stats_kernel.
+__global__ void tile_stats_kernel(const MeanM2* tiles, MeanM2* part, int64_t tile_count, int64_t c_count,
+                                  int64_t slice_len) {
+  __shared__ MeanM2 red[kRows][kChannels];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
+  const bool active = c < c_count;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * slice_len, t1 = min(tile_count, t0 + slice_len);
+  MeanM2 acc{0.f, 0.f, 0.f};
+  if (active)
+    for (int64_t t = t0 + threadIdx.y; t < t1; t += kRows) acc = combine(acc, tiles[t * c_count + c]);
+  acc = column_combine(acc, red);
+  if (active && threadIdx.y == 0) part[blockIdx.y * c_count + c] = acc;
+}
+
 // The S slice partials of each channel, combined in slice order: mean, biased variance,
 // invstd and the running statistics.
 __global__ void stats_kernel(const MeanM2* part, int64_t slices, int64_t m_count, int64_t c_count,
@@ -310,7 +328,7 @@ void with_silu(bool silu, Fn&& fn) {
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
                              const Tensor& save_invstd, const BatchNormParams& p, float* workspace,
-                             Stream s) {
+                             Stream s, const Tensor* tile_stats) {
   const int64_t m_count = positions(x), c_count = x.dim(3);
   if (m_count == 0 || c_count == 0) return;
   const cudaStream_t st = stream_of(s);
@@ -324,7 +342,13 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
         float* mean = save_mean.data<float>();
         float* invstd = save_invstd.data<float>();
         MeanM2* part = reinterpret_cast<MeanM2*>(workspace);
-        slice_stats_kernel<T><<<grid, channel_block(), 0, st>>>(x.data<T>(), part, m_count, c_count, len);
+        if (tile_stats) {
+          const int64_t tiles = tile_stats->dim(0);
+          tile_stats_kernel<<<grid, channel_block(), 0, st>>>(reinterpret_cast<const MeanM2*>(tile_stats->raw()),
+                                                              part, tiles, c_count, (tiles + slices - 1) / slices);
+        } else {
+          slice_stats_kernel<T><<<grid, channel_block(), 0, st>>>(x.data<T>(), part, m_count, c_count, len);
+        }
         VT_LAUNCH_CHECK();
         stats_kernel<<<grid_for(c_count), kThreads, 0, st>>>(
             part, slices, m_count, c_count, float(p.momentum), float(p.eps), mean, invstd,

@@ -45,11 +45,14 @@ int64_t batchnorm_slices(const Shape& x);
 size_t batchnorm_workspace_bytes(const Shape& x, Device dev);
 
 // Training forward. Overwrites y, save_mean (= mean_c) and save_invstd (= invstd_c, with
-// eps); updates running_mean and running_var in place.
+// eps); updates running_mean and running_var in place. tile_stats (CUDA, with a workspace):
+// x's statistics already reduced per tile of positions, (T, C, 3) f32 (count, mean, M2), as
+// the convolution that wrote x leaves them (conv2d_forward): they are combined instead of
+// reading x a first time, so x is read once.
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
                              const Tensor& save_invstd, const BatchNormParams& p, Stream s = {},
-                             const Tensor& workspace = {});
+                             const Tensor& workspace = {}, const Tensor* tile_stats = nullptr);
 // Eval forward with the running statistics. Overwrites y; reads nothing else it writes.
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
@@ -91,9 +94,11 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
 }  // namespace cpu
 namespace cuda {
 // workspace: null, or batchnorm_workspace_bytes(x) bytes (the sliced reductions).
+// tile_stats: null, or (T, C, 3) f32 per-tile statistics of x (needs the workspace).
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
-                             const Tensor& save_invstd, const BatchNormParams& p, float* workspace, Stream s);
+                             const Tensor& save_invstd, const BatchNormParams& p, float* workspace, Stream s,
+                             const Tensor* tile_stats = nullptr);
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                             const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
                             const BatchNormParams& p, Stream s);

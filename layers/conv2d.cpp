@@ -98,8 +98,20 @@ size_t conv2d_workspace_bytes(const Shape& x, const Shape& w, const Conv2dParams
   return static_cast<size_t>(y[1] * y[2] * w[1] * w[2] * x[3]) * dtype_size(dt);
 }
 
+int64_t conv2d_tile_stats_tiles(const Shape& x, const Shape& w, const Conv2dParams& p, DType dt, Device dev) {
+  if (dev != Device::kCUDA || !geometry_error(x, w, p).empty()) return 0;
+  const Conv2dDims d = conv2d_dims(x, w, p);
+#ifdef VT_WITH_CUDA
+  if (!cuda::tile_stats_available(d, dt)) return 0;
+  return (d.n * d.ho * d.wo + igemm::kBM - 1) / igemm::kBM;
+#else
+  (void)d, (void)dt;
+  return 0;
+#endif
+}
+
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
-                    const Tensor& workspace, Stream s) {
+                    const Tensor& workspace, Stream s, const Tensor* tile_stats) {
   const char* op = "conv2d_forward";
   if (b)
     check_types(op, {{"x", x}, {"w", w}, {"y", y}}, {{"b", *b}});
@@ -109,8 +121,17 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
   op_check(y.shape() == ys, op, cat("y must have shape ", ys.str()), {{"x", x}, {"w", w}, {"y", y}});
   if (b) check_shape(op, {"b", *b}, {w.dim(0)});
   op_check(x.raw() != y.raw() || x.numel() == 0, op, "y must not alias x", {{"x", x}, {"y", y}});
+  if (tile_stats) {
+    const int64_t tiles = conv2d_tile_stats_tiles(x.shape(), w.shape(), p, x.dtype(), x.device());
+    op_check(tiles > 0, op, "tile_stats needs the CUDA tensor-core path (bf16, groups 1, sm_80+)",
+             {{"x", x}, {"w", w}});
+    op_check(tile_stats->device() == x.device() && tile_stats->dtype() == DType::kF32 &&
+                 tile_stats->shape() == Shape{tiles, w.dim(0), 3} && tile_stats->raw() != nullptr,
+             op, cat("tile_stats must be (", tiles, ", ", w.dim(0), ", 3) f32 on ", device_name(x.device())),
+             {{"tile_stats", *tile_stats}});
+  }
   if (x.is_cuda())
-    VT_CUDA_CALL(op, cuda::conv2d_forward(x, w, b, y, p, s));
+    VT_CUDA_CALL(op, cuda::conv2d_forward(x, w, b, y, p, s, tile_stats));
   else
     cpu::conv2d_forward(x, w, b, y, p, workspace);
 }

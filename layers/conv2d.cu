@@ -164,14 +164,19 @@ unsigned reduce_blocks(int64_t outputs) {
 
 }  // namespace
 
+bool tile_stats_available(const Conv2dDims& d, DType dt) {
+  return dt == DType::kBF16 && conv2d_igemm_available(d);
+}
+
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
-                    Stream s) {
+                    Stream s, const Tensor* tile_stats) {
   const int64_t total = y.numel();
   if (total == 0) return;
   const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
-  if (x.dtype() == DType::kBF16 && conv2d_igemm_available(d))
+  if (tile_stats_available(d, x.dtype()))
     return conv2d_igemm_forward(d, x.data<bf16>(), w.data<bf16>(), b ? b->data<float>() : nullptr,
-                                y.data<bf16>(), stream_of(s));
+                                y.data<bf16>(), stream_of(s), 0,
+                                tile_stats ? reinterpret_cast<MeanM2*>(tile_stats->raw()) : nullptr);
   dispatch("conv2d_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     forward_kernel<T><<<grid_for(total), kThreads, 0, stream_of(s)>>>(

@@ -56,9 +56,15 @@ Conv2dDims conv2d_dims(const Shape& x, const Shape& w, const Conv2dParams& p);
 // Bytes of scratch the op needs for these shapes, storage type and device (0 if none).
 size_t conv2d_workspace_bytes(const Shape& x, const Shape& w, const Conv2dParams& p, DType dt, Device dev);
 
-// y = conv(x, w) + b. b may be null (no bias).
+// y = conv(x, w) + b. b may be null (no bias). tile_stats (CUDA tensor-core path only, see
+// conv2d_tile_stats_tiles): also the column statistics of y per tile of rows, (T, Cout, 3)
+// f32 = (count, mean, M2) of the values as stored, for the batch norm that reads y.
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
-                    const Tensor& workspace, Stream s = {});
+                    const Tensor& workspace, Stream s = {}, const Tensor* tile_stats = nullptr);
+// T, the tiles of rows conv2d_forward's tile_stats has for these shapes on the tensor-core
+// path (bf16 on a CUDA device with bf16 tensor cores, groups 1); 0 where that path does not
+// run (then tile_stats cannot be asked for).
+int64_t conv2d_tile_stats_tiles(const Shape& x, const Shape& w, const Conv2dParams& p, DType dt, Device dev);
 // dx += dL/dx (dx = dL/dx with p.overwrite_dx), dw += dL/dw, db += dL/db, given dy = dL/dy:
 // (N, Ho, Wo, Cout). Each of dx, dw, db may be null.
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
@@ -71,8 +77,10 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
                      const Tensor* db, const Conv2dParams& p, const Tensor& workspace);
 }  // namespace cpu
 namespace cuda {
+// tile_stats: null, or (T, Cout, 3) f32 (the tensor-core path must run: tile_stats_available).
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Conv2dParams& p,
-                    Stream s);
+                    Stream s, const Tensor* tile_stats = nullptr);
+bool tile_stats_available(const Conv2dDims& d, DType dt);
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
                      const Tensor* db, const Conv2dParams& p, const Tensor& workspace, Stream s);
 }  // namespace cuda

@@ -9,7 +9,8 @@
 //   per 16 of K;
 //   epilogue: the fp32 accumulators staged through shared memory (reusing the operand
 //   buffers), then written row by row, coalesced along N, through the problem's store
-//   (bias add, dx accumulate, or the weight-gradient slice's partial).
+//   (bias add, dx accumulate, or the weight-gradient slice's partial); for a forward with
+//   statistics, also each column's (count, mean, M2) over the tile's stored values.
 // Deterministic: fixed order everywhere, no atomics. Needs sm_80+ (bf16 WMMA); the
 // dispatcher (conv2d.cu) falls back to the direct kernels elsewhere.
 #include <mma.h>
@@ -112,6 +113,25 @@ __global__ void __launch_bounds__(TS::kThreads, 512 / TS::kThreads) igemm_kernel
     const int r = e / kBN, col = e % kBN, m = m0 + r, n = n0 + col;
     if (m < p.M && n < p.N) p.store(m, n, slice, c[r * kLdC + col]);
   }
+  // The tile's column statistics (ConvFwd with stats): kThreads / kBN row groups per column,
+  // each Welford over its rows of the stored values, combined in group order.
+  if constexpr (P::kColumnStats) {
+    if (p.stats != nullptr) {
+      constexpr int kGroups = kThreads / kBN;
+      __shared__ MeanM2 part[kGroups][kBN];
+      const int col = t % kBN, grp = t / kBN, n = n0 + col;
+      MeanM2 acc{0.f, 0.f, 0.f};
+      if (n < p.N)
+        for (int r = grp; r < kBM && m0 + r < p.M; r += kGroups) acc.add(p.stored(n, c[r * kLdC + col]));
+      part[grp][col] = acc;
+      __syncthreads();
+      if (grp == 0 && n < p.N) {
+        MeanM2 total = part[0][col];
+        for (int k = 1; k < kGroups; ++k) total = combine(total, part[k][col]);
+        p.stats[int64_t(blockIdx.x) * p.N + n] = total;
+      }
+    }
+  }
 #endif
 }
 
@@ -156,8 +176,9 @@ bool conv2d_igemm_available(const Conv2dDims& d) {
 }
 
 void conv2d_igemm_forward(const Conv2dDims& d, const bf16* x, const bf16* w, const float* b, bf16* y,
-                          cudaStream_t st, int tile_width) {
-  const ConvFwd<bf16> p(d, x, w, b, y);
+                          cudaStream_t st, int tile_width, MeanM2* stats) {
+  ConvFwd<bf16> p(d, x, w, b, y);
+  p.stats = stats;
   launch(p, 1, p.K, st, tile_width);
 }
 

@@ -32,6 +32,7 @@
 
 #include "layers/conv2d.h"
 #include "layers/host_device.h"
+#include "layers/mean_m2.h"
 
 namespace vt::igemm {
 
@@ -208,14 +209,18 @@ VT_HD float to_float(T v) {
 }
 
 // y = x_col . w^T + bias. A = x_col (K-contiguous: channels), B(k, co) = w[co, k] (K-contiguous).
+// With `stats`, the epilogue also writes, per tile of kBM rows and per column, the (count,
+// mean, M2) of the values as stored (after the rounding to T): the batch norm that reads y
+// then takes its statistics from these (ceil(M / kBM), N) partials instead of a pass over y.
 template <class T>
 struct ConvFwd {
-  static constexpr bool kAK = true, kBK = true;
+  static constexpr bool kAK = true, kBK = true, kColumnStats = true;
   Dims d;
   const T* x;
   const T* w;
   const float* bias;  // may be null
   T* y;
+  MeanM2* stats = nullptr;  // (ceil(M / kBM), N), or null
   int M, N, K;
   bool a_vec, b_vec;  // 8 consecutive k are 8 channels of one tap / of one filter, aligned
   ConvFwd(const Conv2dDims& cd, const T* x_, const T* w_, const float* b_, T* y_)
@@ -244,6 +249,8 @@ struct ConvFwd {
   VT_HD void store(int m, int n, int /*slice*/, float v) const {
     y[int64_t(m) * N + n] = T(v + (bias ? bias[n] : 0.f));
   }
+  // The value store(m, n, v) writes, as a float.
+  VT_HD float stored(int n, float v) const { return to_float(T(v + (bias ? bias[n] : 0.f))); }
 };
 
 // dx += dy_gather . w' (dx = ..., overwriting) for one stride phase. An input pixel (hi, wi) is read by tap kh only
@@ -255,7 +262,7 @@ struct ConvFwd {
 // ordered (i, j, co); B(k, ci) = w[co, kh, kw, ci] (N-contiguous: w's input channels).
 template <class T>
 struct ConvDgrad {
-  static constexpr bool kAK = true, kBK = false;
+  static constexpr bool kAK = true, kBK = false, kColumnStats = false;
   Dims d;
   const T* dy;
   const T* w;
@@ -339,7 +346,7 @@ struct ConvDgrad {
 // same loads with the roles swapped, and the store writes dw[co, f] from C(f, co).
 template <class T>
 struct ConvWgrad {
-  static constexpr bool kAK = false, kBK = false;
+  static constexpr bool kAK = false, kBK = false, kColumnStats = false;
   Dims d;
   const T* dy;
   const T* x;

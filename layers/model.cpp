@@ -11,6 +11,7 @@
 #include "layers/conv2d.h"
 #include "layers/convert.h"
 #include "layers/maxpool.h"
+#include "layers/mean_m2.h"
 #include "layers/op.h"
 #include "layers/upsample.h"
 
@@ -28,6 +29,11 @@ Tensor slice(const Tensor& flat, int64_t offset, const Shape& shape) {
 }
 
 const Activation kSiLU{ActKind::kSiLU};
+
+// Where in the op workspace a BN's tile statistics start: after its own sliced reductions.
+size_t stats_offset(const Shape& bn_input, Device dev) {
+  return (batchnorm_workspace_bytes(bn_input, dev) + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
+}
 
 BatchNormParams bn_params(bool silu, bool overwrite_dx) {
   BatchNormParams p = kModelBatchNorm;
@@ -89,6 +95,18 @@ void Model::find_fusions() {
       elided_[bn.outputs[0]] = true;
     }
   }
+}
+
+// The tiles of conv op i's statistics for the BN right after it (ModelOptions::conv_stats),
+// or 0: that BN reads the conv's output alone, and the conv runs on the tensor cores.
+int64_t Model::stats_tiles(size_t i) const {
+  if (!opt_.conv_stats || i + 1 >= graph_.ops.size()) return 0;
+  const GraphOp &conv = graph_.ops[i], &bn = graph_.ops[i + 1];
+  if (conv.kind != OpKind::kConv || bn.kind != OpKind::kBatchNorm || bn.inputs[0] != conv.outputs[0] ||
+      readers()[conv.outputs[0]] != 1)
+    return 0;
+  return conv2d_tile_stats_tiles(graph_.acts[conv.inputs[0]].shape, graph_.params[conv.weight].shape, conv.conv,
+                                 opt_.dtype, opt_.device);
 }
 
 // An activation that needs a gradient and that one op alone reads, once, where that op's
@@ -166,14 +184,19 @@ void Model::plan_memory() {
     weights_id_ = plan_.request("weights_bf16", {std::max<int64_t>(size, 1)}, DType::kBF16);
   }
   // One scratch buffer for every op that needs one (convs, and BN's sliced reductions on
-  // CUDA): ops run one after another on the step's stream.
+  // CUDA): ops run one after another on the step's stream. A conv's tile statistics for the
+  // BN after it lie after that BN's own part (stats_offset).
   size_t ws = 0;
-  for (const GraphOp& o : graph_.ops) {
+  for (size_t i = 0; i < graph_.ops.size(); ++i) {
+    const GraphOp& o = graph_.ops[i];
     if (o.kind == OpKind::kConv)
       ws = std::max(ws, conv2d_workspace_bytes(graph_.acts[o.inputs[0]].shape, graph_.params[o.weight].shape,
                                                o.conv, dt, opt_.device));
     if (o.kind == OpKind::kBatchNorm)
       ws = std::max(ws, batchnorm_workspace_bytes(graph_.acts[o.inputs[0]].shape, opt_.device));
+    if (const int64_t tiles = stats_tiles(i); tiles > 0)
+      ws = std::max(ws, stats_offset(graph_.acts[o.outputs[0]].shape, opt_.device) +
+                            static_cast<size_t>(tiles * graph_.acts[o.outputs[0]].shape[3]) * sizeof(MeanM2));
   }
   if (ws > 0)
     workspace_id_ = plan_.request("op_workspace", {static_cast<int64_t>((ws + 3) / 4)}, DType::kF32);
@@ -206,6 +229,14 @@ void Model::bind() {
     // A fused BN writes the SiLU's output and reads its gradient.
     b.silu = i + 1 < graph_.ops.size() && absorbed_[i + 1];
     for (int a : op.inputs) b.overwrite.push_back(overwritten_[a]);
+    // A conv feeding its BN's statistics, and that BN: the same view of the workspace.
+    for (size_t conv_op : {i, i - 1}) {
+      const int64_t tiles = conv_op < graph_.ops.size() ? stats_tiles(conv_op) : 0;
+      if (tiles == 0) continue;
+      const Shape& y = graph_.acts[graph_.ops[conv_op].outputs[0]].shape;
+      const int64_t off = static_cast<int64_t>(stats_offset(y, opt_.device) / sizeof(float));
+      b.tile_stats = slice(workspace_, off, {tiles, y[3], 3});
+    }
     const std::vector<int>& outputs = b.silu ? graph_.ops[i + 1].outputs : op.outputs;
     for (int a : op.inputs) b.x.push_back(act[a]), b.dx.push_back(dact[a]);
     for (int a : outputs) b.y.push_back(act[a]), b.dy.push_back(dact[a]);
@@ -250,12 +281,14 @@ void Model::forward_op(const BoundOp& o, bool train, Stream s) {
       image_to_activation(input_, o.y[0], s);
       break;
     case OpKind::kConv:
-      conv2d_forward(o.x[0], o.w, o.b.defined() ? &o.b : nullptr, o.y[0], o.op->conv, workspace_, s);
+      conv2d_forward(o.x[0], o.w, o.b.defined() ? &o.b : nullptr, o.y[0], o.op->conv, workspace_, s,
+                     train && o.tile_stats.defined() ? &o.tile_stats : nullptr);
       break;
     case OpKind::kBatchNorm:
       if (train)
         batchnorm_forward_train(o.x[0], o.w, o.b, o.y[0], o.run_mean, o.run_var, o.save_mean, o.save_invstd,
-                                bn_params(o.silu, false), s, workspace_);
+                                bn_params(o.silu, false), s, workspace_,
+                                o.tile_stats.defined() ? &o.tile_stats : nullptr);
       else
         batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], bn_params(o.silu, false), s);
       break;

@@ -68,6 +68,10 @@ struct ModelOptions {
   // zeroed per step: per such activation, one memset and one read less on every device. Off:
   // the reference the tests compare with (the same values: 0 + v is v).
   bool overwrite_grads = true;
+  // CUDA, bf16: a BN reading a tensor-core conv's output alone takes its batch statistics
+  // from the conv's epilogue (per-tile column statistics, conv2d_forward's tile_stats), so its
+  // training forward reads that output once instead of twice. Off: the BN's own pass.
+  bool conv_stats = true;
 };
 
 struct ParamInfo {
@@ -166,12 +170,14 @@ class Model {
     Tensor run_mean, run_var, save_mean, save_invstd;
     bool silu = false;  // BN with the following SiLU fused: y and dy are the SiLU's output
     std::vector<bool> overwrite;  // per input: backward writes dx[i] (its only writer), not adds
+    Tensor tile_stats;  // a conv and the BN after it: the conv's per-tile statistics of its output
     int64_t param_offset = 0, param_count = 0;
   };
 
   std::vector<int> readers() const;
   void find_fusions();
   void find_overwrites();
+  int64_t stats_tiles(size_t conv_op) const;
   void plan_memory();
   void bind();
   void forward_op(const BoundOp& o, bool train, Stream s);

@@ -11,6 +11,7 @@
 
 #include "layers/activation.h"
 #include "layers/check.h"
+#include "layers/conv2d.h"
 #include "layers/mean_m2.h"
 #include "layers/reduce.h"
 #include "tests/test_util.h"
@@ -433,6 +434,48 @@ TEST(BatchNorm, OverwriteDxReplacesWhatDxHeld) {
   }
 }
 
+// The statistics taken from a tensor-core conv's tiles (conv2d_forward's tile_stats) instead
+// of BN's own pass over x: the same normalisation and running statistics up to fp32
+// summation order. x = the conv's bf16 output, 2 * 40 * 40 = 3200 positions (25 tiles), 64
+// channels; with and without the SiLU.
+TEST(BatchNorm, GpuStatisticsFromConvTiles) {
+  VT_REQUIRE_GPU();
+  const Shape xs{2, 40, 40, 32}, ws{64, 3, 3, 32};
+  const Conv2dParams cp{1, 1, 1, 1, 1};
+  const int64_t tiles = conv2d_tile_stats_tiles(xs, ws, cp, DType::kBF16, Device::kCUDA);
+  ASSERT_EQ(tiles, 25);
+  const Tensor in = test::random_tensor(xs, DType::kF32, 1).to(Device::kCUDA, DType::kBF16);
+  const Tensor w = test::random_tensor(ws, DType::kF32, 2, -0.2, 0.2).to(Device::kCUDA, DType::kBF16);
+  const Shape s = conv2d_output_shape(xs, ws, cp);
+  const Tensor x = Tensor::empty(s, DType::kBF16, Device::kCUDA), stats = Tensor::empty({tiles, 64, 3}, DType::kF32, Device::kCUDA);
+  const size_t cws = conv2d_workspace_bytes(xs, ws, cp, DType::kBF16, Device::kCUDA);
+  conv2d_forward(in, w, nullptr, x, cp, cws ? Tensor::empty({int64_t(cws / 4 + 1)}, DType::kF32, Device::kCUDA) : Tensor{},
+                 {}, &stats);
+  const Tensor bn_ws =
+      Tensor::empty({int64_t(batchnorm_workspace_bytes(s, Device::kCUDA) / 4)}, DType::kF32, Device::kCUDA);
+  for (bool silu : {false, true}) {
+    SCOPED_TRACE(silu ? "silu" : "plain");
+    const BatchNormParams p = params_with_silu(silu);
+    const BnState st = random_state(64, DType::kF32, 7);
+    BnState a = {st.gamma.to(Device::kCUDA), st.beta.to(Device::kCUDA), st.running_mean.to(Device::kCUDA),
+                 st.running_var.to(Device::kCUDA), st.save_mean.to(Device::kCUDA), st.save_invstd.to(Device::kCUDA)};
+    BnState b = {a.gamma, a.beta, st.running_mean.to(Device::kCUDA), st.running_var.to(Device::kCUDA),
+                 st.save_mean.to(Device::kCUDA), st.save_invstd.to(Device::kCUDA)};
+    const Tensor ya = Tensor::empty(s, DType::kBF16, Device::kCUDA), yb = Tensor::empty(s, DType::kBF16, Device::kCUDA);
+    batchnorm_forward_train(x, a.gamma, a.beta, ya, a.running_mean, a.running_var, a.save_mean, a.save_invstd, p,
+                            {}, bn_ws);
+    batchnorm_forward_train(x, b.gamma, b.beta, yb, b.running_mean, b.running_var, b.save_mean, b.save_invstd, p,
+                            {}, bn_ws, &stats);
+    synchronize();
+    test::expect_close(b.save_mean, a.save_mean, 1e-6, 1e-5, "save_mean");
+    test::expect_close(b.save_invstd, a.save_invstd, 1e-6, 1e-5, "save_invstd");
+    test::expect_close(b.running_mean, a.running_mean, 1e-6, 1e-5, "running_mean");
+    test::expect_close(b.running_var, a.running_var, 1e-6, 1e-5, "running_var");
+    // bf16 outputs: one rounding of values that differ by ~1e-5 relative: a unit at most.
+    test::expect_close(yb, ya, 1e-2, 1e-2, "y");
+  }
+}
+
 // The sliced reductions' plan: from the shape alone, on CUDA only.
 TEST(BatchNorm, WorkspacePlan) {
   EXPECT_EQ(batchnorm_workspace_bytes({64, 160, 160, 64}, Device::kCPU), 0u);
@@ -526,6 +569,14 @@ TEST(BatchNorm, BadArgumentsNameTheOpAndShapes) {
   BnState st = random_state(4, DType::kF32, 3);
   const Tensor c5 = Tensor::empty({5}, DType::kF32, Device::kCPU);
 
+  // Statistics from conv tiles: CUDA with a workspace only.
+  const Tensor tiles = Tensor::empty({2, 4, 3}, DType::kF32, Device::kCPU);
+  test::expect_error(
+      [&] {
+        batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
+                                st.save_invstd, p, {}, {}, &tiles);
+      },
+      {"batchnorm_forward_train", "tile_stats needs CUDA tensors and the workspace"});
   // Shape mismatches: a (C) tensor of the wrong length, y or dx not shaped like x, x not NHWC.
   test::expect_error(
       [&] {

@@ -395,6 +395,47 @@ TEST(Conv2d, GpuMatchesCpu) {
   }
 }
 
+// The tensor-core forward's per-tile column statistics (for the batch norm after it): each
+// tile of kBM rows and each channel, (count, mean, M2) of y as stored, against double sums
+// over the same bf16 values; y itself unchanged by asking for them. Rows: a partial last
+// tile (M = 2 * 13 * 17 = 442), channels 24 (narrow tile), 136 (three wide N tiles).
+TEST(Conv2d, GpuTileStatsDescribeTheOutput) {
+  VT_REQUIRE_GPU();
+  const ParityCase cases[] = {
+      {"k3 s1 p1, 24 channels", {2, 13, 17, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}},
+      {"k1, 136 channels", {2, 13, 17, 48}, {136, 1, 1, 48}, {}},
+  };
+  for (const ParityCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
+    const int64_t tiles = conv2d_tile_stats_tiles(c.x, c.w, c.p, DType::kBF16, Device::kCUDA);
+    const int64_t m = ys[0] * ys[1] * ys[2], cout = c.w[0];
+    ASSERT_EQ(tiles, (m + 127) / 128) << "the tensor-core path should run here";
+    const Tensor x = test::random_tensor(c.x, DType::kF32, 1).to(Device::kCUDA, DType::kBF16);
+    const Tensor w = test::random_tensor(c.w, DType::kF32, 2).to(Device::kCUDA, DType::kBF16);
+    const Tensor b = test::random_tensor({cout}, DType::kF32, 3, 1, 2).to(Device::kCUDA);
+    const Tensor y1 = run_forward(x, w, &b, c.p);
+    const Tensor y = Tensor::empty(ys, DType::kBF16, Device::kCUDA);
+    const Tensor stats = Tensor::empty({tiles, cout, 3}, DType::kF32, Device::kCUDA);
+    conv2d_forward(x, w, &b, y, c.p, make_workspace(x, w, c.p), {}, &stats);
+    synchronize();
+    const std::vector<double> yv = values(y), sv = values(stats);
+    EXPECT_EQ(yv, values(y1)) << "y changed by the statistics";
+    for (int64_t t = 0; t < tiles; ++t)
+      for (int64_t n = 0; n < cout; ++n) {
+        double count = 0, sum = 0, sq = 0;
+        for (int64_t r = t * 128; r < std::min(m, (t + 1) * 128); ++r) ++count, sum += yv[r * cout + n];
+        const double mean = sum / count;
+        for (int64_t r = t * 128; r < std::min(m, (t + 1) * 128); ++r) sq += (yv[r * cout + n] - mean) * (yv[r * cout + n] - mean);
+        const double* got = &sv[(t * cout + n) * 3];
+        ASSERT_EQ(got[0], count) << "tile " << t << " channel " << n;
+        // fp32 Welford over <= 128 values of size ~3 against double sums: ~1e-6 relative.
+        ASSERT_NEAR(got[1], mean, 1e-5 * (1 + std::abs(mean))) << "tile " << t << " channel " << n;
+        ASSERT_NEAR(got[2], sq, 1e-4 * (1 + sq)) << "tile " << t << " channel " << n;
+      }
+  }
+}
+
 // An empty batch is legal and does nothing.
 TEST(Conv2d, EmptyBatch) {
   const Tensor x = Tensor::empty({0, 5, 5, 3}, DType::kF32, Device::kCPU);
@@ -419,6 +460,11 @@ TEST(Conv2d, BadArgumentsNameTheOpAndShapes) {
   const Tensor ws = make_workspace(x, w, p);
   const Tensor y = Tensor::empty({2, 8, 8, 6}, f32, cpu);
 
+  // Tile statistics: the CUDA tensor-core path only.
+  EXPECT_EQ(conv2d_tile_stats_tiles(x.shape(), w.shape(), p, f32, cpu), 0);
+  const Tensor stats = Tensor::empty({1, 6, 3}, f32, cpu);
+  test::expect_error([&] { conv2d_forward(x, w, &b, y, p, ws, {}, &stats); },
+                     {"conv2d_forward", "tile_stats needs the CUDA tensor-core path"});
   // Output shape mismatch.
   const Tensor y_bad = Tensor::empty({2, 7, 7, 6}, f32, cpu);
   test::expect_error(

@@ -490,6 +490,34 @@ TEST(Model, GpuMatchesCpu) {
     }
 }
 
+// BN statistics from the convs' epilogues (ModelOptions::conv_stats) against BN's own pass,
+// bf16 on the GPU: the same step up to fp32 summation order in the statistics, which bf16
+// rounding through ~40 layers turns into differences of a few 1e-3.
+TEST(Model, GpuConvStatsMatchBatchNormPass) {
+  VT_REQUIRE_GPU();
+  ModelOptions o = options(Device::kCUDA, DType::kBF16, 3, 96, 9);
+  Model with(spec("yolov8-tiny.yaml", 5), o);
+  o.conv_stats = false;
+  Model without(spec("yolov8-tiny.yaml", 5), o);
+  const GraphOp& first = with.graph().ops[1];  // the stem conv: 3 -> 8 channels, stride 2
+  ASSERT_EQ(first.kind, OpKind::kConv);
+  ASSERT_GT(conv2d_tile_stats_tiles(with.graph().acts[first.inputs[0]].shape,
+                                    with.graph().params[first.weight].shape, first.conv, DType::kBF16,
+                                    Device::kCUDA),
+            0)
+      << "the tensor-core path (and the statistics) should run here";
+  const std::vector<Tensor> r = loss_weights(with);
+  for (Model* m : {&with, &without}) {
+    set_images(*m, 6);
+    train_step(*m, r);
+  }
+  for (size_t l = 0; l < 3; ++l)
+    EXPECT_LT(relative_l2(test::values(with.outputs()[l]), test::values(without.outputs()[l])), 2e-2)
+        << "output " << l;
+  EXPECT_LT(relative_l2(test::values(with.grads()), test::values(without.grads())), 2e-2) << "grads";
+  EXPECT_LT(relative_l2(test::values(with.bn_stats()), test::values(without.bn_stats())), 1e-3) << "bn_stats";
+}
+
 // The training step's device work replayed from CUDA graphs gives the eager step's
 // gradients bit for bit, and keeps doing so on new images copied into the same input (the
 // kernels are deterministic, so any difference is the capture's).
