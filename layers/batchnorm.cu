@@ -7,7 +7,7 @@
 // the backward kernel reduces sum(dy) and sum(dy * xhat) first and then writes dx. That is
 // few blocks when C is small and M large: correct, not fast; with a workspace the training
 // passes take the sliced path below instead, whose forward statistics may also come from the
-// per-tile partials the conv before it left (tile_stats_kernel: x is then read once). The
+// per-tile partials the conv before it left (TileRows: x is then read once). The
 // eval forward and the eval dx are elementwise.
 // Every kernel that reads or writes the BN output is templated on kSiLU, the fused SiLU of
 // BatchNormParams::silu: the forward applies it before the store, the backward takes dy back
@@ -162,17 +162,34 @@ __global__ void backward_eval_dx_kernel(const T* x, const T* dy, const float* ga
 // sum g and sum g xhat -> dgamma, dbeta and the totals dx needs; dx elementwise. Same results
 // as the single-block kernels above up to the order of the fp32 operations.
 
-// part: (S, C) MeanM2 (three floats each). Grid (channel groups, S), block (kChannels, kRows).
+// The rows slice_stats_kernel folds per channel: x's values (BN's own pass), or the per-tile
+// statistics a convolution left, (T, C) MeanM2, which are combined the same way.
 template <class T>
-__global__ void slice_stats_kernel(const T* x, MeanM2* part, int64_t m_count, int64_t c_count,
-                                   int64_t slice_len) {
+struct XRows {
+  const T* x;
+  __device__ void fold(MeanM2& acc, int64_t row, int64_t c, int64_t c_count) const {
+    acc.add(to_f32(x[row * c_count + c]));
+  }
+};
+struct TileRows {
+  const MeanM2* tiles;
+  __device__ void fold(MeanM2& acc, int64_t row, int64_t c, int64_t c_count) const {
+    acc = combine(acc, tiles[row * c_count + c]);
+  }
+};
+
+// part: (S, C) MeanM2 (three floats each), slice z folding rows [z len, (z + 1) len) of
+// `rows` (count rows in all), each thread row every kRows-th of them in order, then
+// column_combine. Grid (channel groups, S), block (kChannels, kRows).
+template <class Rows>
+__global__ void slice_stats_kernel(Rows rows, MeanM2* part, int64_t count, int64_t c_count, int64_t slice_len) {
   __shared__ MeanM2 red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * slice_len, m1 = min(m_count, m0 + slice_len);
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * slice_len, r1 = min(count, r0 + slice_len);
   MeanM2 acc{0.f, 0.f, 0.f};
   if (active)
-    for (int64_t m = m0 + threadIdx.y; m < m1; m += kRows) acc.add(to_f32(x[m * c_count + c]));
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRows) rows.fold(acc, r, c, c_count);
   acc = column_combine(acc, red);
   if (active && threadIdx.y == 0) part[blockIdx.y * c_count + c] = acc;
 }
@@ -204,22 +221,6 @@ __global__ void slice_grad_sums_kernel(const T* x, const T* dy, const float* mea
     part_a[blockIdx.y * c_count + c] = a;
     part_b[blockIdx.y * c_count + c] = b;
   }
-}
-
-// The per-tile statistics a convolution left (tiles: (T, C)) folded into S slice partials
-// like slice_stats_kernel's: slice z combines tiles [z len, (z + 1) len), each thread row
-// every kRows-th of them in order, then column_combine. Grid and block as slice_stats_kernel.
-__global__ void tile_stats_kernel(const MeanM2* tiles, MeanM2* part, int64_t tile_count, int64_t c_count,
-                                  int64_t slice_len) {
-  __shared__ MeanM2 red[kRows][kChannels];
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
-  const bool active = c < c_count;
-  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * slice_len, t1 = min(tile_count, t0 + slice_len);
-  MeanM2 acc{0.f, 0.f, 0.f};
-  if (active)
-    for (int64_t t = t0 + threadIdx.y; t < t1; t += kRows) acc = combine(acc, tiles[t * c_count + c]);
-  acc = column_combine(acc, red);
-  if (active && threadIdx.y == 0) part[blockIdx.y * c_count + c] = acc;
 }
 
 // The S slice partials of each channel, combined in slice order: mean, biased variance,
@@ -344,10 +345,11 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
         MeanM2* part = reinterpret_cast<MeanM2*>(workspace);
         if (tile_stats) {
           const int64_t tiles = tile_stats->dim(0);
-          tile_stats_kernel<<<grid, channel_block(), 0, st>>>(reinterpret_cast<const MeanM2*>(tile_stats->raw()),
-                                                              part, tiles, c_count, (tiles + slices - 1) / slices);
+          slice_stats_kernel<<<grid, channel_block(), 0, st>>>(
+              TileRows{reinterpret_cast<const MeanM2*>(tile_stats->raw())}, part, tiles, c_count,
+              (tiles + slices - 1) / slices);
         } else {
-          slice_stats_kernel<T><<<grid, channel_block(), 0, st>>>(x.data<T>(), part, m_count, c_count, len);
+          slice_stats_kernel<<<grid, channel_block(), 0, st>>>(XRows<T>{x.data<T>()}, part, m_count, c_count, len);
         }
         VT_LAUNCH_CHECK();
         stats_kernel<<<grid_for(c_count), kThreads, 0, st>>>(
