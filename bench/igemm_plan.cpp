@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
                         "How the tensor-core convolutions tile a model's convs (no GPU needed)");
   // clang-format off
   opts.add_options()
-    ("models", "model specs, comma-separated", cxxopts::value<std::string>()->default_value("configs/yolov8n.yaml,configs/yolov8s.yaml"))
+    ("models", "model specs, comma-separated",
+     cxxopts::value<std::string>()->default_value("configs/yolov8n.yaml,configs/yolov8s.yaml"))
     ("batch", "batch size", cxxopts::value<int64_t>()->default_value("64"))
     ("imgsz", "image side", cxxopts::value<int64_t>()->default_value("640"))
     ("quiet", "totals only")

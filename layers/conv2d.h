@@ -13,8 +13,8 @@
 // Forward overwrites y. Backward ACCUMULATES: dx += dL/dx, dw += dL/dw, db += dL/db, so
 // the caller zeroes the buffers once per step; any of dx, dw, db may be null (e.g. no dx for
 // the first layer). With overwrite_dx, backward writes dx = dL/dx instead (for an input no
-// other op reads: dx then needs no zeroing, and the GPU skips reading it). dw and db are param_dtype (f32 on CUDA even for bf16 runs, f64 in the
-// CPU f64 mode).
+// other op reads: dx then needs no zeroing, and the GPU skips reading it). dw and db are
+// param_dtype (f32 on CUDA even for bf16 runs, f64 in the CPU f64 mode).
 //
 // Workspace: scratch memory the caller allocates once, up front (static memory plan), of
 // at least conv2d_workspace_bytes() bytes, as a tensor of any storage type on the op's

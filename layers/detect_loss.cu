@@ -71,7 +71,8 @@ __device__ Anchor locate(const D& d, int64_t a) {
   int stride = d.level_stride[0];
 #pragma unroll
   for (int k = 1; k < D::kMaxLevels; ++k)
-    if (k < d.levels && a >= d.level_begin[k]) l = k, begin = d.level_begin[k], w = d.level_w[k], stride = d.level_stride[k];
+    if (k < d.levels && a >= d.level_begin[k])
+      l = k, begin = d.level_begin[k], w = d.level_w[k], stride = d.level_stride[k];
   const int64_t local = a - begin;
   return {l, local, w, static_cast<float>(local % w) + 0.5f, static_cast<float>(local / w) + 0.5f,
           static_cast<float>(stride)};

@@ -56,6 +56,7 @@ Model::Model(const ModelSpec& spec, const ModelOptions& options)
   graph_ = build_model_graph(spec, options.batch, options.imgsz);
   find_fusions();
   find_overwrites();
+  find_conv_stats();
   plan_memory();
   bind();
   init(options.seed);
@@ -97,16 +98,19 @@ void Model::find_fusions() {
   }
 }
 
-// The tiles of conv op i's statistics for the BN right after it (ModelOptions::conv_stats),
+// Per conv op, the tiles of its statistics for the BN right after it (ModelOptions::conv_stats),
 // or 0: that BN reads the conv's output alone, and the conv runs on the tensor cores.
-int64_t Model::stats_tiles(size_t i) const {
-  if (!opt_.conv_stats || i + 1 >= graph_.ops.size()) return 0;
-  const GraphOp &conv = graph_.ops[i], &bn = graph_.ops[i + 1];
-  if (conv.kind != OpKind::kConv || bn.kind != OpKind::kBatchNorm || bn.inputs[0] != conv.outputs[0] ||
-      readers()[conv.outputs[0]] != 1)
-    return 0;
-  return conv2d_tile_stats_tiles(graph_.acts[conv.inputs[0]].shape, graph_.params[conv.weight].shape, conv.conv,
-                                 opt_.dtype, opt_.device);
+void Model::find_conv_stats() {
+  stats_tiles_.assign(graph_.ops.size(), 0);
+  if (!opt_.conv_stats) return;
+  const std::vector<int> readers = this->readers();
+  for (size_t i = 0; i + 1 < graph_.ops.size(); ++i) {
+    const GraphOp &conv = graph_.ops[i], &bn = graph_.ops[i + 1];
+    if (conv.kind == OpKind::kConv && bn.kind == OpKind::kBatchNorm && bn.inputs[0] == conv.outputs[0] &&
+        readers[conv.outputs[0]] == 1)
+      stats_tiles_[i] = conv2d_tile_stats_tiles(graph_.acts[conv.inputs[0]].shape,
+                                                graph_.params[conv.weight].shape, conv.conv, opt_.dtype, opt_.device);
+  }
 }
 
 // An activation that needs a gradient and that one op alone reads, once, where that op's
@@ -194,7 +198,7 @@ void Model::plan_memory() {
                                                o.conv, dt, opt_.device));
     if (o.kind == OpKind::kBatchNorm)
       ws = std::max(ws, batchnorm_workspace_bytes(graph_.acts[o.inputs[0]].shape, opt_.device));
-    if (const int64_t tiles = stats_tiles(i); tiles > 0)
+    if (const int64_t tiles = stats_tiles_[i]; tiles > 0)
       ws = std::max(ws, stats_offset(graph_.acts[o.outputs[0]].shape, opt_.device) +
                             static_cast<size_t>(tiles * graph_.acts[o.outputs[0]].shape[3]) * sizeof(MeanM2));
   }
@@ -230,12 +234,11 @@ void Model::bind() {
     b.silu = i + 1 < graph_.ops.size() && absorbed_[i + 1];
     for (int a : op.inputs) b.overwrite.push_back(overwritten_[a]);
     // A conv feeding its BN's statistics, and that BN: the same view of the workspace.
-    for (size_t conv_op : {i, i - 1}) {
-      const int64_t tiles = conv_op < graph_.ops.size() ? stats_tiles(conv_op) : 0;
-      if (tiles == 0) continue;
+    const size_t conv_op = stats_tiles_[i] > 0 ? i : i - 1;  // this conv, or the conv before this BN
+    if (conv_op < graph_.ops.size() && stats_tiles_[conv_op] > 0) {
       const Shape& y = graph_.acts[graph_.ops[conv_op].outputs[0]].shape;
       const int64_t off = static_cast<int64_t>(stats_offset(y, opt_.device) / sizeof(float));
-      b.tile_stats = slice(workspace_, off, {tiles, y[3], 3});
+      b.tile_stats = slice(workspace_, off, {stats_tiles_[conv_op], y[3], 3});
     }
     const std::vector<int>& outputs = b.silu ? graph_.ops[i + 1].outputs : op.outputs;
     for (int a : op.inputs) b.x.push_back(act[a]), b.dx.push_back(dact[a]);

@@ -177,7 +177,7 @@ class Model {
   std::vector<int> readers() const;
   void find_fusions();
   void find_overwrites();
-  int64_t stats_tiles(size_t conv_op) const;
+  void find_conv_stats();
   void plan_memory();
   void bind();
   void forward_op(const BoundOp& o, bool train, Stream s);
@@ -198,6 +198,7 @@ class Model {
   std::vector<bool> absorbed_;        // per graph op: a SiLU run inside the BN before it
   std::vector<bool> elided_;          // per activation: a fused BN's output, never stored
   std::vector<bool> overwritten_;     // per activation: its gradient written by its one reader
+  std::vector<int64_t> stats_tiles_;  // per graph op: a conv's tiles of statistics for the BN after it, or 0
   int64_t zeroed_ = 0;                // the arena's first zeroed_ elements: gradients added into
   OpHook hook_;
   std::vector<BufferId> act_ids_;

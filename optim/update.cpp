@@ -117,15 +117,15 @@ StepValues::StepValues(Device dev, DType dt) {
   VT_CHECK(dt == DType::kF32 || (dev == Device::kCPU && dt == DType::kF64), "StepValues: the updates are f32",
            dev == Device::kCPU ? " or f64" : "", " on ", device_name(dev), ", not ", dtype_name(dt));
   buf_ = Tensor::empty({kCount}, dt, dev);
+  host_ = Tensor::empty({kCount}, dt, Device::kCPU);
 }
 
 void StepValues::set(const StepHyper& h, const GradClip& clip, double ema_decay, const char* op) {
   check_hyper(op, h, clip, buf_.device(), buf_.dtype());
   VT_CHECK(ema_decay >= 0 && ema_decay <= 1, op, ": decay ", ema_decay, " is not in [0, 1]");
-  Tensor host = Tensor::empty({kCount}, buf_.dtype(), Device::kCPU);
-  if (buf_.dtype() == DType::kF32) *host.data<StepValuesOf<float>>() = values_of<float>(h, clip, ema_decay);
-  else *host.data<StepValuesOf<double>>() = values_of<double>(h, clip, ema_decay);
-  copy(host, buf_);
+  if (buf_.dtype() == DType::kF32) *host_.data<StepValuesOf<float>>() = values_of<float>(h, clip, ema_decay);
+  else *host_.data<StepValuesOf<double>>() = values_of<double>(h, clip, ema_decay);
+  copy(host_, buf_);
   sumsq_ = clip.grad_sumsq;
 }
 
@@ -136,7 +136,8 @@ void sgd_step(const StepValues& k, const Tensor& params, const Tensor& grads, co
   check_values(op, k, {"params", params});
   check_groups(op, params, groups);
   if (params.numel() == 0) return;
-  if (params.is_cuda()) VT_CUDA_CALL(op, cuda::sgd_step(k.buffer(), k.grad_sumsq(), params, grads, groups, momentum_buf, s));
+  if (params.is_cuda())
+    VT_CUDA_CALL(op, cuda::sgd_step(k.buffer(), k.grad_sumsq(), params, grads, groups, momentum_buf, s));
   else cpu::sgd_step(k.buffer(), k.grad_sumsq(), params, grads, groups, momentum_buf);
 }
 

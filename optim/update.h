@@ -86,7 +86,7 @@ struct StepValuesOf {
 // The step values of updates of params with storage type dt on dev (f32, or f64 on the CPU).
 class StepValues {
  public:
-  // Allocates the buffer: make one before the steps, not inside one.
+  // Allocates the buffer and its host staging copy: make one before the steps, not inside one.
   StepValues(Device dev, DType dt);
   // Checks h and clip (errors name `op`) and writes the values. The copy is synchronous and,
   // on CUDA, ordered after the work already queued on the legacy default stream and on
@@ -99,7 +99,7 @@ class StepValues {
   static constexpr int64_t kCount = sizeof(StepValuesOf<float>) / sizeof(float);
 
  private:
-  Tensor buf_;
+  Tensor buf_, host_;  // (kCount) on dev, and on the host for set()
   const Tensor* sumsq_ = nullptr;
 };
 

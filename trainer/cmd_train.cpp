@@ -47,7 +47,8 @@ int cmd_train(int argc, char** argv) {
     ("bucket-mb", "gradient bucket size, MB", cxxopts::value<double>()->default_value("25"))
     ("first-bucket-mb", "size of the first (earliest-ready) bucket, MB", cxxopts::value<double>()->default_value("1"))
     ("comm-timeout", "seconds a collective may take before the watchdog aborts the job (0: never)", cxxopts::value<double>()->default_value("300"))
-    ("cuda-graph", "replay each training step (forward, loss, backward, optimizer, EMA) as CUDA graphs (GPU, no --trace; with several ranks backward and the all-reduces stay eager)")
+    ("cuda-graph", "replay each training step (forward, loss, backward, optimizer, EMA) as CUDA graphs "
+                   "(GPU, no --trace; with several ranks backward and the all-reduces stay eager)")
     ("trace", "write a Chrome trace (Perfetto) of the first --trace-steps steps of every rank", cxxopts::value<std::string>())
     ("trace-steps", "steps to trace", cxxopts::value<int64_t>()->default_value("20"))
     ("resume", "continue a run: auto (the newest checkpoint of --out that verifies) or a checkpoint file", cxxopts::value<std::string>())

@@ -189,51 +189,43 @@ BatchNormParams params_with_silu(bool silu) {
   return p;
 }
 
-TEST(BatchNorm, GradientCheckTrainDouble) {
+// Finite-difference check of the training (batch statistics) or eval (running statistics)
+// forward and backward, without and with the fused SiLU; x has a non-zero mean, as after a
+// convolution.
+void check_bn_gradients(bool train, uint64_t x_seed, uint64_t state_seed) {
   for (const Shape& s : {Shape{2, 3, 5, 4}, Shape{1, 5, 3, 7}})
     for (bool silu : {false, true}) {
       SCOPED_TRACE(s.str() + (silu ? " silu" : ""));
       const BatchNormParams p = params_with_silu(silu);
-      // x with a non-zero mean, as after a convolution.
-      Tensor x = test::random_tensor(s, DType::kF64, 11, -1, 3);
-      BnState st = random_state(s[3], DType::kF64, 20);
-      // forward() rewrites save_mean and save_invstd; check_gradients runs it at the unperturbed
-      // inputs just before backward, so backward sees the statistics of those inputs.
+      Tensor x = test::random_tensor(s, DType::kF64, x_seed, -1, 3);
+      BnState st = random_state(s[3], DType::kF64, state_seed);
+      // The training forward rewrites save_mean and save_invstd; check_gradients runs it at the
+      // unperturbed inputs just before backward, so backward sees the statistics of those inputs.
       test::check_gradients(
           {x, st.gamma, st.beta}, {"x", "gamma", "beta"},
           [&] {
             Tensor y = zeros_like(x);
-            batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
-                                    st.save_invstd, p);
+            if (train)
+              batchnorm_forward_train(x, st.gamma, st.beta, y, st.running_mean, st.running_var, st.save_mean,
+                                      st.save_invstd, p);
+            else
+              batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y, p);
             return std::vector<Tensor>{y};
           },
           [&](const std::vector<Tensor>& dy, std::vector<Tensor>& g) {
-            batchnorm_backward(x, dy[0], st.gamma, st.beta, st.save_mean, st.save_invstd, &g[0], &g[1], &g[2],
-                               p);
+            if (train)
+              batchnorm_backward(x, dy[0], st.gamma, st.beta, st.save_mean, st.save_invstd, &g[0], &g[1], &g[2],
+                                 p);
+            else
+              batchnorm_backward_eval(x, dy[0], st.gamma, st.beta, st.running_mean, st.running_var, &g[0],
+                                      &g[1], &g[2], p);
           });
     }
 }
 
-TEST(BatchNorm, GradientCheckEvalDouble) {
-  for (const Shape& s : {Shape{2, 3, 5, 4}, Shape{1, 5, 3, 7}})
-    for (bool silu : {false, true}) {
-      SCOPED_TRACE(s.str() + (silu ? " silu" : ""));
-      const BatchNormParams p = params_with_silu(silu);
-      Tensor x = test::random_tensor(s, DType::kF64, 12, -1, 3);
-      BnState st = random_state(s[3], DType::kF64, 30);
-      test::check_gradients(
-          {x, st.gamma, st.beta}, {"x", "gamma", "beta"},
-          [&] {
-            Tensor y = zeros_like(x);
-            batchnorm_forward_eval(x, st.gamma, st.beta, st.running_mean, st.running_var, y, p);
-            return std::vector<Tensor>{y};
-          },
-          [&](const std::vector<Tensor>& dy, std::vector<Tensor>& g) {
-            batchnorm_backward_eval(x, dy[0], st.gamma, st.beta, st.running_mean, st.running_var, &g[0],
-                                    &g[1], &g[2], p);
-          });
-    }
-}
+TEST(BatchNorm, GradientCheckTrainDouble) { check_bn_gradients(true, 11, 20); }
+
+TEST(BatchNorm, GradientCheckEvalDouble) { check_bn_gradients(false, 12, 30); }
 
 // The fused op is BN followed by the SiLU op, in value and in every gradient, train and eval
 // (f64: the two differ only by the rounding of the intermediate u).
@@ -447,10 +439,11 @@ TEST(BatchNorm, GpuStatisticsFromConvTiles) {
   const Tensor in = test::random_tensor(xs, DType::kF32, 1).to(Device::kCUDA, DType::kBF16);
   const Tensor w = test::random_tensor(ws, DType::kF32, 2, -0.2, 0.2).to(Device::kCUDA, DType::kBF16);
   const Shape s = conv2d_output_shape(xs, ws, cp);
-  const Tensor x = Tensor::empty(s, DType::kBF16, Device::kCUDA), stats = Tensor::empty({tiles, 64, 3}, DType::kF32, Device::kCUDA);
+  const Tensor x = Tensor::empty(s, DType::kBF16, Device::kCUDA);
+  const Tensor stats = Tensor::empty({tiles, 64, 3}, DType::kF32, Device::kCUDA);
   const size_t cws = conv2d_workspace_bytes(xs, ws, cp, DType::kBF16, Device::kCUDA);
-  conv2d_forward(in, w, nullptr, x, cp, cws ? Tensor::empty({int64_t(cws / 4 + 1)}, DType::kF32, Device::kCUDA) : Tensor{},
-                 {}, &stats);
+  const Tensor conv_ws = cws ? Tensor::empty({int64_t(cws / 4 + 1)}, DType::kF32, Device::kCUDA) : Tensor{};
+  conv2d_forward(in, w, nullptr, x, cp, conv_ws, {}, &stats);
   const Tensor bn_ws =
       Tensor::empty({int64_t(batchnorm_workspace_bytes(s, Device::kCUDA) / 4)}, DType::kF32, Device::kCUDA);
   for (bool silu : {false, true}) {

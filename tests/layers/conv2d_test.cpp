@@ -424,9 +424,10 @@ TEST(Conv2d, GpuTileStatsDescribeTheOutput) {
     for (int64_t t = 0; t < tiles; ++t)
       for (int64_t n = 0; n < cout; ++n) {
         double count = 0, sum = 0, sq = 0;
-        for (int64_t r = t * 128; r < std::min(m, (t + 1) * 128); ++r) ++count, sum += yv[r * cout + n];
+        const int64_t r0 = t * 128, r1 = std::min(m, (t + 1) * 128);
+        for (int64_t r = r0; r < r1; ++r) ++count, sum += yv[r * cout + n];
         const double mean = sum / count;
-        for (int64_t r = t * 128; r < std::min(m, (t + 1) * 128); ++r) sq += (yv[r * cout + n] - mean) * (yv[r * cout + n] - mean);
+        for (int64_t r = r0; r < r1; ++r) sq += (yv[r * cout + n] - mean) * (yv[r * cout + n] - mean);
         const double* got = &sv[(t * cout + n) * 3];
         ASSERT_EQ(got[0], count) << "tile " << t << " channel " << n;
         // fp32 Welford over <= 128 values of size ~3 against double sums: ~1e-6 relative.

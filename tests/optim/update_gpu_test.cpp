@@ -155,7 +155,9 @@ TEST(OptimGpu, CapturedUpdatesReadEachStepsValues) {
     adamw_step(h, clip, eager.p, eager.g, eager.groups, eager.s1, eager.s2);
     k.set(h, clip);
     if (!graph.ready())
-      graph.capture(stream.get(), [&] { adamw_step(k, graphed.p, graphed.g, graphed.groups, graphed.s1, graphed.s2, stream.get()); });
+      graph.capture(stream.get(), [&] {
+        adamw_step(k, graphed.p, graphed.g, graphed.groups, graphed.s1, graphed.s2, stream.get());
+      });
     graph.launch(stream.get());
     synchronize(stream.get());
   }
