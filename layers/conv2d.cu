@@ -69,7 +69,8 @@ __global__ void forward_kernel(Conv2dDims d, const T* x, const T* w, const float
 // hi = ho stride_h - pad_h + kh, i.e. ho = (hi + pad_h - kh) / stride_h when that divides
 // exactly and lands in [0, Ho); likewise for wo; co runs over c's group.
 template <class T>
-__global__ void backward_dx_kernel(Conv2dDims d, const T* w, const T* dy, T* dx, bool overwrite, int64_t total) {
+__global__ void backward_dx_kernel(Conv2dDims d, const T* w, const T* dy, T* dx, bool overwrite,
+                                   int64_t total) {
   const int64_t w_co_stride = d.kh * d.kw * d.cin_g;  // w distance between output channels
   VT_GRID_STRIDE(i, total) {
     const int64_t c = i % d.cin;
@@ -175,7 +176,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
   const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
   if (tile_stats_available(d, x.dtype()))
     return conv2d_igemm_forward(d, x.data<bf16>(), w.data<bf16>(), b ? b->data<float>() : nullptr,
-                                y.data<bf16>(), stream_of(s), 0,
+                                y.data<bf16>(), stream_of(s),
                                 tile_stats ? reinterpret_cast<MeanM2*>(tile_stats->raw()) : nullptr);
   dispatch("conv2d_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -201,8 +202,8 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
     using T = decltype(tag);
     if (dx) {
       const int64_t total = dx->numel();
-      backward_dx_kernel<T>
-          <<<grid_for(total), kThreads, 0, st>>>(d, w.data<T>(), dy.data<T>(), dx->data<T>(), p.overwrite_dx, total);
+      backward_dx_kernel<T><<<grid_for(total), kThreads, 0, st>>>(d, w.data<T>(), dy.data<T>(), dx->data<T>(),
+                                                                  p.overwrite_dx, total);
       VT_LAUNCH_CHECK();
     }
     if (dw) {

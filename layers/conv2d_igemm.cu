@@ -1,21 +1,22 @@
 // Implicit-GEMM convolution on tensor cores (bf16 in, fp32 accumulate) for the three conv
-// products; the problems, tile geometry and loads are in conv2d_igemm.h. One kernel
-// template serves all three:
+// products; the problems, tile geometry, loads and fragment addressing are in
+// conv2d_igemm.h. One kernel template serves all three:
 //   grid (M tiles, N tiles, slices of K); C tile 128 x 64 over 256 threads = 8 warps, or
-//   128 x 32 over 4 warps when N <= 32 (conv2d_igemm.h: Tile);
-//   per K step of 32: every thread loads its vectors of A and B (8 bf16 each) into
-//   registers while the warps multiply the previous step's tiles from shared memory
-//   (two shared buffers, one __syncthreads per step), each warp 2 x 2 WMMA 16x16x16 MMAs
-//   per 16 of K;
+//   128 x 32 over 4 warps when N <= 32 (conv2d_igemm.h: Tile); each warp a 32 x 32 region,
+//   per 16 of K two ldmatrix.x4 of A, two of B and 8 mma.sync m16n8k16;
+//   operands, per K step of 32:
+//     Async (vector problems): each thread's vectors copied global -> shared by cp.async
+//     (16 bytes, zero-filled where the walk says -1), kStages steps in flight, one
+//     __syncthreads per step; the addresses come from the walks, no division in the loop;
+//     registers (the rest): every thread loads its vectors into registers while the warps
+//     multiply the previous step's tiles, then stores them to the other shared buffer;
 //   epilogue: the fp32 accumulators staged through shared memory (reusing the operand
 //   buffers), then written row by row, coalesced along N, through the problem's store
 //   (bias add, dx accumulate, or the weight-gradient slice's partial); for a forward with
 //   statistics, also each column's (count, mean, M2) over the tile's stored values.
-// Deterministic: fixed order everywhere, no atomics. Needs sm_80+ (bf16 WMMA); the
+// Deterministic: fixed order everywhere, no atomics. Needs sm_80+ (bf16 mma, cp.async); the
 // dispatcher (conv2d.cu) falls back to the direct kernels elsewhere.
-#include <mma.h>
-
-#include <type_traits>
+#include <cstdint>
 
 #include "layers/conv2d_igemm.cuh"
 #include "layers/cuda_common.cuh"
@@ -25,109 +26,220 @@ namespace {
 
 using namespace vt::igemm;
 
-// At most 128 registers a thread (ptxas -v), so two wide or four narrow blocks share an SM.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared, asynchronously; zeros instead when !live (nothing is read).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool live) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(live ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+template <bool Trans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  if constexpr (Trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+// d (16 x 8, f32) += a (16 x 16, bf16) b (16 x 8, bf16).
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// One warp's 32 x 32 region over one K step of the shared tiles at a_tile / b_tile (shared
+// addresses): acc[i][j] is the m16n8 fragment at rows 16 i, columns 8 j of the region.
 template <class P, class TS>
+__device__ __forceinline__ void warp_mma(uint32_t a_tile, uint32_t b_tile, int wm, int wn, int lane,
+                                         float (&acc)[2][4][4]) {
+  using ATile = OperandTile<P::kAKContig, TS::kBM>;
+  using BTile = OperandTile<P::kBKContig, TS::kBN>;
+#pragma unroll
+  for (int kk = 0; kk < kBK; kk += 16) {
+    uint32_t fa[2][4], fb[2][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+      ldmatrix_x4<!P::kAKContig>(fa[i], a_tile + 2 * ATile::ldsm_a(lane, wm * 32 + i * 16, kk));
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      ldmatrix_x4<!P::kBKContig>(fb[h], b_tile + 2 * BTile::ldsm_b(lane, wn * 32 + h * 16, kk));
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        mma_16816(acc[i][j], fa[i], fb[j / 2][(j % 2) * 2], fb[j / 2][(j % 2) * 2 + 1]);
+  }
+}
+#endif
+
+// At most 128 registers a thread (ptxas -v), so two wide or four narrow blocks share an SM.
+template <class P, class TS, bool Async>
 __global__ void __launch_bounds__(TS::kThreads, 512 / TS::kThreads) igemm_kernel(P p, int k_chunk) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  namespace wmma = nvcuda::wmma;
   constexpr int kBM = TS::kBM, kBN = TS::kBN, kThreads = TS::kThreads, kLdC = TS::kLdC;
   constexpr int kASlots = TS::kASlots, kBSlots = TS::kBSlots;
-  using ATile = OperandTile<P::kAK, kBM>;
-  using BTile = OperandTile<P::kBK, kBN>;
-  constexpr int kOperandBytes = 2 * (ATile::kElems + BTile::kElems) * int(sizeof(bf16));
-  constexpr int kCBytes = kBM * kLdC * int(sizeof(float));
+  using ATile = OperandTile<P::kAKContig, kBM>;
+  using BTile = OperandTile<P::kBKContig, kBN>;
+  constexpr int kBuffers = Async ? kStages : 2;
+  constexpr int kABytes = ATile::kElems * int(sizeof(bf16)), kBBytes = BTile::kElems * int(sizeof(bf16));
+  constexpr int kOperandBytes = kBuffers * (kABytes + kBBytes);
+  constexpr int kGroups = kThreads / kBN;  // row groups of the column statistics
+  constexpr int kCBytes =
+      kBM * kLdC * int(sizeof(float)) + (P::kColumnStats ? kGroups * kBN * int(sizeof(MeanM2)) : 0);
   __shared__ __align__(128) unsigned char smem[kOperandBytes > kCBytes ? kOperandBytes : kCBytes];
-  // Shared buffers: A0, A1, B0, B1. Addressed by arithmetic on `buf`, not through an array of
-  // pointers, which a run-time index would put in local memory.
-  bf16* const a_base = reinterpret_cast<bf16*>(smem);
-  bf16* const b_base = a_base + 2 * ATile::kElems;
-  auto a_buf = [&](int buf) { return a_base + buf * ATile::kElems; };
-  auto b_buf = [&](int buf) { return b_base + buf * BTile::kElems; };
+  // Buffers A0 .. A(kBuffers - 1), then the B ones, addressed by arithmetic (shared addresses).
+  const uint32_t a_base = shared_address(smem), b_base = a_base + kBuffers * kABytes;
 
   const int m0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN, slice = blockIdx.z;
   const int k_begin = slice * k_chunk, k_end = min(p.K, k_begin + k_chunk);
   const int steps = (k_end - k_begin + kBK - 1) / kBK;  // <= 0 for an empty slice: its partial is 0
-  const int t = threadIdx.x, warp = t / 32, wm = warp / TS::kWarpsN, wn = warp % TS::kWarpsN;
+  const int t = threadIdx.x, lane = t % 32, warp = t / 32, wm = warp / TS::kWarpsN, wn = warp % TS::kWarpsN;
 
-  // This thread's vectors: tile coordinates (fixed) and registers for the next K step.
-  // Every loop over the slots is unrolled, so these arrays stay in registers.
+  // This thread's vectors: tile coordinates, fixed for the whole loop. Every loop over the
+  // slots is unrolled, so the per-slot arrays stay in registers.
   int a_mn[kASlots], a_k[kASlots], b_mn[kBSlots], b_k[kBSlots];
 #pragma unroll
   for (int s = 0; s < kASlots; ++s) ATile::slot(t + s * kThreads, a_mn[s], a_k[s]);
 #pragma unroll
   for (int s = 0; s < kBSlots; ++s) BTile::slot(t + s * kThreads, b_mn[s], b_k[s]);
-  Vec8<bf16> ra[kASlots], rb[kBSlots];
-  auto a_fast = [&](int m, int k, Vec8<bf16>& v) { return p.a_fast(m, k, v); };
-  auto a_elem = [&](int m, int k) { return p.a(m, k); };
-  auto b_fast = [&](int n, int k, Vec8<bf16>& v) { return p.b_fast(n, k, v); };
-  auto b_elem = [&](int n, int k) { return p.b(k, n); };
-  auto load = [&](int k0) {
-#pragma unroll
-    for (int s = 0; s < kASlots; ++s) ra[s] = load8<P::kAK, bf16>(m0 + a_mn[s], k0 + a_k[s], a_fast, a_elem);
-#pragma unroll
-    for (int s = 0; s < kBSlots; ++s) rb[s] = load8<P::kBK, bf16>(n0 + b_mn[s], k0 + b_k[s], b_fast, b_elem);
-  };
-  auto stash = [&](int buf) {
-#pragma unroll
-    for (int s = 0; s < kASlots; ++s)
-      *reinterpret_cast<Vec8<bf16>*>(a_buf(buf) + ATile::index(a_mn[s], a_k[s])) = ra[s];
-#pragma unroll
-    for (int s = 0; s < kBSlots; ++s)
-      *reinterpret_cast<Vec8<bf16>*>(b_buf(buf) + BTile::index(b_mn[s], b_k[s])) = rb[s];
-  };
 
-  using ALayout = std::conditional_t<P::kAK, wmma::row_major, wmma::col_major>;
-  using BLayout = std::conditional_t<P::kBK, wmma::col_major, wmma::row_major>;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  float acc[2][4][4];
+#pragma unroll
   for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-  load(k_begin);
-  stash(0);
-  __syncthreads();
-  for (int step = 0; step < steps; ++step) {
-    const int buf = step & 1;
-    if (step + 1 < steps) load(k_begin + (step + 1) * kBK);  // in flight during the MMAs
-    for (int kk = 0; kk < kBK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, ALayout> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, BLayout> fb[2];
-      for (int i = 0; i < 2; ++i)
-        wmma::load_matrix_sync(fa[i], a_buf(buf) + ATile::index(wm * 32 + i * 16, kk), ATile::kLd);
-      for (int j = 0; j < 2; ++j)
-        wmma::load_matrix_sync(fb[j], b_buf(buf) + BTile::index(wn * 32 + j * 16, kk), BTile::kLd);
-      for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+  if constexpr (Async) {
+    typename P::AWalk wa[kASlots];
+    typename P::BWalk wb[kBSlots];
+#pragma unroll
+    for (int s = 0; s < kASlots; ++s) wa[s] = p.a_walk(m0 + a_mn[s], k_begin + a_k[s]);
+#pragma unroll
+    for (int s = 0; s < kBSlots; ++s) wb[s] = p.b_walk(n0 + b_mn[s], k_begin + b_k[s]);
+    const bf16* const a_src = p.a_src();
+    const bf16* const b_src = p.b_src();
+    // Copies the next K step into buffer `buf` and moves the walks on.
+    auto issue = [&](int buf) {
+#pragma unroll
+      for (int s = 0; s < kASlots; ++s) {
+        const int64_t o = p.a_at(wa[s]);
+        cp_async16(a_base + buf * kABytes + 2 * ATile::index(a_mn[s], a_k[s]), a_src + (o < 0 ? 0 : o),
+                   o >= 0);
+        p.a_next(wa[s]);
+      }
+#pragma unroll
+      for (int s = 0; s < kBSlots; ++s) {
+        const int64_t o = p.b_at(wb[s]);
+        cp_async16(b_base + buf * kBBytes + 2 * BTile::index(b_mn[s], b_k[s]), b_src + (o < 0 ? 0 : o),
+                   o >= 0);
+        p.b_next(wb[s]);
+      }
+    };
+    // Group g holds K step g (empty groups past the end keep the count uniform).
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < steps) issue(s);
+      cp_async_commit();
     }
-    if (step + 1 < steps) stash(buf ^ 1);
+    int buf = 0, next_buf = kStages - 1;
+    for (int step = 0; step < steps; ++step) {
+      cp_async_wait<kStages - 2>();  // this thread's copies of step `step` have landed
+      __syncthreads();               // everyone's; and everyone is done with step - 1's buffer
+      if (step + kStages - 1 < steps) issue(next_buf);
+      cp_async_commit();
+      warp_mma<P, TS>(a_base + buf * kABytes, b_base + buf * kBBytes, wm, wn, lane, acc);
+      buf = buf + 1 == kStages ? 0 : buf + 1;
+      next_buf = next_buf + 1 == kStages ? 0 : next_buf + 1;
+    }
+    cp_async_wait<0>();
+  } else {
+    Vec8<bf16> ra[kASlots], rb[kBSlots];
+    auto a_fast = [&](int m, int k, Vec8<bf16>& v) { return p.a_fast(m, k, v); };
+    auto a_elem = [&](int m, int k) { return p.a(m, k); };
+    auto b_fast = [&](int n, int k, Vec8<bf16>& v) { return p.b_fast(n, k, v); };
+    auto b_elem = [&](int n, int k) { return p.b(k, n); };
+    auto load = [&](int k0) {
+#pragma unroll
+      for (int s = 0; s < kASlots; ++s)
+        ra[s] = load8<P::kAKContig, bf16>(m0 + a_mn[s], k0 + a_k[s], a_fast, a_elem);
+#pragma unroll
+      for (int s = 0; s < kBSlots; ++s)
+        rb[s] = load8<P::kBKContig, bf16>(n0 + b_mn[s], k0 + b_k[s], b_fast, b_elem);
+    };
+    bf16* const a_ptr = reinterpret_cast<bf16*>(smem);
+    bf16* const b_ptr = a_ptr + kBuffers * ATile::kElems;
+    auto stash = [&](int buf) {
+#pragma unroll
+      for (int s = 0; s < kASlots; ++s)
+        *reinterpret_cast<Vec8<bf16>*>(a_ptr + buf * ATile::kElems + ATile::index(a_mn[s], a_k[s])) = ra[s];
+#pragma unroll
+      for (int s = 0; s < kBSlots; ++s)
+        *reinterpret_cast<Vec8<bf16>*>(b_ptr + buf * BTile::kElems + BTile::index(b_mn[s], b_k[s])) = rb[s];
+    };
+    load(k_begin);
+    stash(0);
     __syncthreads();
+    for (int step = 0; step < steps; ++step) {
+      const int buf = step & 1;
+      if (step + 1 < steps) load(k_begin + (step + 1) * kBK);  // in flight during the MMAs
+      warp_mma<P, TS>(a_base + buf * kABytes, b_base + buf * kBBytes, wm, wn, lane, acc);
+      if (step + 1 < steps) stash(buf ^ 1);
+      __syncthreads();
+    }
   }
+  __syncthreads();  // the operand buffers are free for the staging of C
 
   // Epilogue: accumulators -> shared (row-major, kLdC) -> the problem's store.
   float* c = reinterpret_cast<float*>(smem);
+#pragma unroll
   for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(c + (wm * 32 + i * 16) * kLdC + wn * 32 + j * 16, acc[i][j], kLdC,
-                              wmma::mem_row_major);
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        int row, col;
+        acc_position(lane, i, j, e, row, col);
+        c[(wm * 32 + row) * kLdC + wn * 32 + col] = acc[i][j][e];
+      }
   __syncthreads();
   for (int e = t; e < kBM * kBN; e += kThreads) {
     const int r = e / kBN, col = e % kBN, m = m0 + r, n = n0 + col;
     if (m < p.M && n < p.N) p.store(m, n, slice, c[r * kLdC + col]);
   }
-  // The tile's column statistics (ConvFwd with stats): kThreads / kBN row groups per column,
-  // each Welford over its rows of the stored values, combined in group order.
+  // The tile's column statistics (ConvFwd with stats): kGroups row groups per column, each
+  // Welford over its rows of the stored values, combined in group order.
   if constexpr (P::kColumnStats) {
     if (p.stats != nullptr) {
-      constexpr int kGroups = kThreads / kBN;
-      __shared__ MeanM2 part[kGroups][kBN];
+      MeanM2* part = reinterpret_cast<MeanM2*>(smem + kBM * kLdC * sizeof(float));  // [kGroups][kBN]
       const int col = t % kBN, grp = t / kBN, n = n0 + col;
       MeanM2 acc{0.f, 0.f, 0.f};
       if (n < p.N)
         for (int r = grp; r < kBM && m0 + r < p.M; r += kGroups) acc.add(p.stored(n, c[r * kLdC + col]));
-      part[grp][col] = acc;
+      part[grp * kBN + col] = acc;
       __syncthreads();
       if (grp == 0 && n < p.N) {
-        MeanM2 total = part[0][col];
-        for (int k = 1; k < kGroups; ++k) total = combine(total, part[k][col]);
+        MeanM2 total = part[col];
+        for (int k = 1; k < kGroups; ++k) total = combine(total, part[k * kBN + col]);
         p.stats[int64_t(blockIdx.x) * p.N + n] = total;
       }
     }
@@ -142,24 +254,29 @@ __global__ void reduce_kernel(P p) {
   }
 }
 
+// The asynchronous loads where both operands come in whole vectors (vector problems), the
+// register path otherwise (or when chosen).
 template <class P, class TS>
-void launch_tile(const P& p, int slices, int k_chunk, cudaStream_t st) {
+void launch_tile(const P& p, int slices, int k_chunk, cudaStream_t st, bool registers) {
   const dim3 grid((p.M + TS::kBM - 1) / TS::kBM, (p.N + TS::kBN - 1) / TS::kBN, slices);
   VT_CHECK(grid.y <= 65535, "conv2d (implicit GEMM): ", p.N, " columns exceed the grid");
-  igemm_kernel<P, TS><<<grid, TS::kThreads, 0, st>>>(p, k_chunk);
+  if (p.a_vec && p.b_vec && !registers)
+    igemm_kernel<P, TS, true><<<grid, TS::kThreads, 0, st>>>(p, k_chunk);
+  else
+    igemm_kernel<P, TS, false><<<grid, TS::kThreads, 0, st>>>(p, k_chunk);
   VT_LAUNCH_CHECK();
 }
 
 // The narrow tile for N <= 32 (16- and 32-channel products), the wide one otherwise; or the
-// tile of width `tile_width` (32 or 64) when it is given.
+// choice's.
 template <class P>
-void launch(const P& p, int slices, int k_chunk, cudaStream_t st, int tile_width = 0) {
-  VT_CHECK(tile_width == 0 || tile_width == NarrowTile::kBN || tile_width == WideTile::kBN,
-           "conv2d (implicit GEMM): no tile of width ", tile_width);
-  if ((tile_width ? tile_width : tile_n(p.N)) == NarrowTile::kBN)
-    launch_tile<P, NarrowTile>(p, slices, k_chunk, st);
+void launch(const P& p, int slices, int k_chunk, cudaStream_t st, IgemmChoice c = {}) {
+  VT_CHECK(c.tile_width == 0 || c.tile_width == NarrowTile::kBN || c.tile_width == WideTile::kBN,
+           "conv2d (implicit GEMM): no tile of width ", c.tile_width);
+  if ((c.tile_width ? c.tile_width : tile_n(p.N)) == NarrowTile::kBN)
+    launch_tile<P, NarrowTile>(p, slices, k_chunk, st, c.registers);
   else
-    launch_tile<P, WideTile>(p, slices, k_chunk, st);
+    launch_tile<P, WideTile>(p, slices, k_chunk, st, c.registers);
 }
 
 }  // namespace
@@ -176,10 +293,10 @@ bool conv2d_igemm_available(const Conv2dDims& d) {
 }
 
 void conv2d_igemm_forward(const Conv2dDims& d, const bf16* x, const bf16* w, const float* b, bf16* y,
-                          cudaStream_t st, int tile_width, MeanM2* stats) {
+                          cudaStream_t st, MeanM2* stats, IgemmChoice choice) {
   ConvFwd<bf16> p(d, x, w, b, y);
   p.stats = stats;
-  launch(p, 1, p.K, st, tile_width);
+  launch(p, 1, p.K, st, choice);
 }
 
 void conv2d_igemm_dgrad(const Conv2dDims& d, const bf16* dy, const bf16* w, bf16* dx, bool overwrite,

@@ -3,8 +3,9 @@
 // gathered from the NHWC activations and OHWI weights on the fly (no im2col buffer). The
 // tensor-core kernel (conv2d_igemm.cu) tiles C and streams K through shared memory; this
 // header holds everything that is not tensor-core arithmetic, as __host__ __device__ code,
-// so that tests/layers/conv2d_igemm_test.cpp replays the kernel's tiling, its loads and its
-// epilogue on the CPU (with T = float) against the reference convolution.
+// so that tests/layers/conv2d_igemm_test.cpp replays the kernel's tiling, its loads, the
+// warps' fragment addressing and its epilogue on the CPU (with T = float) against the
+// reference convolution.
 //
 // The three problems (groups == 1; d = conv2d_dims; K ordered (kh, kw, channel), the
 // weights' own OHWI order):
@@ -22,9 +23,17 @@
 //              (wgrad_transposed: small Cout under the 128-row tile)
 //
 // Operands are loaded as vectors of 8 consecutive elements along the dimension that is
-// contiguous in memory: K for "K-contiguous" operands (kAK / kBK true), M or N otherwise.
-// A vector is one 16-byte load when the channel count allows it (a multiple of 8), else 8
-// scalar loads; out-of-range elements (beyond M, N, K or the padded image) read as zero.
+// contiguous in memory: K for "K-contiguous" operands (kAKContig / kBKContig true), M or N otherwise.
+// Out-of-range elements (beyond M, N, K or the padded image) read as zero. Two ways:
+//   - vector problems (a_vec and b_vec: every channel count a multiple of 8, so a vector is
+//     8 channels of one pixel and lies wholly inside or wholly outside): each thread's
+//     vector is a "walk" (a_walk / b_walk) that follows K a step of kBK at a time with adds
+//     and compares only, no division, and gives the vector's offset or -1 for zeros; the
+//     kernel copies it global -> shared asynchronously (cp.async, zero-filled for -1);
+//   - the rest (the stem's 3 channels, odd counts): load8 through registers, element by
+//     element where the vector does not apply, from the offsets a_offset / b_offset compute.
+// The warps multiply with mma.sync m16n8k16 fed by ldmatrix (OperandTile::ldsm_a / ldsm_b
+// give each lane's row address; acc_position where each accumulator lands in C).
 #pragma once
 
 #include <algorithm>
@@ -43,10 +52,11 @@ struct alignas(16) Vec8 {
 };
 
 // Tile geometry shared by the kernel and its CPU replay: a BM x BN C tile per block of
-// Threads / 32 warps, each warp 32 x 32 of it (2 x 2 WMMA 16 x 16 fragments), K in steps of
-// 32. Shared-memory rows are padded by 8 elements against bank conflicts (and keep every
-// WMMA fragment pointer 32-byte aligned).
-constexpr int kBK = 32, kPad = 8;
+// Threads / 32 warps, each warp 32 x 32 of it (2 x 4 mma.m16n8k16 fragments), K in steps of
+// 32. Shared-memory rows are padded by 8 elements against bank conflicts (and stay 16-byte
+// aligned, as ldmatrix and cp.async need). The asynchronous loads keep kStages K steps in
+// flight (two ahead of the one being multiplied); the register path two buffers.
+constexpr int kBK = 32, kPad = 8, kStages = 3;
 template <int BM, int BN, int Threads>
 struct Tile {
   static constexpr int kBM = BM, kBN = BN, kThreads = Threads;
@@ -75,13 +85,36 @@ inline int64_t padded_tile_area(int64_t rows, int64_t cols) {
   return tile_count(rows, cols) * kBM * tile_n(cols);
 }
 
+// One operand's tile in shared memory: MN x kBK, stored with its contiguous dimension
+// innermost (rows of kBK for K-contiguous operands, of MN otherwise), rows padded by kPad.
+// ldmatrix.x4 reads four 8 x 8 matrices, each from 8 rows of 8 elements (16 bytes) whose
+// addresses lanes 8q .. 8q + 7 give for matrix q; lane L receives elements (L / 4, 2 (L % 4))
+// and (L / 4, 2 (L % 4) + 1) of each matrix, or with .trans (used for the operands whose K is
+// not contiguous) elements (2 (L % 4), L / 4) and (2 (L % 4) + 1, L / 4). ldsm_a / ldsm_b
+// order the four matrices as mma.m16n8k16 wants its registers: A's a0..a3 are the 16 x 16
+// fragment's (m +0, k +0), (m +8, k +0), (m +0, k +8), (m +8, k +8) quarters; B's b0, b1 of
+// two 8-column fragments: (n +0, k +0), (n +0, k +8), (n +8, k +0), (n +8, k +8). With rows of
+// 40, 72 or 136 elements (80, 144, 272 bytes) the 8 rows of a matrix fall in 8 different
+// 16-byte bank groups: no conflicts.
 template <bool KContig, int MN>
 struct OperandTile {
   static constexpr int kLd = KContig ? kBK + kPad : MN + kPad;  // leading dimension (elements)
   static constexpr int kElems = KContig ? MN * kLd : kBK * kLd;
-  // Offset of element (mn, k) of the tile; WMMA reads A K-contiguous as row_major and
-  // M-contiguous as col_major, B K-contiguous as col_major and N-contiguous as row_major.
+  // Offset of element (mn, k) of the tile.
   VT_HD static int index(int mn, int k) { return KContig ? mn * kLd + k : k * kLd + mn; }
+  // Lane `lane`'s row address (element offset) for the A fragment at rows mn0 .. mn0 + 15,
+  // k kk .. kk + 15.
+  VT_HD static int ldsm_a(int lane, int mn0, int kk) {
+    const int q = lane / 8, r = lane % 8;
+    return KContig ? index(mn0 + r + (q & 1) * 8, kk + (q >> 1) * 8)
+                   : index(mn0 + (q & 1) * 8, kk + r + (q >> 1) * 8);
+  }
+  // ... and for the two B fragments at columns n0 .. n0 + 15, k kk .. kk + 15.
+  VT_HD static int ldsm_b(int lane, int n0, int kk) {
+    const int q = lane / 8, r = lane % 8;
+    return KContig ? index(n0 + r + (q >> 1) * 8, kk + (q & 1) * 8)
+                   : index(n0 + (q >> 1) * 8, kk + r + (q & 1) * 8);
+  }
   // Vector `v` (0 .. MN kBK / 8) of the tile: its first element (mn, k), relative to the tile.
   VT_HD static void slot(int v, int& mn, int& k) {
     if (KContig)
@@ -90,6 +123,14 @@ struct OperandTile {
       k = v / (MN / 8), mn = v % (MN / 8) * 8;
   }
 };
+
+// Where accumulator e (0..3) of a warp's fragment (i, j) (i: 16-row block 0..1, j: 8-column
+// block 0..3 of its 32 x 32 region) lies in that region for lane `lane` (mma.m16n8k16's D:
+// rows L / 4 and L / 4 + 8, columns 2 (L % 4) and + 1).
+VT_HD void acc_position(int lane, int i, int j, int e, int& row, int& col) {
+  row = i * 16 + lane / 4 + (e / 2) * 8;
+  col = j * 8 + 2 * (lane % 4) + (e % 2);
+}
 
 // Loads 8 elements along the operand's contiguous dimension, starting at (mn, k): the
 // problem's fast path when it applies, else element by element.
@@ -163,13 +204,85 @@ struct Dims {
     if (hi < 0 || hi >= h || wi < 0 || wi >= w) return -1;
     return ((int64_t(o.n) * h + hi) * w + wi) * cin + ci;
   }
+
+  // Walks (vector problems, see the top): the same offsets for a vector that moves kBK
+  // along K per step, by adds and compares. Each starts with one division, then next() / at().
+  // 32-bit arithmetic: igemm_supported keeps every element offset under 2^31.
+  //
+  // FWalk: x_col(p, f) along f = (kh, kw, ci) for one output pixel p (ConvFwd's A). cin must
+  // be a multiple of 8 (a vector never straddles two taps); f past the filter reads zeros.
+  struct FWalk {
+    int image;       // x offset of the pixel's image
+    int iy0, ix0;    // the window's top-left input pixel (may be negative: padding)
+    int ty, tx, ci;  // the tap and channel of f
+    bool live;       // p < N Ho Wo
+  };
+  VT_HD FWalk f_walk(int p, int f) const {
+    const Pixel o = pixel_of(p, ho, wo);
+    const int t = f / cin;
+    const bool live = p < n * ho * wo;
+    return {live ? o.n * h * w * cin : 0, o.y * sh - ph, o.x * sw - pw, t / kw, t % kw, f % cin, live};
+  }
+  VT_HD void f_next(FWalk& t) const {
+    t.ci += kBK;
+    while (t.ci >= cin) {
+      t.ci -= cin;
+      if (++t.tx == kw) t.tx = 0, ++t.ty;
+    }
+  }
+  VT_HD int64_t f_at(const FWalk& t) const {
+    const int iy = t.iy0 + t.ty, ix = t.ix0 + t.tx;
+    if (!t.live || t.ty >= kh || iy < 0 || iy >= h || ix < 0 || ix >= w) return -1;
+    return t.image + (iy * w + ix) * cin + t.ci;
+  }
+
+  // PWalk: along the output pixels p = (n, oy, ox) for one fixed column (ConvWgrad's operands):
+  // x_col(p, f) for a filter index f (x_at), or dy[p, co] (dy_at). Pixels past the batch read
+  // zeros.
+  struct PWalk {
+    int img, oy, ox;
+    int dy, dx;  // f's tap minus the padding: input pixel (oy sh + dy, ox sw + dx); 0 for dy
+    int c;       // the channel
+    bool live;   // the column exists
+  };
+  VT_HD PWalk p_walk(int p, int dy, int dx, int c, bool live) const {
+    const Pixel o = pixel_of(p, ho, wo);
+    return {o.n, o.y, o.x, dy, dx, c, live};
+  }
+  VT_HD PWalk x_walk(int p, int f) const {  // f < KH KW Cin or not live
+    const int t = f / cin;
+    return p_walk(p, t / kw - ph, t % kw - pw, f % cin, f < kh * kw * cin);
+  }
+  VT_HD void p_next(PWalk& t) const {
+    t.ox += kBK;
+    while (t.ox >= wo) {
+      t.ox -= wo;
+      if (++t.oy == ho) t.oy = 0, ++t.img;
+    }
+  }
+  VT_HD int64_t x_at(const PWalk& t) const {
+    const int iy = t.oy * sh + t.dy, ix = t.ox * sw + t.dx;
+    if (!t.live || t.img >= n || iy < 0 || iy >= h || ix < 0 || ix >= w) return -1;
+    return ((t.img * h + iy) * w + ix) * cin + t.c;
+  }
+  VT_HD int64_t dy_at(const PWalk& t) const {
+    if (!t.live || t.img >= n) return -1;
+    return ((t.img * ho + t.oy) * wo + t.ox) * cout + t.c;
+  }
+};
+
+// A walk along a row of a row-major matrix (ConvFwd's weights: w[n, k]): offset row * K + k.
+struct RowWalk {
+  int off;
+  int k;
+  bool live;  // the row exists
 };
 
 // Shapes this path handles: groups 1 and every index within 32 bits.
 inline bool igemm_supported(const Conv2dDims& d) {
   const int64_t big = int64_t{1} << 31;
   return d.groups == 1 && d.n * d.h * d.w * d.cin < big && d.n * d.ho * d.wo * d.cout < big &&
-         d.n * d.ho * d.wo < big && d.kh * d.kw * std::max(d.cin, d.cout) < big;
+         d.n * d.ho * d.wo < big && d.cout * d.kh * d.kw * d.cin < big;
 }
 
 // Whether the weight gradient runs transposed (dw^T = x_col^T . dy: M = KH KW Cin, N = Cout):
@@ -214,7 +327,7 @@ VT_HD float to_float(T v) {
 // then takes its statistics from these (ceil(M / kBM), N) partials instead of a pass over y.
 template <class T>
 struct ConvFwd {
-  static constexpr bool kAK = true, kBK = true, kColumnStats = true;
+  static constexpr bool kAKContig = true, kBKContig = true, kColumnStats = true;
   Dims d;
   const T* x;
   const T* w;
@@ -246,6 +359,18 @@ struct ConvFwd {
   VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
     return vec_at_or_zero(b_vec, w, b_offset(k, n), out);
   }
+  // The walks (vector problems): A along x_col's filter index, B along w's rows.
+  using AWalk = Dims::FWalk;
+  using BWalk = RowWalk;
+  VT_HD const T* a_src() const { return x; }
+  VT_HD AWalk a_walk(int m, int k) const { return d.f_walk(m, k); }
+  VT_HD void a_next(AWalk& t) const { d.f_next(t); }
+  VT_HD int64_t a_at(const AWalk& t) const { return d.f_at(t); }
+  VT_HD const T* b_src() const { return w; }
+  VT_HD BWalk b_walk(int n, int k) const { return {n < N ? n * K + k : 0, k, n < N}; }
+  VT_HD void b_next(BWalk& t) const { t.off += kBK, t.k += kBK; }
+  VT_HD int64_t b_at(const BWalk& t) const { return t.live && t.k < K ? t.off : -1; }
+
   VT_HD void store(int m, int n, int /*slice*/, float v) const {
     y[int64_t(m) * N + n] = T(v + (bias ? bias[n] : 0.f));
   }
@@ -253,16 +378,16 @@ struct ConvFwd {
   VT_HD float stored(int n, float v) const { return to_float(T(v + (bias ? bias[n] : 0.f))); }
 };
 
-// dx += dy_gather . w' (dx = ..., overwriting) for one stride phase. An input pixel (hi, wi) is read by tap kh only
-// when hi + pad_h - kh is a multiple of stride_h, i.e. kh = (hi + pad_h) mod stride_h (mod
-// stride_h), so the pixels split into stride_h x stride_w phases, each with its own taps:
-// phase (py, px) holds the pixels with (hi + pad_h) % stride_h == py (likewise wi) and the
-// taps kh = py + stride_h i, kw = px + stride_w j. One GEMM per phase then multiplies no
-// structural zeros (stride 1: one phase, every tap). A (K-contiguous: dy's channels), K
-// ordered (i, j, co); B(k, ci) = w[co, kh, kw, ci] (N-contiguous: w's input channels).
+// dx += dy_gather . w' (dx = ..., overwriting) for one stride phase. An input pixel (hi, wi) is read by tap
+// kh only when hi + pad_h - kh is a multiple of stride_h, i.e. kh = (hi + pad_h) mod stride_h (mod stride_h),
+// so the pixels split into stride_h x stride_w phases, each with its own taps: phase (py, px) holds the
+// pixels with (hi + pad_h) % stride_h == py (likewise wi) and the taps kh = py + stride_h i, kw = px +
+// stride_w j. One GEMM per phase then multiplies no structural zeros (stride 1: one phase, every tap). A
+// (K-contiguous: dy's channels), K ordered (i, j, co); B(k, ci) = w[co, kh, kw, ci] (N-contiguous: w's input
+// channels).
 template <class T>
 struct ConvDgrad {
-  static constexpr bool kAK = true, kBK = false, kColumnStats = false;
+  static constexpr bool kAKContig = true, kBKContig = false, kColumnStats = false;
   Dims d;
   const T* dy;
   const T* w;
@@ -324,16 +449,66 @@ struct ConvDgrad {
   VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
     return vec_at_or_zero(a_vec, dy, a_offset(m, k), out);
   }
-  // w address of B(k, n): w[co, kh, kw, n].
+  // w address of B(k, n): w[co, kh, kw, n]; -1 beyond the matrix.
   VT_HD int64_t b_offset(int k, int n) const {
+    if (n >= N || k >= K) return -1;
     int kh, kw, co;
     tap(k, kh, kw, co);
     return ((int64_t(co) * d.kh + kh) * d.kw + kw) * d.cin + n;
   }
-  VT_HD T b(int k, int n) const { return at_or_zero(w, n < N && k < K ? b_offset(k, n) : -1); }
+  VT_HD T b(int k, int n) const { return at_or_zero(w, b_offset(k, n)); }
   VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
-    return vec_at_or_zero(b_vec, w, n < N && k < K ? b_offset(k, n) : -1, out);
+    return vec_at_or_zero(b_vec, w, b_offset(k, n), out);
   }
+  // The walks (vector problems): K = (i, j, co) counted up with carries; A's output pixel
+  // moves up and left one per tap step (ho = (hi + pad_h - py) / stride_h - i), B's weight row
+  // follows the tap. A phase with K == 0 has no steps: its walks are never read.
+  struct Taps {
+    int i, j, co;
+  };
+  VT_HD Taps taps(int k) const {
+    if (K == 0) return {0, 0, 0};
+    const int t = k / d.cout;
+    return {t / tw, t % tw, k % d.cout};
+  }
+  VT_HD void taps_next(Taps& t) const {
+    t.co += kBK;
+    while (t.co >= d.cout) {
+      t.co -= d.cout;
+      if (++t.j == tw) t.j = 0, ++t.i;
+    }
+  }
+  struct AWalk {
+    int image;     // dy offset of the pixel's image
+    int oy0, ox0;  // the output pixel tap (py, px) reads from
+    Taps t;
+    bool live;  // m < M
+  };
+  struct BWalk {
+    Taps t;
+    int n;      // the column: an input channel
+    bool live;  // n < N
+  };
+  VT_HD const T* a_src() const { return dy; }
+  VT_HD AWalk a_walk(int m, int k) const {
+    const Pixel i = pixel_of(m, hp, wp);
+    return {m < M ? i.n * d.ho * d.wo * d.cout : 0, (hi0 + d.sh * i.y + d.ph - py) / d.sh,
+            (wi0 + d.sw * i.x + d.pw - px) / d.sw, taps(k), m < M};
+  }
+  VT_HD void a_next(AWalk& w) const { taps_next(w.t); }
+  VT_HD int64_t a_at(const AWalk& w) const {
+    const int oy = w.oy0 - w.t.i, ox = w.ox0 - w.t.j;
+    if (!w.live || w.t.i >= th || oy < 0 || oy >= d.ho || ox < 0 || ox >= d.wo) return -1;
+    return w.image + (oy * d.wo + ox) * d.cout + w.t.co;
+  }
+  VT_HD const T* b_src() const { return w; }
+  VT_HD BWalk b_walk(int n, int k) const { return {taps(k), n, n < N}; }
+  VT_HD void b_next(BWalk& w) const { taps_next(w.t); }
+  VT_HD int64_t b_at(const BWalk& w) const {
+    if (!w.live || w.t.i >= th) return -1;
+    return ((w.t.co * d.kh + py + d.sh * w.t.i) * d.kw + px + d.sw * w.t.j) * d.cin + w.n;
+  }
+
   VT_HD void store(int m, int n, int /*slice*/, float v) const {
     T& o = dx[pixel_offset(m) + n];
     o = T(overwrite ? v : to_float(o) + v);
@@ -346,7 +521,7 @@ struct ConvDgrad {
 // same loads with the roles swapped, and the store writes dw[co, f] from C(f, co).
 template <class T>
 struct ConvWgrad {
-  static constexpr bool kAK = false, kBK = false, kColumnStats = false;
+  static constexpr bool kAKContig = false, kBKContig = false, kColumnStats = false;
   Dims d;
   const T* dy;
   const T* x;
@@ -374,24 +549,36 @@ struct ConvWgrad {
   // dy[p, co], or x_col (p, f) (-1 in the padding), or -1 beyond the matrix.
   VT_HD int64_t dy_offset(int p, int co) const { return p < K ? int64_t(p) * d.cout + co : -1; }
   VT_HD int64_t x_offset(int p, int f) const { return p < K ? d.x_col(p, f) : -1; }
-  VT_HD const T* a_base() const { return transposed ? x : dy; }
-  VT_HD const T* b_base() const { return transposed ? dy : x; }
+  VT_HD const T* a_src() const { return transposed ? x : dy; }
+  VT_HD const T* b_src() const { return transposed ? dy : x; }
   VT_HD int64_t a_offset(int m, int k) const {
     if (m >= M) return -1;
     return transposed ? x_offset(k, m) : dy_offset(k, m);
   }
-  VT_HD T a(int m, int k) const { return at_or_zero(a_base(), a_offset(m, k)); }
+  VT_HD T a(int m, int k) const { return at_or_zero(a_src(), a_offset(m, k)); }
   VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
-    return vec_at_or_zero(a_vec, a_base(), a_offset(m, k), out);
+    return vec_at_or_zero(a_vec, a_src(), a_offset(m, k), out);
   }
   VT_HD int64_t b_offset(int k, int n) const {
     if (n >= N) return -1;
     return transposed ? dy_offset(k, n) : x_offset(k, n);
   }
-  VT_HD T b(int k, int n) const { return at_or_zero(b_base(), b_offset(k, n)); }
+  VT_HD T b(int k, int n) const { return at_or_zero(b_src(), b_offset(k, n)); }
   VT_HD bool b_fast(int n, int k, Vec8<T>& out) const {
-    return vec_at_or_zero(b_vec, b_base(), b_offset(k, n), out);
+    return vec_at_or_zero(b_vec, b_src(), b_offset(k, n), out);
   }
+  // The walks (vector problems): both operands move along P, x_col's column (a filter
+  // index) or dy's (a channel) fixed.
+  using AWalk = Dims::PWalk;
+  using BWalk = Dims::PWalk;
+  VT_HD Dims::PWalk dy_walk(int p, int co) const { return d.p_walk(p, 0, 0, co, co < d.cout); }
+  VT_HD AWalk a_walk(int m, int k) const { return transposed ? d.x_walk(k, m) : dy_walk(k, m); }
+  VT_HD void a_next(AWalk& t) const { d.p_next(t); }
+  VT_HD int64_t a_at(const AWalk& t) const { return transposed ? d.x_at(t) : d.dy_at(t); }
+  VT_HD BWalk b_walk(int n, int k) const { return transposed ? dy_walk(k, n) : d.x_walk(k, n); }
+  VT_HD void b_next(BWalk& t) const { d.p_next(t); }
+  VT_HD int64_t b_at(const BWalk& t) const { return transposed ? d.dy_at(t) : d.x_at(t); }
+
   // dw's index of C(m, n): dw is (Cout, KH KW Cin) whichever way C runs.
   VT_HD int64_t dw_index(int m, int n) const { return transposed ? int64_t(n) * M + m : int64_t(m) * N + n; }
   VT_HD void store(int m, int n, int slice, float v) const {

@@ -1,15 +1,19 @@
-// The implicit-GEMM convolution's tiling, loads and epilogues, replayed on the CPU in f32
-// against the reference convolution. The replay does what igemm_kernel (conv2d_igemm.cu)
-// does, with the same conv2d_igemm.h code: per block (M tile, N tile, K slice) and K step,
-// each of the 256 threads loads its vectors with load8 (fast path or element by element)
-// and stores them at OperandTile::index in the shared tile; the tile product then reads the
-// shared tiles through OperandTile::index, which is the address WMMA's load_matrix_sync
-// reads for the layouts the kernel declares (row_major: ptr[row * ld + col], col_major:
-// ptr[col * ld + row], ptr = index(fragment origin)); the epilogue calls the problem's store,
-// and the weight gradient's slices are reduced in order. What only a GPU shows (the WMMA
-// arithmetic, synchronisation) is in Conv2d.GpuParity.
+// The implicit-GEMM convolution's tiling, loads, fragment addressing and epilogues, replayed
+// on the CPU in f32 against the reference convolution. The replay does what igemm_kernel
+// (conv2d_igemm.cu) does, with the same conv2d_igemm.h code: per block (M tile, N tile, K
+// slice) and K step, each thread fills its vectors of the shared tiles at OperandTile::index,
+// from its walks (vector problems: the kernel's asynchronous path; every walk offset is also
+// checked against a_offset / b_offset) or through load8 (the register path); each warp then
+// multiplies its 32 x 32 region as ldmatrix.x4 and mma.m16n8k16 would, lane by lane, from
+// the row addresses ldsm_a / ldsm_b give (the instructions' fragment layouts are emulated
+// below, as the PTX ISA defines them); the accumulators land at acc_position, the epilogue
+// calls the problem's store, and the weight gradient's slices are reduced in order. What
+// only a GPU shows (the instructions themselves, cp.async, synchronisation) is in
+// Conv2d.GpuParity.
 #include "layers/conv2d_igemm.h"
 
+#include <array>
+#include <cmath>
 #include <vector>
 
 #include "layers/check.h"
@@ -21,49 +25,150 @@ namespace {
 
 using namespace igemm;
 
+// ldmatrix.x4 over `tile`: lanes 8q .. 8q + 7 give the rows of matrix q (row_of[lane]: the
+// element offset of 8 consecutive elements); lane L receives r[q] = elements (L / 4,
+// 2 (L % 4) + e), e = 0, 1, of matrix q, or with .trans elements (2 (L % 4) + e, L / 4).
+using Frag = std::array<std::array<std::array<float, 2>, 4>, 32>;  // [lane][register][half]
+Frag ldmatrix_x4(const std::vector<float>& tile, const std::array<int, 32>& row_of, bool trans) {
+  Frag out;
+  for (int lane = 0; lane < 32; ++lane)
+    for (int q = 0; q < 4; ++q)
+      for (int e = 0; e < 2; ++e) {
+        const int r = lane / 4, c = 2 * (lane % 4) + e;
+        out[lane][q][e] = trans ? tile[row_of[8 * q + c] + r] : tile[row_of[8 * q + r] + c];
+      }
+  return out;
+}
+
+// mma.m16n8k16 (row.col): D (16 x 8) += A (16 x 16) B (16 x 8), with A in a[lane][0..3]
+// (a0: row g, columns 2c + e; a1: row g + 8; a2: columns + 8; a3: both), B in registers bq,
+// bq + 1 of b (b0: rows 2c + e, column g; b1: rows + 8), D in d[lane][0..3] (d0, d1: row g,
+// columns 2c + e; d2, d3: row g + 8), where g = lane / 4, c = lane % 4.
+void mma_16816(std::array<std::array<float, 4>, 32>& d, const Frag& a, const Frag& b, int bq) {
+  float am[16][16], bm[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, c = lane % 4;
+    for (int e = 0; e < 2; ++e) {
+      am[g][2 * c + e] = a[lane][0][e], am[g + 8][2 * c + e] = a[lane][1][e];
+      am[g][2 * c + 8 + e] = a[lane][2][e], am[g + 8][2 * c + 8 + e] = a[lane][3][e];
+      bm[2 * c + e][g] = b[lane][bq][e], bm[2 * c + 8 + e][g] = b[lane][bq + 1][e];
+    }
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, c = lane % 4;
+    for (int e = 0; e < 4; ++e) {
+      const int row = g + (e / 2) * 8, col = 2 * c + e % 2;
+      for (int k = 0; k < 16; ++k) d[lane][e] += am[row][k] * bm[k][col];
+    }
+  }
+}
+
 // Replays igemm_kernel for problem p with tile TS over `slices` K slices of k_chunk (a
 // multiple of kBK).
 template <class TS, class P>
 void replay_tile(const P& p, int slices, int k_chunk) {
-  constexpr int kBM = TS::kBM, kBN = TS::kBN, kThreads = TS::kThreads;
-  using ATile = OperandTile<P::kAK, kBM>;
-  using BTile = OperandTile<P::kBK, kBN>;
-  std::vector<float> as(ATile::kElems), bs(BTile::kElems), acc(kBM * kBN);
+  constexpr int kBM = TS::kBM, kBN = TS::kBN, kThreads = TS::kThreads, kWarps = kThreads / 32;
+  using ATile = OperandTile<P::kAKContig, kBM>;
+  using BTile = OperandTile<P::kBKContig, kBN>;
+  const bool walks = p.a_vec && p.b_vec;  // the kernel's asynchronous path
+  std::vector<float> as(ATile::kElems), bs(BTile::kElems), c(kBM * TS::kLdC);
   auto a_fast = [&](int m, int k, Vec8<float>& v) { return p.a_fast(m, k, v); };
   auto a_elem = [&](int m, int k) { return p.a(m, k); };
   auto b_fast = [&](int n, int k, Vec8<float>& v) { return p.b_fast(n, k, v); };
   auto b_elem = [&](int n, int k) { return p.b(k, n); };
+  // Copies the vector at offset o of src (zeros for -1) into the tile at (mn, k).
+  auto put = [](std::vector<float>& tile, int at, const float* src, int64_t o) {
+    for (int j = 0; j < 8; ++j) tile[at + j] = o < 0 ? 0.f : src[o + j];
+  };
+  int64_t walk_mismatches = 0;
   for (int m0 = 0; m0 < p.M; m0 += kBM)
     for (int n0 = 0; n0 < p.N; n0 += kBN)
       for (int z = 0; z < slices; ++z) {
         const int k_begin = z * k_chunk, k_end = std::min(p.K, k_begin + k_chunk);
         const int steps = (k_end - k_begin + kBK - 1) / kBK;
-        std::fill(acc.begin(), acc.end(), 0.f);
+        std::vector<typename P::AWalk> wa;
+        std::vector<typename P::BWalk> wb;
+        for (int v = 0; v < kThreads * TS::kASlots; ++v) {
+          int mn, k;
+          ATile::slot(v, mn, k);
+          wa.push_back(p.a_walk(m0 + mn, k_begin + k));
+        }
+        for (int v = 0; v < kThreads * TS::kBSlots; ++v) {
+          int mn, k;
+          BTile::slot(v, mn, k);
+          wb.push_back(p.b_walk(n0 + mn, k_begin + k));
+        }
+        std::vector<std::array<std::array<std::array<float, 4>, 32>, 8>> acc(kWarps);  // [warp][i j][lane][e]
+        for (auto& w : acc)
+          for (auto& f : w)
+            for (auto& l : f) l.fill(0.f);
         for (int step = 0; step < steps; ++step) {
           const int k0 = k_begin + step * kBK;
-          for (int t = 0; t < kThreads; ++t) {
-            for (int s = 0; s < TS::kASlots; ++s) {
-              int mn, k;
-              ATile::slot(t + s * kThreads, mn, k);
-              const Vec8<float> v = load8<P::kAK, float>(m0 + mn, k0 + k, a_fast, a_elem);
-              std::copy(v.v, v.v + 8, as.begin() + ATile::index(mn, k));
-            }
-            for (int s = 0; s < TS::kBSlots; ++s) {
-              int mn, k;
-              BTile::slot(t + s * kThreads, mn, k);
-              const Vec8<float> v = load8<P::kBK, float>(n0 + mn, k0 + k, b_fast, b_elem);
-              std::copy(v.v, v.v + 8, bs.begin() + BTile::index(mn, k));
+          // Slot s of thread t is vector t + s kThreads of the tile, as in the kernel.
+          for (int v = 0; v < kThreads * TS::kASlots; ++v) {
+            int mn, k;
+            ATile::slot(v, mn, k);
+            if (walks) {
+              const int64_t o = p.a_at(wa[v]);
+              walk_mismatches += o != p.a_offset(m0 + mn, k0 + k);
+              put(as, ATile::index(mn, k), p.a_src(), o);
+              p.a_next(wa[v]);
+            } else {
+              const Vec8<float> x = load8<P::kAKContig, float>(m0 + mn, k0 + k, a_fast, a_elem);
+              std::copy(x.v, x.v + 8, as.begin() + ATile::index(mn, k));
             }
           }
-          for (int r = 0; r < kBM; ++r)
-            for (int c = 0; c < kBN; ++c)
-              for (int k = 0; k < kBK; ++k)
-                acc[r * kBN + c] += as[ATile::index(r, k)] * bs[BTile::index(c, k)];
+          for (int v = 0; v < kThreads * TS::kBSlots; ++v) {
+            int mn, k;
+            BTile::slot(v, mn, k);
+            if (walks) {
+              const int64_t o = p.b_at(wb[v]);
+              walk_mismatches += o != p.b_offset(k0 + k, n0 + mn);
+              put(bs, BTile::index(mn, k), p.b_src(), o);
+              p.b_next(wb[v]);
+            } else {
+              const Vec8<float> x = load8<P::kBKContig, float>(n0 + mn, k0 + k, b_fast, b_elem);
+              std::copy(x.v, x.v + 8, bs.begin() + BTile::index(mn, k));
+            }
+          }
+          // warp_mma: per 16 of K, A fragments i = 0, 1, B fragment pairs h = 0, 1, 8 MMAs.
+          for (int warp = 0; warp < kWarps; ++warp) {
+            const int wm = warp / TS::kWarpsN, wn = warp % TS::kWarpsN;
+            for (int kk = 0; kk < kBK; kk += 16) {
+              Frag fa[2], fb[2];
+              for (int i = 0; i < 2; ++i) {
+                std::array<int, 32> rows;
+                for (int lane = 0; lane < 32; ++lane) rows[lane] = ATile::ldsm_a(lane, wm * 32 + i * 16, kk);
+                fa[i] = ldmatrix_x4(as, rows, !P::kAKContig);
+              }
+              for (int h = 0; h < 2; ++h) {
+                std::array<int, 32> rows;
+                for (int lane = 0; lane < 32; ++lane) rows[lane] = BTile::ldsm_b(lane, wn * 32 + h * 16, kk);
+                fb[h] = ldmatrix_x4(bs, rows, !P::kBKContig);
+              }
+              for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 4; ++j) mma_16816(acc[warp][i * 4 + j], fa[i], fb[j / 2], (j % 2) * 2);
+            }
+          }
+        }
+        // Epilogue: accumulators -> C staging (acc_position) -> the problem's store.
+        std::fill(c.begin(), c.end(), std::nanf(""));
+        for (int warp = 0; warp < kWarps; ++warp) {
+          const int wm = warp / TS::kWarpsN, wn = warp % TS::kWarpsN;
+          for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 4; ++j)
+              for (int lane = 0; lane < 32; ++lane)
+                for (int e = 0; e < 4; ++e) {
+                  int row, col;
+                  acc_position(lane, i, j, e, row, col);
+                  c[(wm * 32 + row) * TS::kLdC + wn * 32 + col] = acc[warp][i * 4 + j][lane][e];
+                }
         }
         for (int r = 0; r < kBM; ++r)
-          for (int c = 0; c < kBN; ++c)
-            if (m0 + r < p.M && n0 + c < p.N) p.store(m0 + r, n0 + c, z, acc[r * kBN + c]);
+          for (int col = 0; col < kBN; ++col)
+            if (m0 + r < p.M && n0 + col < p.N) p.store(m0 + r, n0 + col, z, c[r * TS::kLdC + col]);
       }
+  EXPECT_EQ(walk_mismatches, 0) << "walk offsets that differ from a_offset / b_offset";
 }
 
 // Both tiles must be right for any N (the launcher takes the narrow one for N <= 32).
@@ -177,7 +282,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{{1, 20, 21, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}, "the stem: Cin 3"},
                       Case{{2, 7, 9, 24}, {16, 5, 3, 24}, {1, 2, 2, 0, 1}, "5x3 kernel, mixed stride"},
                       Case{{2, 14, 16, 8}, {16, 5, 5, 8}, {3, 3, 2, 2, 1}, "5x5 s3 p2: 9 phases"},
-                      Case{{2, 12, 12, 16}, {16, 1, 1, 16}, {2, 2, 0, 0, 1}, "1x1 s2: phases no tap reaches"}),
+                      Case{
+                          {2, 12, 12, 16}, {16, 1, 1, 16}, {2, 2, 0, 0, 1}, "1x1 s2: phases no tap reaches"}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::to_string(i.index); });
 
 // The slicing of the weight gradient: a pure function of the shapes, enough blocks for a big
