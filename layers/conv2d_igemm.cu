@@ -11,7 +11,8 @@
 //     registers (the rest): every thread loads its vectors into registers while the warps
 //     multiply the previous step's tiles, then stores them to the other shared buffer;
 //   epilogue: the fp32 accumulators staged through shared memory (reusing the operand
-//   buffers), then written row by row, coalesced along N, through the problem's store
+//   buffers), then written row by row, coalesced along N, 8 columns a thread where the
+//   problem allows it (store8) or one, through the problem's store
 //   (bias add, dx accumulate, or the weight-gradient slice's partial); for a forward with
 //   statistics, also each column's (count, mean, M2) over the tile's stored values.
 // Deterministic: fixed order everywhere, no atomics. Needs sm_80+ (bf16 mma, cp.async); the
@@ -222,9 +223,16 @@ __global__ void __launch_bounds__(TS::kThreads, 512 / TS::kThreads) igemm_kernel
         c[(wm * 32 + row) * kLdC + wn * 32 + col] = acc[i][j][e];
       }
   __syncthreads();
-  for (int e = t; e < kBM * kBN; e += kThreads) {
-    const int r = e / kBN, col = e % kBN, m = m0 + r, n = n0 + col;
-    if (m < p.M && n < p.N) p.store(m, n, slice, c[r * kLdC + col]);
+  if (p.c_vec) {  // 8 columns a thread at a time (N % 8 == 0: all 8 or none in range)
+    for (int e = t; e < kBM * kBN / 8; e += kThreads) {
+      const int r = e / (kBN / 8), col = e % (kBN / 8) * 8, m = m0 + r, n = n0 + col;
+      if (m < p.M && n < p.N) p.store8(m, n, slice, c + r * kLdC + col);
+    }
+  } else {
+    for (int e = t; e < kBM * kBN; e += kThreads) {
+      const int r = e / kBN, col = e % kBN, m = m0 + r, n = n0 + col;
+      if (m < p.M && n < p.N) p.store(m, n, slice, c[r * kLdC + col]);
+    }
   }
   // The tile's column statistics (ConvFwd with stats): kGroups row groups per column, each
   // Welford over its rows of the stored values, combined in group order.

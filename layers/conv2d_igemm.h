@@ -336,6 +336,7 @@ struct ConvFwd {
   MeanM2* stats = nullptr;  // (ceil(M / kBM), N), or null
   int M, N, K;
   bool a_vec, b_vec;  // 8 consecutive k are 8 channels of one tap / of one filter, aligned
+  bool c_vec;         // the epilogue stores 8 columns at once (store8): N % 8 == 0, y aligned
   ConvFwd(const Conv2dDims& cd, const T* x_, const T* w_, const float* b_, T* y_)
       : d(cd),
         x(x_),
@@ -346,7 +347,8 @@ struct ConvFwd {
         N(d.cout),
         K(d.kh * d.kw * d.cin),
         a_vec(d.cin % 8 == 0 && aligned16(x_)),
-        b_vec(K % 8 == 0 && aligned16(w_)) {}
+        b_vec(K % 8 == 0 && aligned16(w_)),
+        c_vec(N % 8 == 0 && aligned16(y_)) {}
 
   // x address of A(m, k), or -1 outside the image or the matrix.
   VT_HD int64_t a_offset(int m, int k) const { return m < M && k < K ? d.x_col(m, k) : -1; }
@@ -374,6 +376,12 @@ struct ConvFwd {
   VT_HD void store(int m, int n, int /*slice*/, float v) const {
     y[int64_t(m) * N + n] = T(v + (bias ? bias[n] : 0.f));
   }
+  // store() of columns n .. n + 7 (c_vec), one 16-byte store.
+  VT_HD void store8(int m, int n, int /*slice*/, const float* v) const {
+    Vec8<T> o;
+    for (int j = 0; j < 8; ++j) o.v[j] = T(v[j] + (bias ? bias[n + j] : 0.f));
+    *reinterpret_cast<Vec8<T>*>(y + int64_t(m) * N + n) = o;
+  }
   // The value store(m, n, v) writes, as a float.
   VT_HD float stored(int n, float v) const { return to_float(T(v + (bias ? bias[n] : 0.f))); }
 };
@@ -398,6 +406,7 @@ struct ConvDgrad {
   int th, tw;    // its taps along h and w
   int M, N, K;
   bool a_vec, b_vec;  // dy's / w's channels in aligned groups of 8
+  bool c_vec;         // store8 applies: dx's channels in aligned groups of 8
   bool overwrite;     // dx = C instead of dx += C
   static int phases(const Conv2dDims& cd) { return int(cd.stride_h * cd.stride_w); }
   ConvDgrad(const Conv2dDims& cd, const T* dy_, const T* w_, T* dx_, int phase, bool overwrite_ = false)
@@ -418,6 +427,7 @@ struct ConvDgrad {
         K(th * tw * d.cout),
         a_vec(d.cout % 8 == 0 && aligned16(dy_)),
         b_vec(d.cin % 8 == 0 && aligned16(w_)),
+        c_vec(d.cin % 8 == 0 && aligned16(dx_)),
         overwrite(overwrite_) {}
 
   // Whether the phase's GEMM runs: it has pixels, and taps reach them (K > 0) or, when it
@@ -513,6 +523,14 @@ struct ConvDgrad {
     T& o = dx[pixel_offset(m) + n];
     o = T(overwrite ? v : to_float(o) + v);
   }
+  // store() of columns n .. n + 7 (c_vec): one 16-byte store, after one 16-byte load unless
+  // it overwrites.
+  VT_HD void store8(int m, int n, int /*slice*/, const float* v) const {
+    Vec8<T>* o = reinterpret_cast<Vec8<T>*>(dx + pixel_offset(m) + n);
+    Vec8<T> r = overwrite ? zeros8<T>() : *o;
+    for (int j = 0; j < 8; ++j) r.v[j] = T(overwrite ? v[j] : to_float(r.v[j]) + v[j]);
+    *o = r;
+  }
 };
 
 // dw += dy^T . x_col over one slice of P: A(co, p) = dy[p, co] (M-contiguous: dy's
@@ -531,6 +549,7 @@ struct ConvWgrad {
   bool transposed;
   int M, N, K;
   bool a_vec, b_vec;  // A's / B's channels (dy's or x's) in aligned groups of 8
+  bool c_vec;         // store8 applies: C's rows contiguous in memory (partials, or dw untransposed)
   ConvWgrad(const Conv2dDims& cd, const T* dy_, const T* x_, float* dw_, float* partial_, int splits_,
             bool transposed_)
       : d(cd),
@@ -544,7 +563,8 @@ struct ConvWgrad {
         N(transposed_ ? d.cout : d.kh * d.kw * d.cin),
         K(d.n * d.ho * d.wo),
         a_vec(transposed_ ? d.cin % 8 == 0 && aligned16(x_) : d.cout % 8 == 0 && aligned16(dy_)),
-        b_vec(transposed_ ? d.cout % 8 == 0 && aligned16(dy_) : d.cin % 8 == 0 && aligned16(x_)) {}
+        b_vec(transposed_ ? d.cout % 8 == 0 && aligned16(dy_) : d.cin % 8 == 0 && aligned16(x_)),
+        c_vec(N % 8 == 0 && (splits_ > 1 ? aligned16(partial_) : !transposed_ && aligned16(dw_))) {}
 
   // dy[p, co], or x_col (p, f) (-1 in the padding), or -1 beyond the matrix.
   VT_HD int64_t dy_offset(int p, int co) const { return p < K ? int64_t(p) * d.cout + co : -1; }
@@ -586,6 +606,14 @@ struct ConvWgrad {
       dw[dw_index(m, n)] += v;
     else
       partial[(int64_t(slice) * M + m) * N + n] = v;
+  }
+  // store() of columns n .. n + 7 (c_vec): two 16-byte stores (and loads, adding into dw).
+  VT_HD void store8(int m, int n, int slice, const float* v) const {
+    Vec8<float>* o = reinterpret_cast<Vec8<float>*>(splits == 1 ? dw + int64_t(m) * N + n
+                                                                : partial + (int64_t(slice) * M + m) * N + n);
+    Vec8<float> r = splits == 1 ? *o : zeros8<float>();
+    for (int j = 0; j < 8; ++j) r.v[j] += v[j];
+    *o = r;
   }
   // Adds the slices' partials of C element i (< M N, row-major) into dw, in slice order.
   VT_HD void reduce(int64_t i) const {

@@ -7,9 +7,9 @@
 // multiplies its 32 x 32 region as ldmatrix.x4 and mma.m16n8k16 would, lane by lane, from
 // the row addresses ldsm_a / ldsm_b give (the instructions' fragment layouts are emulated
 // below, as the PTX ISA defines them); the accumulators land at acc_position, the epilogue
-// calls the problem's store, and the weight gradient's slices are reduced in order. What
-// only a GPU shows (the instructions themselves, cp.async, synchronisation) is in
-// Conv2d.GpuParity.
+// calls the problem's store (store8, 8 columns at once, where c_vec), and the weight
+// gradient's slices are reduced in order. What only a GPU shows (the instructions themselves,
+// cp.async, synchronisation) is in Conv2d.GpuParity.
 #include "layers/conv2d_igemm.h"
 
 #include <array>
@@ -165,8 +165,13 @@ void replay_tile(const P& p, int slices, int k_chunk) {
                 }
         }
         for (int r = 0; r < kBM; ++r)
-          for (int col = 0; col < kBN; ++col)
-            if (m0 + r < p.M && n0 + col < p.N) p.store(m0 + r, n0 + col, z, c[r * TS::kLdC + col]);
+          for (int col = 0; col < kBN; col += p.c_vec ? 8 : 1)
+            if (m0 + r < p.M && n0 + col < p.N) {
+              if (p.c_vec)
+                p.store8(m0 + r, n0 + col, z, &c[r * TS::kLdC + col]);
+              else
+                p.store(m0 + r, n0 + col, z, c[r * TS::kLdC + col]);
+            }
       }
   EXPECT_EQ(walk_mismatches, 0) << "walk offsets that differ from a_offset / b_offset";
 }
