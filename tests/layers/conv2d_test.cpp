@@ -327,8 +327,12 @@ TEST(Conv2d, GpuMatchesCpu) {
       // loads (channels % 8 == 0), 13 M tiles, the weight gradient transposed (288 x 64) in 6
       // slices, the input gradient (N = 32) on the 128 x 32 tile; the wide case above takes
       // that tile for all three products (N = 32, 16 and a transposed 144 x 32 weight
-      // gradient in 100 slices); three N tiles for a 1x1; the stem's scalar loads.
+      // gradient in 100 slices); three N tiles for a 1x1; the stem's scalar loads. Vector
+      // problems run the cp.async walks: 36 K steps through the 3-stage ring (deep), 8
+      // channels a tap (every step crosses 4 taps) with padding on both sides.
       {"igemm k3 s2 p1 vector", {4, 40, 40, 32}, {64, 3, 3, 32}, {2, 2, 1, 1, 1}},
+      {"igemm k3 s1 p1 deep", {2, 10, 10, 128}, {64, 3, 3, 128}, {1, 1, 1, 1, 1}},
+      {"igemm k5 s1 p2 Cin 8", {2, 11, 9, 8}, {16, 5, 5, 8}, {1, 1, 2, 2, 1}},
       {"igemm k1 136 outputs", {2, 24, 24, 48}, {136, 1, 1, 48}, {}},
       {"igemm stem Cin 3", {2, 64, 64, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}},
       {"igemm k1 s2 (pixels no tap reaches)", {2, 12, 12, 16}, {32, 1, 1, 16}, {2, 2, 0, 0, 1}},
