@@ -43,6 +43,20 @@ void check_grads(const char* op, const Tensor& x, const Tensor& dy, const Tensor
   }
 }
 
+// The fused residual (BatchNormParams::residual / dresidual): y's shape, type and device,
+// aliasing nothing the op reads. forward: whether the forward's r or the backward's dr.
+void check_residual(const char* op, const Tensor& x, const Tensor& y, const BatchNormParams& p, bool forward,
+                    const Tensor* dx) {
+  const Tensor* r = forward ? p.residual : p.dresidual;
+  if (!r) return;
+  const char* name = forward ? "residual" : "dresidual";
+  check_types(op, {{"x", x}, {name, *r}}, {});
+  check_shape(op, {name, *r}, x.shape());
+  op_check(r->numel() == 0 || (r->raw() != x.raw() && r->raw() != y.raw()), op,
+           cat(name, " must not alias x or ", forward ? "y" : "dy"), {{"x", x}, {name, *r}});
+  op_check(forward || dx != nullptr, op, "dresidual needs dx (its pass writes dresidual)", {{"x", x}});
+}
+
 // The workspace as the CUDA passes take it: null when absent (the single-block path);
 // a given one must be large enough.
 float* cuda_workspace(const char* op, const Tensor& x, const Tensor& workspace) {
@@ -92,6 +106,7 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   check_eps(op, x, p);
   op_check(p.momentum >= 0 && p.momentum <= 1, op, cat("momentum ", p.momentum, " must be in [0, 1]"),
            {{"x", x}});
+  check_residual(op, x, y, p, true, nullptr);
   if (tile_stats) {
     op_check(x.is_cuda() && cuda_workspace(op, x, workspace) != nullptr, op,
              "tile_stats needs CUDA tensors and the workspace", {{"x", x}});
@@ -101,9 +116,9 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
              {{"x", x}, {"tile_stats", *tile_stats}});
   }
   if (x.is_cuda())
-    VT_CUDA_CALL(op, cuda::batchnorm_forward_train(x, gamma, beta, y, running_mean, running_var, save_mean,
-                                                   save_invstd, p, cuda_workspace(op, x, workspace), s,
-                                                   tile_stats));
+    VT_CUDA_CALL(
+        op, cuda::batchnorm_forward_train(x, gamma, beta, y, running_mean, running_var, save_mean,
+                                          save_invstd, p, cuda_workspace(op, x, workspace), s, tile_stats));
   else
     cpu::batchnorm_forward_train(x, gamma, beta, y, running_mean, running_var, save_mean, save_invstd, p);
 }
@@ -122,15 +137,17 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
       {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean}, {"running_var", running_var}});
   op_check(x.raw() != y.raw() || x.numel() == 0, op, "y must not alias x (backward reads x)", {{"x", x}});
   check_eps(op, x, p);
+  check_residual(op, x, y, p, true, nullptr);
   if (x.is_cuda())
     VT_CUDA_CALL(op, cuda::batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, p, s));
   else
     cpu::batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, p);
 }
 
-// The CPU loops accumulate: an overwritten dx is zeroed first.
+// The CPU loops accumulate: an overwritten dx or dr is zeroed first.
 const Tensor* overwritten(const Tensor* dx, const BatchNormParams& p) {
   if (dx && p.overwrite_dx) zero(*dx);
+  if (p.dresidual && p.overwrite_dresidual) zero(*p.dresidual);
   return dx;
 }
 
@@ -146,6 +163,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
   check_channels(op, x,
                  {{"gamma", gamma}, {"beta", beta}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
   check_grads(op, x, dy, dx, dgamma, dbeta);
+  check_residual(op, x, dy, p, false, dx);
   if (x.is_cuda())
     VT_CUDA_CALL(op, cuda::batchnorm_backward(x, dy, gamma, beta, save_mean, save_invstd, dx, dgamma, dbeta,
                                               p, cuda_workspace(op, x, workspace), s));
@@ -167,6 +185,7 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
       {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean}, {"running_var", running_var}});
   check_grads(op, x, dy, dx, dgamma, dbeta);
   check_eps(op, x, p);
+  check_residual(op, x, dy, p, false, dx);
   if (x.is_cuda())
     VT_CUDA_CALL(op, cuda::batchnorm_backward_eval(x, dy, gamma, beta, running_mean, running_var, dx, dgamma,
                                                    dbeta, p, s));

@@ -11,7 +11,9 @@
 // eval forward and the eval dx are elementwise.
 // Every kernel that reads or writes the BN output is templated on kSiLU, the fused SiLU of
 // BatchNormParams::silu: the forward applies it before the store, the backward takes dy back
-// through it at u = xhat gamma + beta, recomputed in registers (act_out / act_grad).
+// through it at u = xhat gamma + beta, recomputed in registers (act_out / act_grad). Those
+// kernels also take the fused residual (r: null or added to the output; dr: null or dy
+// added into it, or written with overwrite_dr, in the pass that writes dx).
 #include "layers/batchnorm.h"
 #include "layers/channel_sum.cuh"
 
@@ -28,9 +30,20 @@ __device__ __forceinline__ float act_grad(float u, float dy) {
   return kSiLU ? dy * silu_derivative(u) : dy;
 }
 
-// x, y: (M, C) storage T; gamma, beta, running_*, save_*: (C) fp32.
+// The fused residual's contribution to output element i: r[i], or 0 without one.
+template <class T>
+__device__ __forceinline__ float residual_at(const T* r, int64_t i) {
+  return r ? to_f32(r[i]) : 0.f;
+}
+// dr[i] += dy (= dy with overwrite) when there is a dr.
+template <class T>
+__device__ __forceinline__ void add_residual_grad(T* dr, int64_t i, float dy, bool overwrite) {
+  if (dr) dr[i] = from_f32<T>(overwrite ? dy : to_f32(dr[i]) + dy);
+}
+
+// x, y, r: (M, C) storage T; gamma, beta, running_*, save_*: (C) fp32.
 template <class T, bool kSiLU>
-__global__ void forward_train_kernel(const T* x, const float* gamma, const float* beta, T* y,
+__global__ void forward_train_kernel(const T* x, const T* r, const float* gamma, const float* beta, T* y,
                                      float* running_mean, float* running_var, float* save_mean,
                                      float* save_invstd, float momentum, float eps, int64_t m_count,
                                      int64_t c_count) {
@@ -67,19 +80,20 @@ __global__ void forward_train_kernel(const T* x, const float* gamma, const float
   const float g = gamma[c], b = beta[c];
   for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
     const int64_t i = m * c_count + c;
-    y[i] = from_f32<T>(act_out<kSiLU>((to_f32(x[i]) - mean) * invstd * g + b));
+    y[i] = from_f32<T>(residual_at(r, i) + act_out<kSiLU>((to_f32(x[i]) - mean) * invstd * g + b));
   }
 }
 
 // x, y: (M, C) flattened to n = M * C elements; the rest (C) fp32.
 template <class T, bool kSiLU>
-__global__ void forward_eval_kernel(const T* x, const float* gamma, const float* beta,
+__global__ void forward_eval_kernel(const T* x, const T* r, const float* gamma, const float* beta,
                                     const float* running_mean, const float* running_var, T* y, float eps,
                                     int64_t n, int64_t c_count) {
   VT_GRID_STRIDE(i, n) {
     const int64_t c = i % c_count;
     const float invstd = 1.f / sqrtf(running_var[c] + eps);
-    y[i] = from_f32<T>(act_out<kSiLU>((to_f32(x[i]) - running_mean[c]) * invstd * gamma[c] + beta[c]));
+    y[i] = from_f32<T>(residual_at(r, i) +
+                       act_out<kSiLU>((to_f32(x[i]) - running_mean[c]) * invstd * gamma[c] + beta[c]));
   }
 }
 
@@ -99,8 +113,8 @@ struct Stats {
 // and writes its dx elementwise.
 template <class T, bool kSiLU>
 __global__ void backward_kernel(const T* x, const T* dy, const float* gamma, const float* beta, Stats st,
-                                T* dx, bool overwrite, float* dgamma, float* dbeta, int64_t m_count,
-                                int64_t c_count) {
+                                T* dx, bool overwrite, T* dr, bool overwrite_dr, float* dgamma, float* dbeta,
+                                int64_t m_count, int64_t c_count) {
   __shared__ float red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
@@ -133,9 +147,10 @@ __global__ void backward_kernel(const T* x, const T* dy, const float* gamma, con
   for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
     const int64_t i = m * c_count + c;
     const float xhat = (to_f32(x[i]) - mean) * invstd;
-    const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(dy[i]));
+    const float d = to_f32(dy[i]), g = act_grad<kSiLU>(xhat * gam + bet, d);
     const float v = k * (g - mean_dy - xhat * mean_dy_xhat);
     dx[i] = from_f32<T>(overwrite ? v : to_f32(dx[i]) + v);
+    add_residual_grad(dr, i, d, overwrite_dr);
   }
 }
 
@@ -143,13 +158,16 @@ __global__ void backward_kernel(const T* x, const T* dy, const float* gamma, con
 // fused activation (x is read only then). (M, C) flattened to n.
 template <class T, bool kSiLU>
 __global__ void backward_eval_dx_kernel(const T* x, const T* dy, const float* gamma, const float* beta,
-                                        Stats st, T* dx, bool overwrite, int64_t n, int64_t c_count) {
+                                        Stats st, T* dx, bool overwrite, T* dr, bool overwrite_dr, int64_t n,
+                                        int64_t c_count) {
   VT_GRID_STRIDE(i, n) {
     const int64_t c = i % c_count;
     const float invstd = st.invstd_at(c);
     const float u = kSiLU ? (to_f32(x[i]) - st.mean[c]) * invstd * gamma[c] + beta[c] : 0.f;
-    const float v = gamma[c] * invstd * act_grad<kSiLU>(u, to_f32(dy[i]));
+    const float d = to_f32(dy[i]);
+    const float v = gamma[c] * invstd * act_grad<kSiLU>(u, d);
     dx[i] = from_f32<T>(overwrite ? v : to_f32(dx[i]) + v);
+    add_residual_grad(dr, i, d, overwrite_dr);
   }
 }
 
@@ -182,7 +200,8 @@ struct TileRows {
 // `rows` (count rows in all), each thread row every kRows-th of them in order, then
 // column_combine. Grid (channel groups, S), block (kChannels, kRows).
 template <class Rows>
-__global__ void slice_stats_kernel(Rows rows, MeanM2* part, int64_t count, int64_t c_count, int64_t slice_len) {
+__global__ void slice_stats_kernel(Rows rows, MeanM2* part, int64_t count, int64_t c_count,
+                                   int64_t slice_len) {
   __shared__ MeanM2 red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
@@ -260,6 +279,7 @@ __global__ void grad_totals_kernel(const float* part_a, const float* part_b, int
 template <class T, bool kSiLU>
 struct Normalize {
   const T* x;
+  const T* r;  // the fused residual, or null
   T* y;
   const float *mean, *invstd, *gamma, *beta;
   int64_t c_count;
@@ -267,11 +287,14 @@ struct Normalize {
   __device__ void apply(int64_t i) const {
     const int64_t c0 = i % c_count;
     const Pack<T, V> a = load_pack<V>(x + i);
+    Pack<T, V> res{};
+    if (r) res = load_pack<V>(r + i);
     Pack<T, V> o;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       const int64_t c = c0 + j;
-      o.v[j] = from_f32<T>(act_out<kSiLU>((to_f32(a.v[j]) - mean[c]) * invstd[c] * gamma[c] + beta[c]));
+      const float v = act_out<kSiLU>((to_f32(a.v[j]) - mean[c]) * invstd[c] * gamma[c] + beta[c]);
+      o.v[j] = from_f32<T>(r ? to_f32(res.v[j]) + v : v);
     }
     store_pack(y + i, o);
   }
@@ -284,9 +307,10 @@ struct TrainDx {
   const T* x;
   const T* dy;
   T* dx;
+  T* dr;  // the fused residual's gradient: dr += dy (= dy with overwrite_dr); or null
   const float *mean, *invstd, *gamma, *beta, *totals;
   int64_t m_count, c_count;
-  bool overwrite;  // dx = ... instead of dx += ...
+  bool overwrite, overwrite_dr;  // dx = ... instead of dx += ...; the same for dr
   template <int V>
   __device__ void apply(int64_t i) const {
     const int64_t c0 = i % c_count;
@@ -303,6 +327,15 @@ struct TrainDx {
       o.v[j] = from_f32<T>(overwrite ? v : to_f32(o.v[j]) + v);
     }
     store_pack(dx + i, o);
+    if (dr) {
+      Pack<T, V> q = g;
+      if (!overwrite_dr) {
+        const Pack<T, V> old = load_pack<V>(dr + i);
+#pragma unroll
+        for (int j = 0; j < V; ++j) q.v[j] = from_f32<T>(to_f32(old.v[j]) + to_f32(g.v[j]));
+      }
+      store_pack(dr + i, q);
+    }
   }
 };
 
@@ -328,8 +361,8 @@ void with_silu(bool silu, Fn&& fn) {
 
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,
                              const Tensor& running_mean, const Tensor& running_var, const Tensor& save_mean,
-                             const Tensor& save_invstd, const BatchNormParams& p, float* workspace,
-                             Stream s, const Tensor* tile_stats) {
+                             const Tensor& save_invstd, const BatchNormParams& p, float* workspace, Stream s,
+                             const Tensor* tile_stats) {
   const int64_t m_count = positions(x), c_count = x.dim(3);
   if (m_count == 0 || c_count == 0) return;
   const cudaStream_t st = stream_of(s);
@@ -349,7 +382,8 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
               TileRows{reinterpret_cast<const MeanM2*>(tile_stats->raw())}, part, tiles, c_count,
               (tiles + slices - 1) / slices);
         } else {
-          slice_stats_kernel<<<grid, channel_block(), 0, st>>>(XRows<T>{x.data<T>()}, part, m_count, c_count, len);
+          slice_stats_kernel<<<grid, channel_block(), 0, st>>>(XRows<T>{x.data<T>()}, part, m_count, c_count,
+                                                               len);
         }
         VT_LAUNCH_CHECK();
         stats_kernel<<<grid_for(c_count), kThreads, 0, st>>>(
@@ -357,15 +391,16 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
             running_mean.data<float>(), running_var.data<float>());
         VT_LAUNCH_CHECK();
         constexpr int kPack = 16 / static_cast<int>(sizeof(T));
-        launch_elementwise<T>(Normalize<T, kSiLU>{x.data<T>(), y.data<T>(), mean, invstd, gamma.data<float>(),
-                                                  beta.data<float>(), c_count},
-                              x.numel(), {x.raw(), y.raw()}, st, c_count % kPack == 0);
+        const T* r = p.residual ? p.residual->data<T>() : nullptr;
+        launch_elementwise<T>(Normalize<T, kSiLU>{x.data<T>(), r, y.data<T>(), mean, invstd,
+                                                  gamma.data<float>(), beta.data<float>(), c_count},
+                              x.numel(), {x.raw(), r, y.raw()}, st, c_count % kPack == 0);
         return;
       }
       forward_train_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, st>>>(
-          x.data<T>(), gamma.data<float>(), beta.data<float>(), y.data<T>(), running_mean.data<float>(),
-          running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(), float(p.momentum),
-          float(p.eps), m_count, c_count);
+          x.data<T>(), p.residual ? p.residual->data<T>() : nullptr, gamma.data<float>(), beta.data<float>(),
+          y.data<T>(), running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(),
+          save_invstd.data<float>(), float(p.momentum), float(p.eps), m_count, c_count);
     });
   });
   VT_LAUNCH_CHECK();
@@ -380,8 +415,8 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
     using T = decltype(tag);
     with_silu(p.silu, [&](auto silu) {
       forward_eval_kernel<T, decltype(silu)::value><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
-          x.data<T>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
-          running_var.data<float>(), y.data<T>(), float(p.eps), n, x.dim(3));
+          x.data<T>(), p.residual ? p.residual->data<T>() : nullptr, gamma.data<float>(), beta.data<float>(),
+          running_mean.data<float>(), running_var.data<float>(), y.data<T>(), float(p.eps), n, x.dim(3));
     });
   });
   VT_LAUNCH_CHECK();
@@ -397,6 +432,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
   const cudaStream_t cs = stream_of(s);
   dispatch("batchnorm_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
+    T* dr = p.dresidual ? p.dresidual->data<T>() : nullptr;
     with_silu(p.silu, [&](auto silu) {
       constexpr bool kSiLU = decltype(silu)::value;
       if (workspace) {
@@ -413,18 +449,17 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
         VT_LAUNCH_CHECK();
         if (dx) {
           constexpr int kPack = 16 / static_cast<int>(sizeof(T));
-          launch_elementwise<T>(
-              TrainDx<T, kSiLU>{x.data<T>(), dy.data<T>(), dx->data<T>(), st.mean, st.invstd,
-                                gamma.data<float>(), beta.data<float>(), totals, m_count, c_count,
-                                p.overwrite_dx},
-              x.numel(), {x.raw(), dy.raw(), dx->raw()}, cs, c_count % kPack == 0);
+          launch_elementwise<T>(TrainDx<T, kSiLU>{x.data<T>(), dy.data<T>(), dx->data<T>(), dr, st.mean,
+                                                  st.invstd, gamma.data<float>(), beta.data<float>(), totals,
+                                                  m_count, c_count, p.overwrite_dx, p.overwrite_dresidual},
+                                x.numel(), {x.raw(), dy.raw(), dx->raw(), dr}, cs, c_count % kPack == 0);
         }
         return;
       }
       backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
           x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st,
-          dx ? dx->data<T>() : nullptr, p.overwrite_dx, data_or_null(dgamma), data_or_null(dbeta), m_count,
-          c_count);
+          dx ? dx->data<T>() : nullptr, p.overwrite_dx, dr, p.overwrite_dresidual, data_or_null(dgamma),
+          data_or_null(dbeta), m_count, c_count);
     });
   });
   VT_LAUNCH_CHECK();
@@ -439,19 +474,19 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
   const cudaStream_t cs = stream_of(s);
   dispatch("batchnorm_backward_eval", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
+    T* dr = p.dresidual ? p.dresidual->data<T>() : nullptr;
     with_silu(p.silu, [&](auto silu) {
       constexpr bool kSiLU = decltype(silu)::value;
       if (dx) {
-        backward_eval_dx_kernel<T, kSiLU>
-            <<<grid_for(n), kThreads, 0, cs>>>(x.data<T>(), dy.data<T>(), gamma.data<float>(),
-                                               beta.data<float>(), st, dx->data<T>(), p.overwrite_dx, n,
-                                               c_count);
+        backward_eval_dx_kernel<T, kSiLU><<<grid_for(n), kThreads, 0, cs>>>(
+            x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st, dx->data<T>(),
+            p.overwrite_dx, dr, p.overwrite_dresidual, n, c_count);
         VT_LAUNCH_CHECK();
       }
       if (dgamma || dbeta) {
         backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
-            x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st, nullptr, false,
-            data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
+            x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st, nullptr, false, nullptr,
+            false, data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
         VT_LAUNCH_CHECK();
       }
     });

@@ -15,6 +15,12 @@
 // stored; the backward takes dy = d(loss)/d(that y), forms g = dy * silu'(u) with u recomputed
 // from x, the statistics, gamma and beta, and proceeds with g in place of dy. One pass over
 // the activations in each direction instead of two, and no buffer for u or its gradient.
+// With p.residual the op also ends in a residual add (Ultralytics' Bottleneck, x + cv2(cv1(x)),
+// cv2 ending in this BN and its SiLU): the forward writes y = r + act(u) (act: the SiLU or
+// nothing) and the backward, dy now being d(loss)/d(that sum), also adds dy into dr (writes it
+// with p.overwrite_dresidual); the activation's own output is never stored, and its gradient
+// is dy itself. r and dr: y's shape, type and device; the forward reads residual, the
+// backward dresidual (null: no gradient wanted; one needs dx, whose pass writes it).
 // Shapes: x, y, dx, dy: (N, H, W, C); gamma, beta, running_mean, running_var, save_mean,
 // save_invstd, dgamma, dbeta: (C). Activations in their storage type (f32/f64 on the CPU,
 // f32/bf16 on CUDA); every (C) tensor in param_dtype of it (f32, or f64 with f64 activations).
@@ -30,10 +36,14 @@
 namespace vt {
 
 struct BatchNormParams {
-  double momentum = 0.03;  // weight of the batch statistic in the running update, in [0, 1]
-  double eps = 1e-3;       // added to the variance, > 0
-  bool silu = false;       // fused SiLU after the affine map (see the top of this file)
+  double momentum = 0.03;     // weight of the batch statistic in the running update, in [0, 1]
+  double eps = 1e-3;          // added to the variance, > 0
+  bool silu = false;          // fused SiLU after the affine map (see the top of this file)
   bool overwrite_dx = false;  // backward: dx = dL/dx instead of dx += dL/dx
+  // The fused residual add (see the top): r (forward) and dr (backward), or null for none.
+  const Tensor* residual = nullptr;
+  const Tensor* dresidual = nullptr;
+  bool overwrite_dresidual = false;  // backward: dr = dy instead of dr += dy
 };
 
 // Scratch for the training passes on CUDA: with a workspace of at least this many bytes (f32

@@ -27,10 +27,17 @@ double act_value(const BatchNormParams& p, double u) {
   return p.silu ? u * sigmoid(u) : u;
 }
 
+// The fused residual's element i (p.residual), or 0 without one.
+template <class T>
+double residual_at(const BatchNormParams& p, int64_t i) {
+  return p.residual ? double(p.residual->data<T>()[i]) : 0.0;
+}
+
 // The per-channel sums of the backward passes, then the gradients. mean and invstd (C)
 // define xhat = (x - mean) * invstd; `through_stats` selects the training dx, which also
 // flows through the batch mean and variance, over the eval dx of a fixed affine map. With
-// p.silu the incoming dy is first taken through the SiLU at u = gamma xhat + beta.
+// p.silu the incoming dy is first taken through the SiLU at u = gamma xhat + beta; with
+// p.dresidual dy is also added into it.
 template <class T>
 void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
                    const std::vector<double>& mean, const std::vector<double>& invstd, bool through_stats,
@@ -84,6 +91,11 @@ void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const
       dxp[i] = T(double(dxp[i]) + d);
     }
   }
+  // The fused residual's gradient: dy itself, added (an overwritten dr was zeroed).
+  if (p.dresidual) {
+    T* drp = p.dresidual->data<T>();
+    for (int64_t i = 0; i < m_count * c_count; ++i) drp[i] = T(double(drp[i]) + double(dyp[i]));
+  }
 }
 
 }  // namespace
@@ -125,7 +137,8 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
     for (int64_t m = 0; m < m_count; ++m) {
       for (int64_t c = 0; c < c_count; ++c) {
         const int64_t i = m * c_count + c;
-        yp[i] = T(act_value(p, (double(xp[i]) - mean[c]) * invstd[c] * double(gam[c]) + double(bet[c])));
+        yp[i] = T(residual_at<T>(p, i) +
+                  act_value(p, (double(xp[i]) - mean[c]) * invstd[c] * double(gam[c]) + double(bet[c])));
       }
     }
   });
@@ -148,7 +161,8 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
       for (int64_t c = 0; c < c_count; ++c) {
         const int64_t i = m * c_count + c;
         const double invstd = 1.0 / std::sqrt(double(rv[c]) + double(p.eps));
-        yp[i] = T(act_value(p, (double(xp[i]) - double(rm[c])) * invstd * double(gam[c]) + double(bet[c])));
+        yp[i] = T(residual_at<T>(p, i) +
+                  act_value(p, (double(xp[i]) - double(rm[c])) * invstd * double(gam[c]) + double(bet[c])));
       }
     }
   });

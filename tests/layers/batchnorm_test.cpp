@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "layers/activation.h"
+#include "layers/add.h"
 #include "layers/check.h"
 #include "layers/conv2d.h"
 #include "layers/mean_m2.h"
@@ -288,17 +289,31 @@ TEST(BatchNorm, FusedSiLUEqualsBatchNormThenSiLU) {
 struct BnRun {
   Tensor y, running_mean, running_var, save_mean, save_invstd, dx, dgamma, dbeta;  // train
   Tensor y_eval, dx_eval, dgamma_eval, dbeta_eval;                                 // eval
+  Tensor dr, dr_eval;  // the fused residual's gradient, when there is one
+};
+
+// A fused residual for run_layer: r, and dr's starting value (f32 CPU, x's shape).
+struct ResidualInputs {
+  Tensor r, dr0;
 };
 
 // Runs train forward + backward and eval forward + backward on `dev` with activations in
 // `dt`, from the (f32 CPU) inputs given; the gradients start at dx0, dg0, db0. `sliced`:
-// the training passes get a workspace (on CUDA: the sliced reductions).
+// the training passes get a workspace (on CUDA: the sliced reductions). `res`: with the
+// fused residual (p.overwrite_dresidual as given), its gradient starting at res->dr0.
 BnRun run_layer(Device dev, DType dt, const Tensor& x, const Tensor& dy, const Tensor& dx0, const BnState& in,
-                const Tensor& dg0, const Tensor& db0, const BatchNormParams& p, bool sliced = false) {
+                const Tensor& dg0, const Tensor& db0, BatchNormParams p, bool sliced = false,
+                const ResidualInputs* res = nullptr) {
   auto act = [&](const Tensor& t) { return t.to(dev, dt); };
   auto par = [&](const Tensor& t) { return t.to(dev, DType::kF32); };
   const Tensor xd = act(x), dyd = act(dy), gamma = par(in.gamma), beta = par(in.beta);
   BnRun r;
+  Tensor rd;
+  if (res) {
+    rd = act(res->r);
+    r.dr = act(res->dr0), r.dr_eval = act(res->dr0);
+    p.residual = &rd;
+  }
   r.y = Tensor::empty(x.shape(), dt, dev);
   r.running_mean = par(in.running_mean);
   r.running_var = par(in.running_var);
@@ -311,6 +326,7 @@ BnRun run_layer(Device dev, DType dt, const Tensor& x, const Tensor& dy, const T
   const Tensor ws = sliced && ws_bytes ? Tensor::empty({int64_t(ws_bytes / 4)}, DType::kF32, dev) : Tensor{};
   batchnorm_forward_train(xd, gamma, beta, r.y, r.running_mean, r.running_var, r.save_mean, r.save_invstd, p,
                           {}, ws);
+  if (res) p.dresidual = &r.dr;
   batchnorm_backward(xd, dyd, gamma, beta, r.save_mean, r.save_invstd, &r.dx, &r.dgamma, &r.dbeta, p, {}, ws);
 
   const Tensor rm = par(in.running_mean), rv = par(in.running_var);
@@ -319,6 +335,7 @@ BnRun run_layer(Device dev, DType dt, const Tensor& x, const Tensor& dy, const T
   r.dgamma_eval = par(dg0);
   r.dbeta_eval = par(db0);
   batchnorm_forward_eval(xd, gamma, beta, rm, rv, r.y_eval, p);
+  if (res) p.dresidual = &r.dr_eval;
   batchnorm_backward_eval(xd, dyd, gamma, beta, rm, rv, &r.dx_eval, &r.dgamma_eval, &r.dbeta_eval, p);
   synchronize();
   return r;
@@ -353,19 +370,30 @@ GpuInputs gpu_inputs(const Shape& s, DType dt) {
   return in;
 }
 
+// A fused residual and its gradient's starting value (bf16-rounded in bf16 runs, as above).
+ResidualInputs residual_inputs(const Shape& s, DType dt) {
+  ResidualInputs r{test::random_tensor(s, DType::kF32, 8), test::random_tensor(s, DType::kF32, 9)};
+  if (dt == DType::kBF16) r.r = test::round_to_bf16(r.r), r.dr0 = test::round_to_bf16(r.dr0);
+  return r;
+}
+
 TEST(BatchNorm, GpuMatchesCpu) {
   VT_REQUIRE_GPU();
   for (DType dt : {DType::kF32, DType::kBF16}) {
     for (const Shape& s : kGpuShapes) {
-      for (int variant = 0; variant < 8; ++variant) {
-        const bool sliced = variant & 1, silu = variant & 2, overwrite = variant & 4;
+      for (int variant = 0; variant < 16; ++variant) {
+        const bool sliced = variant & 1, silu = variant & 2, overwrite = variant & 4, residual = variant & 8;
         BatchNormParams p = params_with_silu(silu);
         p.overwrite_dx = overwrite;  // dx = ... over the garbage dx0 (both sides)
+        p.overwrite_dresidual = overwrite;
         SCOPED_TRACE(std::string(dtype_name(dt)) + " " + s.str() + (sliced ? " sliced" : " one block per group") +
-                     (silu ? " silu" : "") + (overwrite ? " overwriting dx" : ""));
+                     (silu ? " silu" : "") + (overwrite ? " overwriting dx" : "") + (residual ? " residual" : ""));
         const GpuInputs in = gpu_inputs(s, dt);
-        const BnRun cpu = run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
-        const BnRun gpu = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, sliced);
+        const ResidualInputs res = residual_inputs(s, dt);
+        const ResidualInputs* rp = residual ? &res : nullptr;
+        const BnRun cpu =
+            run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, false, rp);
+        const BnRun gpu = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, sliced, rp);
 
         // Statistics are fp32 on the GPU in both storage types (from identical inputs), against
         // the CPU's double sums rounded once. An fp32 sum of M <= 4800 terms, kRows = 16 serial
@@ -402,9 +430,45 @@ TEST(BatchNorm, GpuMatchesCpu) {
         test::expect_close(gpu.dx, cpu.dx, atol, rtol, "dx");
         test::expect_close(gpu.y_eval, cpu.y_eval, atol, rtol, "y eval");
         test::expect_close(gpu.dx_eval, cpu.dx_eval, atol, rtol, "dx eval");
+        if (residual) {
+          test::expect_close(gpu.dr, cpu.dr, atol, rtol, "dresidual");
+          test::expect_close(gpu.dr_eval, cpu.dr_eval, atol, rtol, "dresidual eval");
+        }
       }
     }
   }
+}
+
+// The fused residual is BN (with or without its SiLU) followed by the add op: the output up
+// to the rounding of the intermediate (f32 here), the gradients x, gamma and beta get
+// exactly (the BN backward sees the same dy), and dr = dr0 + dy, or dy with
+// overwrite_dresidual; train and eval.
+TEST(BatchNorm, FusedResidualEqualsBatchNormThenAdd) {
+  const Shape s{2, 5, 3, 6};
+  const GpuInputs in = gpu_inputs(s, DType::kF32);
+  const ResidualInputs res = residual_inputs(s, DType::kF32);
+  for (bool silu : {false, true})
+    for (bool overwrite : {false, true}) {
+      SCOPED_TRACE(std::string(silu ? "silu" : "plain") + (overwrite ? ", overwriting dr" : ""));
+      BatchNormParams p = params_with_silu(silu);
+      const BnRun plain = run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p);
+      p.overwrite_dresidual = overwrite;
+      const BnRun fused =
+          run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, false, &res);
+      for (bool train : {true, false}) {
+        const Tensor out = Tensor::empty(s, DType::kF32, Device::kCPU);
+        add_forward(res.r, train ? plain.y : plain.y_eval, out);
+        test::expect_close(train ? fused.y : fused.y_eval, out, 1e-6, 1e-6, train ? "y" : "y eval");
+        Tensor dr = overwrite ? Tensor::empty(s, DType::kF32, Device::kCPU) : res.dr0.to(Device::kCPU);
+        add_forward(dr, in.dy, dr);
+        test::expect_close(train ? fused.dr : fused.dr_eval, dr, 0, 0, train ? "dr" : "dr eval");
+      }
+      test::expect_close(fused.dx, plain.dx, 0, 0, "dx");
+      test::expect_close(fused.dgamma, plain.dgamma, 0, 0, "dgamma");
+      test::expect_close(fused.dx_eval, plain.dx_eval, 0, 0, "dx eval");
+      test::expect_close(fused.dbeta_eval, plain.dbeta_eval, 0, 0, "dbeta eval");
+      test::expect_close(fused.running_var, plain.running_var, 0, 0, "running_var");
+    }
 }
 
 // Overwriting dx: a dx holding garbage ends as the accumulation onto zeros, in train and
