@@ -276,7 +276,7 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
       row("silu forward (x, y)", 2 * bytes, tm.ms([&] { activation_forward(silu, x, y, s); }));
   const double silu_b =
       row("silu backward (x, dy, dx rw)", 4 * bytes, tm.ms([&] { activation_backward(silu, x, dy, dx, s); }));
-  row("add forward (a, b, y)", 3 * bytes, tm.ms([&] { add_forward(x, dy, y, s); }));
+  const double add_f = row("add forward (a, b, y)", 3 * bytes, tm.ms([&] { add_forward(x, dy, y, s); }));
   const int64_t c = act[3];
   const Tensor gamma = random_gpu({c}, DType::kF32, 4, 0.5f, 1.5f), beta = random_gpu({c}, DType::kF32, 5);
   const Tensor rm = random_gpu({c}, DType::kF32, 6), rv = random_gpu({c}, DType::kF32, 7, 0.5f, 1.5f);
@@ -315,8 +315,24 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
   // As the model runs it: the conv output's gradient has one writer, so dx is not read.
   BatchNormParams fused_over = fused;
   fused_over.overwrite_dx = true;
-  row("bn+silu backward, dx written (x x2, dy x2, dx)", 5 * bytes,
-      tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, fused_over, s, bn_ws); }));
+  const double fused_over_b = row("bn+silu backward, dx written (x x2, dy x2, dx)", 5 * bytes, tm.ms([&] {
+    batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, fused_over, s, bn_ws);
+  }));
+  // The Bottleneck's residual add fused into that op (the model's shortcut Bottlenecks), against
+  // the add op after it: forward y = r + silu(bn(x)), backward dr += dy in dx's pass.
+  const Tensor r = random_gpu(act, DType::kBF16, 15), dr = random_gpu(act, DType::kBF16, 16);
+  BatchNormParams with_res = fused;
+  with_res.residual = &r;
+  const double res_f =
+      row("bn+silu+add train forward (x x2, r, y)", 4 * bytes,
+          tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, with_res, s, bn_ws); }));
+  BatchNormParams with_dres = fused_over;
+  with_dres.dresidual = &dr;
+  const double res_b =
+      row("bn+silu+add backward (x x2, dy x2, dx, dr rw)", 7 * bytes,
+          tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, with_dres, s, bn_ws); }));
+  const double add_b = row("add backward (dy, da rw, db)", 4 * bytes,
+                           tm.ms([&] { add_backward(dy, &dr, &y, s, false, true); }));
   // The conv bias gradient alone (a per-channel column sum of dy, as Detect's last convs take it).
   const Shape w1{c, 1, 1, c};
   const Tensor w1t = random_gpu(w1, DType::kBF16, 13);
@@ -328,6 +344,11 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
   std::printf(
       "  fusion: bn+silu forward %.3f ms vs bn then silu %.3f ms (x%.2f); backward %.3f vs %.3f (x%.2f)\n",
       fused_f, bn_f + silu_f, (bn_f + silu_f) / fused_f, fused_b, bn_b + silu_b, (bn_b + silu_b) / fused_b);
+  std::printf(
+      "  residual: bn+silu+add forward %.3f ms vs bn+silu then add %.3f ms (x%.2f); backward %.3f vs %.3f "
+      "(x%.2f)\n",
+      res_f, fused_f + add_f, (fused_f + add_f) / res_f, res_b, fused_over_b + add_b,
+      (fused_over_b + add_b) / res_b);
 
   const Tensor p = random_gpu({params}, DType::kF32, 8),
                g = random_gpu({params}, DType::kF32, 9, -1e-3f, 1e-3f);
@@ -353,7 +374,9 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
       {"activation", act.str()},
       {"params", params},
       {"kernels", rows},
-      {"fusion_speedup", {{"forward", (bn_f + silu_f) / fused_f}, {"backward", (bn_b + silu_b) / fused_b}}}};
+      {"fusion_speedup", {{"forward", (bn_f + silu_f) / fused_f}, {"backward", (bn_b + silu_b) / fused_b}}},
+      {"residual_speedup",
+       {{"forward", (fused_f + add_f) / res_f}, {"backward", (fused_over_b + add_b) / res_b}}}};
 }
 
 }  // namespace

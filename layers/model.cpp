@@ -80,9 +80,12 @@ std::vector<int> Model::readers() const {
   return n;
 }
 
-// A BN whose output only the next op, a SiLU, reads: the pair runs as one fused op.
+// A BN whose output only the next op, a SiLU, reads: the pair runs as one fused op. And an
+// add right after such a pair that alone reads the SiLU's output (the Bottleneck's residual):
+// it runs inside the same op, the add's other input as the residual.
 void Model::find_fusions() {
   absorbed_.assign(graph_.ops.size(), false);
+  residual_.assign(graph_.ops.size(), -1);
   elided_.assign(graph_.acts.size(), false);
   const bool fuse = opt_.fusion == ModelOptions::Fusion::kOn ||
                     (opt_.fusion == ModelOptions::Fusion::kAuto && opt_.device == Device::kCUDA);
@@ -96,6 +99,15 @@ void Model::find_fusions() {
       elided_[bn.outputs[0]] = true;
     }
   }
+  for (size_t i = 0; i + 2 < graph_.ops.size(); ++i) {
+    const GraphOp& add = graph_.ops[i + 2];
+    if (graph_.ops[i].kind != OpKind::kBatchNorm || !absorbed_[i + 1] || add.kind != OpKind::kAdd) continue;
+    const int z = graph_.ops[i + 1].outputs[0];
+    if (readers[z] != 1 || (add.inputs[0] == z) == (add.inputs[1] == z)) continue;
+    absorbed_[i + 2] = true;
+    elided_[z] = true;
+    residual_[i] = add.inputs[0] == z ? add.inputs[1] : add.inputs[0];
+  }
 }
 
 // Per conv op, the tiles of its statistics for the BN right after it (ModelOptions::conv_stats),
@@ -108,8 +120,9 @@ void Model::find_conv_stats() {
     const GraphOp &conv = graph_.ops[i], &bn = graph_.ops[i + 1];
     if (conv.kind == OpKind::kConv && bn.kind == OpKind::kBatchNorm && bn.inputs[0] == conv.outputs[0] &&
         readers[conv.outputs[0]] == 1)
-      stats_tiles_[i] = conv2d_tile_stats_tiles(graph_.acts[conv.inputs[0]].shape,
-                                                graph_.params[conv.weight].shape, conv.conv, opt_.dtype, opt_.device);
+      stats_tiles_[i] =
+          conv2d_tile_stats_tiles(graph_.acts[conv.inputs[0]].shape, graph_.params[conv.weight].shape,
+                                  conv.conv, opt_.dtype, opt_.device);
   }
 }
 
@@ -230,8 +243,9 @@ void Model::bind() {
     BoundOp b;
     b.op = &op;
     b.index = i;
-    // A fused BN writes the SiLU's output and reads its gradient.
-    b.silu = i + 1 < graph_.ops.size() && absorbed_[i + 1];
+    // A fused BN writes the SiLU's output (or the residual add's) and reads its gradient.
+    b.silu = op.kind == OpKind::kBatchNorm && i + 1 < graph_.ops.size() && absorbed_[i + 1];
+    if (const int r = residual_[i]; r >= 0) b.r = act[r], b.dr = dact[r], b.overwrite_r = overwritten_[r];
     for (int a : op.inputs) b.overwrite.push_back(overwritten_[a]);
     // A conv feeding its BN's statistics, and that BN: the same view of the workspace.
     const size_t conv_op = stats_tiles_[i] > 0 ? i : i - 1;  // this conv, or the conv before this BN
@@ -240,7 +254,9 @@ void Model::bind() {
       const int64_t off = static_cast<int64_t>(stats_offset(y, opt_.device) / sizeof(float));
       b.tile_stats = slice(workspace_, off, {stats_tiles_[conv_op], y[3], 3});
     }
-    const std::vector<int>& outputs = b.silu ? graph_.ops[i + 1].outputs : op.outputs;
+    const std::vector<int>& outputs = residual_[i] >= 0 ? graph_.ops[i + 2].outputs
+                                      : b.silu          ? graph_.ops[i + 1].outputs
+                                                        : op.outputs;
     for (int a : op.inputs) b.x.push_back(act[a]), b.dx.push_back(dact[a]);
     for (int a : outputs) b.y.push_back(act[a]), b.dy.push_back(dact[a]);
     if (op.weight >= 0) {
@@ -287,14 +303,16 @@ void Model::forward_op(const BoundOp& o, bool train, Stream s) {
       conv2d_forward(o.x[0], o.w, o.b.defined() ? &o.b : nullptr, o.y[0], o.op->conv, workspace_, s,
                      train && o.tile_stats.defined() ? &o.tile_stats : nullptr);
       break;
-    case OpKind::kBatchNorm:
+    case OpKind::kBatchNorm: {
+      BatchNormParams p = bn_params(o.silu, false);
+      if (o.r.defined()) p.residual = &o.r;
       if (train)
         batchnorm_forward_train(o.x[0], o.w, o.b, o.y[0], o.run_mean, o.run_var, o.save_mean, o.save_invstd,
-                                bn_params(o.silu, false), s, workspace_,
-                                o.tile_stats.defined() ? &o.tile_stats : nullptr);
+                                p, s, workspace_, o.tile_stats.defined() ? &o.tile_stats : nullptr);
       else
-        batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], bn_params(o.silu, false), s);
+        batchnorm_forward_eval(o.x[0], o.w, o.b, o.run_mean, o.run_var, o.y[0], p, s);
       break;
+    }
     case OpKind::kSiLU:
       activation_forward(kSiLU, o.x[0], o.y[0], s);
       break;
@@ -327,14 +345,16 @@ void Model::backward_op(const BoundOp& o, bool train, Stream s) {
       conv2d_backward(o.x[0], o.w, o.dy[0], dx, &o.dw, o.b.defined() ? &o.db : nullptr, p, workspace_, s);
       break;
     }
-    case OpKind::kBatchNorm:
+    case OpKind::kBatchNorm: {
+      BatchNormParams p = bn_params(o.silu, o.overwrite[0]);
+      if (o.dr.defined()) p.dresidual = &o.dr, p.overwrite_dresidual = o.overwrite_r;
       if (train)
-        batchnorm_backward(o.x[0], o.dy[0], o.w, o.b, o.save_mean, o.save_invstd, dx, &o.dw, &o.db,
-                           bn_params(o.silu, o.overwrite[0]), s, workspace_);
+        batchnorm_backward(o.x[0], o.dy[0], o.w, o.b, o.save_mean, o.save_invstd, dx, &o.dw, &o.db, p, s,
+                           workspace_);
       else
-        batchnorm_backward_eval(o.x[0], o.dy[0], o.w, o.b, o.run_mean, o.run_var, dx, &o.dw, &o.db,
-                                bn_params(o.silu, o.overwrite[0]), s);
+        batchnorm_backward_eval(o.x[0], o.dy[0], o.w, o.b, o.run_mean, o.run_var, dx, &o.dw, &o.db, p, s);
       break;
+    }
     case OpKind::kSiLU:
       activation_backward(kSiLU, o.x[0], o.dy[0], o.dx[0], s);
       break;

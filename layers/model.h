@@ -8,6 +8,8 @@
 // On CUDA each Conv's BN -> SiLU pair runs as one op, batch norm with its SiLU fused
 // (batchnorm.h): the BN output between them, read by that SiLU alone, has no buffer and no
 // gradient (ModelOptions::fusion; the graph itself, which the exporters walk, keeps both ops).
+// Likewise the Bottleneck's residual add after such a pair (x + cv2(cv1(x))) runs inside the
+// BN op (BatchNormParams::residual), and the SiLU output it alone read is not stored either.
 // The gradient of an activation that one op alone reads is written by that op's backward,
 // not added into, and lies after the arena's zeroed part (ModelOptions::overwrite_grads):
 // zero_grads() clears only what is accumulated.
@@ -140,8 +142,8 @@ class Model {
   void backward(Stream s = {}, const ReadyFn& on_ready = {});
 
   // Profiling (bench/step_profile): when set, forward() and backward() call hook(i, backward,
-  // after) just before and just after running graph().ops[i] (a SiLU fused into the BN
-  // before it is never called: it runs inside that BN's call). Unset by an empty function.
+  // after) just before and just after running graph().ops[i] (a SiLU or add fused into the
+  // BN before them is never called: it runs inside that BN's call). Unset by an empty function.
   using OpHook = std::function<void(size_t op, bool backward, bool after)>;
   void set_op_hook(OpHook hook) { hook_ = std::move(hook); }
 
@@ -164,13 +166,17 @@ class Model {
   // An op with its tensors bound (views into the plan), so a step builds nothing.
   struct BoundOp {
     const GraphOp* op = nullptr;
-    size_t index = 0;  // in graph().ops
+    size_t index = 0;                  // in graph().ops
     std::vector<Tensor> x, y, dx, dy;  // dx[i] undefined when input i takes no gradient
     Tensor w, b, dw, db;               // conv: weight (activation type) and bias; BN: gamma, beta
     Tensor run_mean, run_var, save_mean, save_invstd;
     bool silu = false;  // BN with the following SiLU fused: y and dy are the SiLU's output
+    // BN (with its SiLU) with the residual add after them fused: y and dy are the add's
+    // output; r is the add's other input, dr its gradient (written: overwrite_r).
+    Tensor r, dr;
+    bool overwrite_r = false;
     std::vector<bool> overwrite;  // per input: backward writes dx[i] (its only writer), not adds
-    Tensor tile_stats;  // a conv and the BN after it: the conv's per-tile statistics of its output
+    Tensor tile_stats;            // a conv and the BN after it: the conv's per-tile statistics of its output
     int64_t param_offset = 0, param_count = 0;
   };
 
@@ -195,8 +201,9 @@ class Model {
   std::vector<std::pair<Tensor, Tensor>> weight_casts_;  // (master, bf16 copy) per conv weight
   std::vector<int64_t> bn_offset_;                       // per BN: start of its mean in bn_stats
   std::vector<int64_t> grad_offset_;  // per activation: start in the gradient arena (-1: none)
-  std::vector<bool> absorbed_;        // per graph op: a SiLU run inside the BN before it
-  std::vector<bool> elided_;          // per activation: a fused BN's output, never stored
+  std::vector<bool> absorbed_;        // per graph op: a SiLU or add run inside the BN before it
+  std::vector<int> residual_;         // per graph op: a BN's fused residual (activation), or -1
+  std::vector<bool> elided_;          // per activation: a fused BN's or SiLU's output, never stored
   std::vector<bool> overwritten_;     // per activation: its gradient written by its one reader
   std::vector<int64_t> stats_tiles_;  // per graph op: a conv's tiles of statistics for the BN after it, or 0
   int64_t zeroed_ = 0;                // the arena's first zeroed_ elements: gradients added into

@@ -57,7 +57,7 @@ fi
 
 if want kernels; then
   step "kernel_bench" "$out/kernel_bench.txt" "$build/bench/kernel_bench" --out "$out/kernel_bench.json"
-  grep -E "all three passes|^\(b\)|GB/s|ratio|fusion" "$out/kernel_bench.txt" | head -24
+  grep -E "all three passes|^\(b\)|GB/s|ratio|fusion|residual:|loads check" "$out/kernel_bench.txt" | head -40
   for model in yolov8n yolov8s; do
     step "step_profile $model" "$out/step_profile_$model.txt" "$build/bench/step_profile" \
       --model "configs/$model.yaml" --batch 64 --imgsz 640 --device cuda --out "$out/step_profile_$model.json"

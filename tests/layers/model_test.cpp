@@ -380,7 +380,9 @@ double relative_l2(const std::vector<double>& a, const std::vector<double>& b) {
 // Running each BN -> SiLU fused changes nothing but the rounding of the BN output (none in
 // f64 beyond ~1e-15) and saves that output's buffer and gradient: the same outputs, parameter
 // gradients and running statistics, train and eval, in less memory.
-TEST(Model, FusedBnSiLUMatchesSeparateOps) {
+// The fused ops (each Conv's BN with its SiLU, and the Bottleneck's residual add after such
+// a pair) give the separate ops' results (f64: up to the rounding of the outputs they skip).
+TEST(Model, FusedBnSiLUAndResidualMatchSeparateOps) {
   ModelOptions o = options(Device::kCPU, DType::kF64, 2, 64, 13);
   o.fusion = ModelOptions::Fusion::kOn;
   Model fused(spec("yolov8-tiny.yaml", 3), o);
@@ -402,13 +404,21 @@ TEST(Model, FusedBnSiLUMatchesSeparateOps) {
     EXPECT_LT(relative_l2(test::values(fused.grads()), test::values(plain.grads())), 1e-12);
     EXPECT_LT(relative_l2(test::values(fused.bn_stats()), test::values(plain.bn_stats())), 1e-12);
   }
-  // Every Conv's BN output and its gradient are gone: (B, H, W, C) twice per Conv.
-  int64_t saved = 0;
+  // Every Conv's BN output and its gradient are gone: (B, H, W, C) twice per Conv; and so are
+  // the SiLU output and gradient of every Bottleneck with a shortcut.
+  int64_t saved = 0, residuals = 0;
   const ModelGraph& g = plain.graph();
   for (size_t i = 0; i + 1 < g.ops.size(); ++i)
-    if (g.ops[i].kind == OpKind::kBatchNorm && g.ops[i + 1].kind == OpKind::kSiLU)
+    if (g.ops[i].kind == OpKind::kBatchNorm && g.ops[i + 1].kind == OpKind::kSiLU) {
       saved += 2 * g.acts[g.ops[i].outputs[0]].shape.numel() * 8;
-  EXPECT_GT(saved, 0);
+      const int z = g.ops[i + 1].outputs[0];
+      if (i + 2 < g.ops.size() && g.ops[i + 2].kind == OpKind::kAdd &&
+          (g.ops[i + 2].inputs[0] == z || g.ops[i + 2].inputs[1] == z)) {
+        saved += 2 * g.acts[z].shape.numel() * 8;
+        ++residuals;
+      }
+    }
+  EXPECT_GT(residuals, 0) << "yolov8-tiny has shortcut Bottlenecks";
   EXPECT_LE(fused.memory().total_bytes() + saved, plain.memory().total_bytes());
 }
 
