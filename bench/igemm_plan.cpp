@@ -1,7 +1,7 @@
 // igemm_plan: how the tensor-core convolutions (layers/conv2d_igemm.h) tile a model's convs,
 // without a GPU. For every distinct conv of each model at the batch and image size: the three
 // GEMMs (forward, input gradient per stride phase, weight gradient in its chosen orientation)
-// with M, N, K, the tile (128 x 64, or 128 x 32 for N <= 32), the weight gradient's slices,
+// with M, N, K, the tile (igemm::tile_n: 128 x 32, 128 x 64 or 128 x 128), the weight gradient's slices,
 // and the share of the padded tile work that is useful (the conv's multiply-adds over the
 // C tiles' area times K rounded up to the K step). The model totals, weighted by each conv's
 // count, with the same share for a single 128 x 64 tile and M = Cout weight gradients (the
@@ -32,6 +32,11 @@ struct Work {
   double useful = 0, now[3] = {0, 0, 0}, first[3] = {0, 0, 0};
 };
 
+const char* tile_name(int64_t rows, int64_t cols) {
+  const int64_t n = tile_n(rows, cols);
+  return n == 32 ? "128x32" : n == 64 ? "128x64" : "128x128";
+}
+
 Work plan(const bench::ConvShape& c, bool print) {
   const Conv2dDims d = conv2d_dims(c.x, c.w, c.p);
   const int64_t p = d.n * d.ho * d.wo, f = d.kh * d.kw * d.cin;
@@ -54,10 +59,9 @@ Work plan(const bench::ConvShape& c, bool print) {
     std::printf(
         "  %-44s %3d | fwd %7lld x %4lld x %5lld  %s %.2f | dgrad %.2f | wgrad %s%4lld x %4lld, %3d slices  "
         "%s %.2f\n",
-        c.key().c_str(), c.count, (long long)p, (long long)d.cout, (long long)f,
-        tile_n(d.cout) == 32 ? "128x32" : "128x64", w.useful / w.now[0], w.useful / w.now[1], t ? "T " : "  ",
-        (long long)rows, (long long)cols, splits, tile_n(cols) == 32 ? "128x32" : "128x64",
-        w.useful / w.now[2]);
+        c.key().c_str(), c.count, (long long)p, (long long)d.cout, (long long)f, tile_name(p, d.cout),
+        w.useful / w.now[0], w.useful / w.now[1], t ? "T " : "  ", (long long)rows, (long long)cols, splits,
+        tile_name(rows, cols), w.useful / w.now[2]);
   return w;
 }
 

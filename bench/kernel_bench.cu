@@ -168,9 +168,11 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
     over.overwrite_dx = true;
     ours[1] = tm.ms([&] { conv2d_backward(x, w, dy, &dx, nullptr, nullptr, over, ws, s); });
     ours[2] = tm.ms([&] { conv2d_backward(x, w, dy, nullptr, &dw, nullptr, c.p, ws, s); });
-    // The tile width where Cout is not a multiple of 64: the plan (igemm::tile_n) takes the
-    // narrow tile for Cout <= 32 only; 80 (the class convs) pads to 128 with the wide tile and
-    // to 96 with the narrow one, at half the columns per block. The forward both ways, timed.
+    // The tile width, forward timed at every width that could serve it: where Cout is not a
+    // multiple of 64 (the plan, igemm::tile_n, takes the 128 x 32 tile for Cout <= 32 only; 80,
+    // the class convs, pads to 128 with 128 x 64 and to 96 with 128 x 32, at half the columns
+    // per block), and where Cout >= 128 (128 x 128: twice the multiplies per byte loaded, one
+    // block per SM; the plan takes it where it still fills two waves).
     const Conv2dDims d = conv2d_dims(c.x, c.w, c.p);
     auto igemm_ms = [&](cuda::IgemmChoice choice) {
       return tm.ms([&] {
@@ -178,9 +180,14 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
                                    y.data<__nv_bfloat16>(), tm.st, nullptr, choice);
       });
     };
-    if (cout % 64 != 0 && cuda::conv2d_igemm_available(d))
-      tiles.push_back(
-          {{"x", c.key()}, {"narrow_ms", igemm_ms({32, false})}, {"wide_ms", igemm_ms({64, false})}});
+    if ((cout % 64 != 0 || cout >= 128) && cuda::conv2d_igemm_available(d)) {
+      nlohmann::json r = {{"x", c.key()},
+                          {"plan", igemm::tile_n(npos, cout)},
+                          {"ms_64", igemm_ms({64, false})},
+                          {"ms_other", igemm_ms({cout >= 128 ? 128 : 32, false})},
+                          {"other", cout >= 128 ? 128 : 32}};
+      tiles.push_back(r);
+    }
     // The loads: a vector problem (channels in 8s: all but the stem) runs the asynchronous
     // path; the register path, which the division-free walks and cp.async replaced there, is
     // timed on the same shape to show what they gain.
@@ -232,11 +239,12 @@ nlohmann::json bench_convs(const std::string& yaml, int64_t batch, int64_t imgsz
   std::printf("\n  all three passes: ours %.1f TFLOP/s, cuBLAS %.1f, ratio %.2f (target >= 0.60)\n",
               3 * flops_total / o / 1e9, 3 * flops_total / t / 1e9, t / o);
 
-  std::printf("  tile width check (forward ms, 128 x 32 vs 128 x 64):\n");
+  std::printf("  tile width check (forward ms, 128 x 64 vs the other candidate):\n");
   for (const nlohmann::json& r : tiles) {
-    const double narrow = r["narrow_ms"], wide = r["wide_ms"];
-    std::printf("    %-44s %8.3f %8.3f  (%s is faster)\n", r["x"].get<std::string>().c_str(), narrow, wide,
-                narrow < wide ? "128 x 32" : "128 x 64");
+    const double wide = r["ms_64"], other = r["ms_other"];
+    const int width = r["other"], plan = r["plan"];
+    std::printf("    %-44s 128x64 %8.3f, 128x%-3d %8.3f: 128x%d faster, the plan takes 128x%d\n",
+                r["x"].get<std::string>().c_str(), wide, width, other, other < wide ? width : 64, plan);
   }
   double async_total = 0, registers_total = 0;
   for (const nlohmann::json& r : loads) {

@@ -6,9 +6,9 @@ Compiles layers/conv2d_igemm.cu for one architecture (nvcc), disassembles it (cu
 branch that encloses all the kernel's HMMA instructions) and counts the SASS instructions in
 it: one K step of one thread, taken branches and not (the walks' rare carry loops are
 included, so this is an upper bound of what a step issues). A tile's step issues
-warps x count instructions for 16 HMMA a warp; the fewer the other instructions, the closer
+warps x count instructions for the HMMA column's count a warp; the fewer the other instructions, the closer
 the warps get to keeping the tensor cores busy. kernel is "forward", "dgrad" or "wgrad",
-tile "128x64" or "128x32", loads "async" (cp.async walks) or "registers".
+tile "128x128", "128x64" or "128x32", loads "async" (cp.async walks) or "registers".
 
     python3 bench/sass_loops.py [--arch sm_90a] [--source layers/conv2d_igemm.cu]
 
@@ -61,7 +61,8 @@ def opcode(text):
 
 def describe(name):
     kernel = "forward" if "ConvFwd" in name else "dgrad" if "ConvDgrad" in name else "wgrad"
-    tile = "128x64" if "Li128ELi64E" in name else "128x32"
+    tile = next(t for key, t in (("Li128ELi128E", "128x128"), ("Li128ELi64E", "128x64"),
+                                 ("Li128ELi32E", "128x32")) if key in name)
     loads = "async" if name.endswith("Lb1EEEvT_i") else "registers"
     return kernel, tile, loads
 

@@ -1,9 +1,11 @@
 // Implicit-GEMM convolution on tensor cores (bf16 in, fp32 accumulate) for the three conv
 // products; the problems, tile geometry, loads and fragment addressing are in
 // conv2d_igemm.h. One kernel template serves all three:
-//   grid (M tiles, N tiles, slices of K); C tile 128 x 64 over 256 threads = 8 warps, or
-//   128 x 32 over 4 warps when N <= 32 (conv2d_igemm.h: Tile); each warp a 32 x 32 region,
-//   per 16 of K two ldmatrix.x4 of A, two of B and 8 mma.sync m16n8k16;
+//   grid (M tiles, N tiles, slices of K); C tile 128 x 64 over 256 threads = 8 warps, 128 x 32
+//   over 4 warps when N <= 32, or 128 x 128 over 8 warps (conv2d_igemm.h: Tile, tile_n);
+//   each warp a 32 x 32 region (64 x 32 in the 128 x 128 tile), per 16 of K one ldmatrix.x4
+//   of A per 16 rows, one of B per 16 columns, and an mma.sync m16n8k16 per 16 x 8
+//   fragment; shared memory dynamic (over 48 KiB for the 128 x 128 tile);
 //   operands, per K step of 32:
 //     Async (vector problems): each thread's vectors copied global -> shared by cp.async
 //     (16 bytes, zero-filled where the walk says -1), kStages steps in flight, one
@@ -17,6 +19,7 @@
 //   statistics, also each column's (count, mean, M2) over the tile's stored values.
 // Deterministic: fixed order everywhere, no atomics. Needs sm_80+ (bf16 mma, cp.async); the
 // dispatcher (conv2d.cu) falls back to the direct kernels elsewhere.
+#include <algorithm>
 #include <cstdint>
 
 #include "layers/conv2d_igemm.cuh"
@@ -66,46 +69,67 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// One warp's 32 x 32 region over one K step of the shared tiles at a_tile / b_tile (shared
-// addresses): acc[i][j] is the m16n8 fragment at rows 16 i, columns 8 j of the region.
+// A warp's fragment accumulators: acc[i][j] is the m16n8 fragment at rows 16 i, columns 8 j
+// of its region.
+template <class TS>
+using Acc = float[TS::kFragsM][TS::kFragsN][4];
+
+// One warp's region (warp row wm, column wn) over one K step of the shared tiles at a_tile /
+// b_tile (shared addresses).
 template <class P, class TS>
 __device__ __forceinline__ void warp_mma(uint32_t a_tile, uint32_t b_tile, int wm, int wn, int lane,
-                                         float (&acc)[2][4][4]) {
+                                         Acc<TS>& acc) {
   using ATile = OperandTile<P::kAKContig, TS::kBM>;
   using BTile = OperandTile<P::kBKContig, TS::kBN>;
+  constexpr int kFM = TS::kFragsM, kFN = TS::kFragsN;
 #pragma unroll
   for (int kk = 0; kk < kBK; kk += 16) {
-    uint32_t fa[2][4], fb[2][4];
+    uint32_t fa[kFM][4], fb[kFN / 2][4];
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
-      ldmatrix_x4<!P::kAKContig>(fa[i], a_tile + 2 * ATile::ldsm_a(lane, wm * 32 + i * 16, kk));
+    for (int i = 0; i < kFM; ++i)
+      ldmatrix_x4<!P::kAKContig>(fa[i], a_tile + 2 * ATile::ldsm_a(lane, wm * TS::kWM + i * 16, kk));
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
-      ldmatrix_x4<!P::kBKContig>(fb[h], b_tile + 2 * BTile::ldsm_b(lane, wn * 32 + h * 16, kk));
+    for (int h = 0; h < kFN / 2; ++h)
+      ldmatrix_x4<!P::kBKContig>(fb[h], b_tile + 2 * BTile::ldsm_b(lane, wn * TS::kWN + h * 16, kk));
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < kFM; ++i)
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
+      for (int j = 0; j < kFN; ++j)
         mma_16816(acc[i][j], fa[i], fb[j / 2][(j % 2) * 2], fb[j / 2][(j % 2) * 2 + 1]);
   }
 }
 #endif
 
-// At most 128 registers a thread (ptxas -v), so two wide or four narrow blocks share an SM.
+// The kernel's shared memory: the operand buffers (kStages with the asynchronous loads, two
+// through registers), reused after the loop for the C staging (and the column statistics).
 template <class P, class TS, bool Async>
-__global__ void __launch_bounds__(TS::kThreads, 512 / TS::kThreads) igemm_kernel(P p, int k_chunk) {
+struct SharedLayout {
+  static constexpr int kBuffers = Async ? kStages : 2;
+  static constexpr int kABytes = OperandTile<P::kAKContig, TS::kBM>::kElems * 2;  // bf16
+  static constexpr int kBBytes = OperandTile<P::kBKContig, TS::kBN>::kElems * 2;
+  static constexpr int kGroups = TS::kThreads / TS::kBN;  // row groups of the column statistics
+  static constexpr int kCBytes = TS::kBM * TS::kLdC * 4;  // fp32
+  static constexpr int kStatsBytes = P::kColumnStats ? kGroups * TS::kBN * int(sizeof(MeanM2)) : 0;
+  static constexpr int kBytes = std::max(kBuffers * (kABytes + kBBytes), kCBytes + kStatsBytes);
+};
+
+// Blocks an SM must hold (__launch_bounds__): two of 8 warps or four of 4 with 32 x 32 warp
+// regions (at most 128 registers a thread, ptxas -v); one for the 128 x 128 tile, whose
+// 64 x 32 warp regions hold twice the accumulators.
+template <class TS>
+constexpr int kMinBlocks = (TS::kWM * TS::kWN > 32 * 32) ? 1 : 512 / TS::kThreads;
+
+template <class P, class TS, bool Async>
+__global__ void __launch_bounds__(TS::kThreads, kMinBlocks<TS>) igemm_kernel(P p, int k_chunk) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int kBM = TS::kBM, kBN = TS::kBN, kThreads = TS::kThreads, kLdC = TS::kLdC;
   constexpr int kASlots = TS::kASlots, kBSlots = TS::kBSlots;
   using ATile = OperandTile<P::kAKContig, kBM>;
   using BTile = OperandTile<P::kBKContig, kBN>;
-  constexpr int kBuffers = Async ? kStages : 2;
-  constexpr int kABytes = ATile::kElems * int(sizeof(bf16)), kBBytes = BTile::kElems * int(sizeof(bf16));
-  constexpr int kOperandBytes = kBuffers * (kABytes + kBBytes);
-  constexpr int kGroups = kThreads / kBN;  // row groups of the column statistics
-  constexpr int kCBytes =
-      kBM * kLdC * int(sizeof(float)) + (P::kColumnStats ? kGroups * kBN * int(sizeof(MeanM2)) : 0);
-  __shared__ __align__(128) unsigned char smem[kOperandBytes > kCBytes ? kOperandBytes : kCBytes];
+  using Layout = SharedLayout<P, TS, Async>;
+  constexpr int kBuffers = Layout::kBuffers, kABytes = Layout::kABytes, kBBytes = Layout::kBBytes;
+  constexpr int kGroups = Layout::kGroups;
+  extern __shared__ __align__(128) unsigned char smem[];  // Layout::kBytes, dynamic
   // Buffers A0 .. A(kBuffers - 1), then the B ones, addressed by arithmetic (shared addresses).
   const uint32_t a_base = shared_address(smem), b_base = a_base + kBuffers * kABytes;
 
@@ -122,11 +146,11 @@ __global__ void __launch_bounds__(TS::kThreads, 512 / TS::kThreads) igemm_kernel
 #pragma unroll
   for (int s = 0; s < kBSlots; ++s) BTile::slot(t + s * kThreads, b_mn[s], b_k[s]);
 
-  float acc[2][4][4];
+  Acc<TS> acc;
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < TS::kFragsM; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < TS::kFragsN; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
@@ -213,14 +237,14 @@ __global__ void __launch_bounds__(TS::kThreads, 512 / TS::kThreads) igemm_kernel
   // Epilogue: accumulators -> shared (row-major, kLdC) -> the problem's store.
   float* c = reinterpret_cast<float*>(smem);
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < TS::kFragsM; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < TS::kFragsN; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         int row, col;
         acc_position(lane, i, j, e, row, col);
-        c[(wm * 32 + row) * kLdC + wn * 32 + col] = acc[i][j][e];
+        c[(wm * TS::kWM + row) * kLdC + wn * TS::kWN + col] = acc[i][j][e];
       }
   __syncthreads();
   if (p.c_vec) {  // 8 columns a thread at a time (N % 8 == 0: all 8 or none in range)
@@ -262,6 +286,18 @@ __global__ void reduce_kernel(P p) {
   }
 }
 
+template <class P, class TS, bool Async>
+void launch_kernel(const P& p, dim3 grid, int k_chunk, cudaStream_t st) {
+  constexpr int bytes = SharedLayout<P, TS, Async>::kBytes;
+  if constexpr (bytes > 48 * 1024) {  // above the default limit: opted into once per kernel
+    static const cudaError_t set =
+        cudaFuncSetAttribute(igemm_kernel<P, TS, Async>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    VT_CHECK(set == cudaSuccess, "conv2d (implicit GEMM): ", bytes,
+             " bytes of shared memory refused: ", cudaGetErrorString(set));
+  }
+  igemm_kernel<P, TS, Async><<<grid, TS::kThreads, bytes, st>>>(p, k_chunk);
+}
+
 // The asynchronous loads where both operands come in whole vectors (vector problems), the
 // register path otherwise (or when chosen).
 template <class P, class TS>
@@ -269,22 +305,24 @@ void launch_tile(const P& p, int slices, int k_chunk, cudaStream_t st, bool regi
   const dim3 grid((p.M + TS::kBM - 1) / TS::kBM, (p.N + TS::kBN - 1) / TS::kBN, slices);
   VT_CHECK(grid.y <= 65535, "conv2d (implicit GEMM): ", p.N, " columns exceed the grid");
   if (p.a_vec && p.b_vec && !registers)
-    igemm_kernel<P, TS, true><<<grid, TS::kThreads, 0, st>>>(p, k_chunk);
+    launch_kernel<P, TS, true>(p, grid, k_chunk, st);
   else
-    igemm_kernel<P, TS, false><<<grid, TS::kThreads, 0, st>>>(p, k_chunk);
+    launch_kernel<P, TS, false>(p, grid, k_chunk, st);
   VT_LAUNCH_CHECK();
 }
 
-// The narrow tile for N <= 32 (16- and 32-channel products), the wide one otherwise; or the
-// choice's.
+// The plan's tile (tile_n), or the choice's.
 template <class P>
 void launch(const P& p, int slices, int k_chunk, cudaStream_t st, IgemmChoice c = {}) {
-  VT_CHECK(c.tile_width == 0 || c.tile_width == NarrowTile::kBN || c.tile_width == WideTile::kBN,
-           "conv2d (implicit GEMM): no tile of width ", c.tile_width);
-  if ((c.tile_width ? c.tile_width : tile_n(p.N)) == NarrowTile::kBN)
+  const int64_t width = c.tile_width ? c.tile_width : tile_n(p.M, p.N);
+  if (width == NarrowTile::kBN)
     launch_tile<P, NarrowTile>(p, slices, k_chunk, st, c.registers);
-  else
+  else if (width == WideTile::kBN)
     launch_tile<P, WideTile>(p, slices, k_chunk, st, c.registers);
+  else if (width == BigTile::kBN)
+    launch_tile<P, BigTile>(p, slices, k_chunk, st, c.registers);
+  else
+    VT_CHECK(false, "conv2d (implicit GEMM): no tile of width ", width);
 }
 
 }  // namespace

@@ -14,7 +14,7 @@ namespace vt::cuda {
 bool conv2d_igemm_available(const Conv2dDims& d);
 
 // Overrides of the plan, for kernel_bench's checks: tile_width 0 takes the plan's tile
-// (igemm::tile_n), 32 or 64 forces one (compared where N is not a multiple of 64); registers
+// (igemm::tile_n), 32, 64 or 128 forces one (kernel_bench compares them); registers
 // runs a vector problem through the register path instead of the asynchronous loads.
 struct IgemmChoice {
   int tile_width = 0;

@@ -52,37 +52,54 @@ struct alignas(16) Vec8 {
 };
 
 // Tile geometry shared by the kernel and its CPU replay: a BM x BN C tile per block of
-// Threads / 32 warps, each warp 32 x 32 of it (2 x 4 mma.m16n8k16 fragments), K in steps of
-// 32. Shared-memory rows are padded by 8 elements against bank conflicts (and stay 16-byte
-// aligned, as ldmatrix and cp.async need). The asynchronous loads keep kStages K steps in
-// flight (two ahead of the one being multiplied); the register path two buffers.
+// Threads / 32 warps, each warp a WM x WN region of it ((WM / 16) x (WN / 8)
+// mma.m16n8k16 fragments), K in steps of 32. Shared-memory rows are padded by 8 elements
+// against bank conflicts (and stay 16-byte aligned, as ldmatrix and cp.async need). The
+// asynchronous loads keep kStages K steps in flight (two ahead of the one being
+// multiplied); the register path two buffers.
 constexpr int kBK = 32, kPad = 8, kStages = 3;
-template <int BM, int BN, int Threads>
+template <int BM, int BN, int Threads, int WM = 32, int WN = 32>
 struct Tile {
-  static constexpr int kBM = BM, kBN = BN, kThreads = Threads;
-  static constexpr int kWarpsN = BN / 32;                 // warps across N; BM / 32 down M
-  static constexpr int kASlots = BM * kBK / 8 / Threads;  // vectors of A per thread and K step
-  static constexpr int kBSlots = BN * kBK / 8 / Threads;  // vectors of B per thread and K step
-  static constexpr int kLdC = BN + 4;                     // float staging of C for the epilogue
-  static_assert((BM / 32) * (BN / 32) * 32 == Threads, "one 32 x 32 region per warp");
+  static constexpr int kBM = BM, kBN = BN, kThreads = Threads, kWM = WM, kWN = WN;
+  static constexpr int kWarpsN = BN / WN;                    // warps across N; BM / WM down M
+  static constexpr int kFragsM = WM / 16, kFragsN = WN / 8;  // a warp's m16 x n8 fragments
+  static constexpr int kASlots = BM * kBK / 8 / Threads;     // vectors of A per thread and K step
+  static constexpr int kBSlots = BN * kBK / 8 / Threads;     // vectors of B per thread and K step
+  static constexpr int kLdC = BN + 4;                        // float staging of C for the epilogue
+  static_assert((BM / WM) * (BN / WN) * 32 == Threads, "one WM x WN region per warp");
+  static_assert(WM % 16 == 0 && WN % 16 == 0, "whole ldmatrix.x4 loads of A and B");
   static_assert(kASlots * Threads * 8 == BM * kBK && kBSlots * Threads * 8 == BN * kBK,
                 "whole vectors per thread");
 };
 // 128 x 64 over 8 warps (2 and 1 vectors of A and B per thread); for N <= 32, 128 x 32 over
-// 4 warps (4 and 1), so that narrow products (16 or 32 channels) do not multiply padding.
+// 4 warps (4 and 1), so that narrow products (16 or 32 channels) do not multiply padding;
+// for wide products with enough tiles, 128 x 128 over 8 warps of 64 x 32 (2 and 2 vectors):
+// twice the multiplies per byte loaded of 128 x 64, one block per SM (kBigTileBlocks).
 using WideTile = Tile<128, 64, 256>;
 using NarrowTile = Tile<128, 32, 128>;
+using BigTile = Tile<128, 128, 256, 64, 32>;
 constexpr int kBM = WideTile::kBM;  // every tile's M
-// The tile width of a product with `cols` columns (N), its number of C tiles, and the C area
-// those pad it to.
-inline int64_t tile_n(int64_t cols) {
-  return cols <= NarrowTile::kBN ? NarrowTile::kBN : WideTile::kBN;
+// The 128 x 128 tile only where it still gives this many blocks: two waves of a 132-SM GPU.
+constexpr int64_t kBigTileBlocks = 264;
+// The tile width for a C of `rows` x `cols`: 32 for cols <= 32; 128 for cols >= 128 where it
+// pads the columns no more than 64 does and leaves kBigTileBlocks blocks; else 64. A pure function of
+// the shapes (the weight gradient's slices and workspace are planned from it). Then the
+// number of C tiles, and the C area those pad it to.
+inline int64_t tile_n(int64_t rows, int64_t cols) {
+  if (cols <= NarrowTile::kBN) return NarrowTile::kBN;
+  const int64_t big = (cols + BigTile::kBN - 1) / BigTile::kBN;
+  if (cols >= BigTile::kBN &&
+      big * BigTile::kBN <= (cols + WideTile::kBN - 1) / WideTile::kBN * WideTile::kBN &&
+      (rows + kBM - 1) / kBM * big >= kBigTileBlocks)
+    return BigTile::kBN;
+  return WideTile::kBN;
 }
 inline int64_t tile_count(int64_t rows, int64_t cols) {
-  return (rows + kBM - 1) / kBM * ((cols + tile_n(cols) - 1) / tile_n(cols));
+  const int64_t bn = tile_n(rows, cols);
+  return (rows + kBM - 1) / kBM * ((cols + bn - 1) / bn);
 }
 inline int64_t padded_tile_area(int64_t rows, int64_t cols) {
-  return tile_count(rows, cols) * kBM * tile_n(cols);
+  return tile_count(rows, cols) * kBM * tile_n(rows, cols);
 }
 
 // One operand's tile in shared memory: MN x kBK, stored with its contiguous dimension
@@ -124,9 +141,9 @@ struct OperandTile {
   }
 };
 
-// Where accumulator e (0..3) of a warp's fragment (i, j) (i: 16-row block 0..1, j: 8-column
-// block 0..3 of its 32 x 32 region) lies in that region for lane `lane` (mma.m16n8k16's D:
-// rows L / 4 and L / 4 + 8, columns 2 (L % 4) and + 1).
+// Where accumulator e (0..3) of a warp's fragment (i, j) (i: its 16-row block, j: its
+// 8-column block in the warp's region) lies in that region for lane `lane`
+// (mma.m16n8k16's D: rows L / 4 and L / 4 + 8, columns 2 (L % 4) and + 1).
 VT_HD void acc_position(int lane, int i, int j, int e, int& row, int& col) {
   row = i * 16 + lane / 4 + (e / 2) * 8;
   col = j * 8 + 2 * (lane % 4) + (e % 2);

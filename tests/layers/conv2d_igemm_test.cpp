@@ -98,7 +98,9 @@ void replay_tile(const P& p, int slices, int k_chunk) {
           BTile::slot(v, mn, k);
           wb.push_back(p.b_walk(n0 + mn, k_begin + k));
         }
-        std::vector<std::array<std::array<std::array<float, 4>, 32>, 8>> acc(kWarps);  // [warp][i j][lane][e]
+        constexpr int kFM = TS::kFragsM, kFN = TS::kFragsN;
+        std::vector<std::array<std::array<std::array<float, 4>, 32>, kFM * kFN>> acc(
+            kWarps);  // [warp][i j][lane][e]
         for (auto& w : acc)
           for (auto& f : w)
             for (auto& l : f) l.fill(0.f);
@@ -131,23 +133,26 @@ void replay_tile(const P& p, int slices, int k_chunk) {
               std::copy(x.v, x.v + 8, bs.begin() + BTile::index(mn, k));
             }
           }
-          // warp_mma: per 16 of K, A fragments i = 0, 1, B fragment pairs h = 0, 1, 8 MMAs.
+          // warp_mma: per 16 of K, the A fragments i, the B fragment pairs h, an MMA per (i, j).
           for (int warp = 0; warp < kWarps; ++warp) {
             const int wm = warp / TS::kWarpsN, wn = warp % TS::kWarpsN;
             for (int kk = 0; kk < kBK; kk += 16) {
-              Frag fa[2], fb[2];
-              for (int i = 0; i < 2; ++i) {
+              Frag fa[kFM], fb[kFN / 2];
+              for (int i = 0; i < kFM; ++i) {
                 std::array<int, 32> rows;
-                for (int lane = 0; lane < 32; ++lane) rows[lane] = ATile::ldsm_a(lane, wm * 32 + i * 16, kk);
+                for (int lane = 0; lane < 32; ++lane)
+                  rows[lane] = ATile::ldsm_a(lane, wm * TS::kWM + i * 16, kk);
                 fa[i] = ldmatrix_x4(as, rows, !P::kAKContig);
               }
-              for (int h = 0; h < 2; ++h) {
+              for (int h = 0; h < kFN / 2; ++h) {
                 std::array<int, 32> rows;
-                for (int lane = 0; lane < 32; ++lane) rows[lane] = BTile::ldsm_b(lane, wn * 32 + h * 16, kk);
+                for (int lane = 0; lane < 32; ++lane)
+                  rows[lane] = BTile::ldsm_b(lane, wn * TS::kWN + h * 16, kk);
                 fb[h] = ldmatrix_x4(bs, rows, !P::kBKContig);
               }
-              for (int i = 0; i < 2; ++i)
-                for (int j = 0; j < 4; ++j) mma_16816(acc[warp][i * 4 + j], fa[i], fb[j / 2], (j % 2) * 2);
+              for (int i = 0; i < kFM; ++i)
+                for (int j = 0; j < kFN; ++j)
+                  mma_16816(acc[warp][i * kFN + j], fa[i], fb[j / 2], (j % 2) * 2);
             }
           }
         }
@@ -155,13 +160,13 @@ void replay_tile(const P& p, int slices, int k_chunk) {
         std::fill(c.begin(), c.end(), std::nanf(""));
         for (int warp = 0; warp < kWarps; ++warp) {
           const int wm = warp / TS::kWarpsN, wn = warp % TS::kWarpsN;
-          for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 4; ++j)
+          for (int i = 0; i < kFM; ++i)
+            for (int j = 0; j < kFN; ++j)
               for (int lane = 0; lane < 32; ++lane)
                 for (int e = 0; e < 4; ++e) {
                   int row, col;
                   acc_position(lane, i, j, e, row, col);
-                  c[(wm * 32 + row) * TS::kLdC + wn * 32 + col] = acc[warp][i * 4 + j][lane][e];
+                  c[(wm * TS::kWM + row) * TS::kLdC + wn * TS::kWN + col] = acc[warp][i * kFN + j][lane][e];
                 }
         }
         for (int r = 0; r < kBM; ++r)
@@ -176,13 +181,15 @@ void replay_tile(const P& p, int slices, int k_chunk) {
   EXPECT_EQ(walk_mismatches, 0) << "walk offsets that differ from a_offset / b_offset";
 }
 
-// Both tiles must be right for any N (the launcher takes the narrow one for N <= 32).
+// Every tile must be right for any N (tile_n picks by shape; kernel_bench forces each).
 template <class P>
-void replay(const P& p, int slices, int k_chunk, bool narrow) {
-  if (narrow)
+void replay(const P& p, int slices, int k_chunk, int width) {
+  if (width == NarrowTile::kBN)
     replay_tile<NarrowTile>(p, slices, k_chunk);
-  else
+  else if (width == WideTile::kBN)
     replay_tile<WideTile>(p, slices, k_chunk);
+  else
+    replay_tile<BigTile>(p, slices, k_chunk);
 }
 
 struct Case {
@@ -227,18 +234,18 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
 
   // Sums of at most 3*3*24 products of values in [-1, 1], and dw's of up to 2*13*17: f32
   // in a different order than BLAS, so 1e-4 relative with a small absolute floor.
-  for (bool narrow : {false, true}) {
-    SCOPED_TRACE(narrow ? "128 x 32 tile" : "128 x 64 tile");
+  for (int width : {NarrowTile::kBN, WideTile::kBN, BigTile::kBN}) {
+    SCOPED_TRACE(cat("128 x ", width, " tile"));
     Tensor y = Tensor::empty(ys, DType::kF32, Device::kCPU);
     const ConvFwd<float> fwd(d, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>());
-    replay(fwd, 1, fwd.K, narrow);
+    replay(fwd, 1, fwd.K, width);
     test::expect_close(y, y_ref, 1e-4, 1e-4, "y");
 
     Tensor dx = dx0.to(Device::kCPU);
     int64_t pixels = 0, pairs = 0;  // phase pixels, and their (pixel, tap) pairs
     for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
       const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dx.data<float>(), phase);
-      if (dgrad.runs()) replay(dgrad, 1, dgrad.K, narrow);
+      if (dgrad.runs()) replay(dgrad, 1, dgrad.K, width);
       pixels += dgrad.M;
       pairs += int64_t(dgrad.M) * (dgrad.K / d.cout);
     }
@@ -248,7 +255,7 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
     Tensor dxo = dx0.to(Device::kCPU);
     for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
       const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dxo.data<float>(), phase, true);
-      if (dgrad.runs()) replay(dgrad, 1, dgrad.K, narrow);
+      if (dgrad.runs()) replay(dgrad, 1, dgrad.K, width);
     }
     test::expect_close(dxo, dx_over, 1e-4, 1e-4, "dx overwritten");
     // The phases hold every pixel once, and exactly the (pixel, tap) pairs whose offset is a
@@ -268,7 +275,7 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
         std::vector<float> partial(size_t(splits) * c.w.numel(), -1e30f);  // every entry must be written
         const ConvWgrad<float> wgrad(d, dy.data<float>(), x.data<float>(), dw.data<float>(), partial.data(),
                                      splits, transposed);
-        replay(wgrad, splits, wgrad_chunk(d, splits), narrow);
+        replay(wgrad, splits, wgrad_chunk(d, splits), width);
         if (splits > 1)
           for (int64_t i = 0; i < c.w.numel(); ++i) wgrad.reduce(i);
         test::expect_close(dw, dw_ref, 1e-3, 1e-4,
@@ -290,6 +297,23 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{
                           {2, 12, 12, 16}, {16, 1, 1, 16}, {2, 2, 0, 0, 1}, "1x1 s2: phases no tap reaches"}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::to_string(i.index); });
+
+// The tile width: 128 x 32 for narrow products, 128 x 128 for wide ones with blocks enough
+// for two waves and no more padding than 128 x 64's, 128 x 64 otherwise.
+TEST(Conv2dIgemmPlan, TileWidth) {
+  EXPECT_EQ(tile_n(100000, 16), 32);
+  EXPECT_EQ(tile_n(100000, 32), 32);
+  EXPECT_EQ(tile_n(100000, 80), 64);             // the class convs: never 128
+  EXPECT_EQ(tile_n(36864, 128), 128);            // 288 row tiles
+  EXPECT_EQ(tile_n(264 * 128 - 127, 128), 128);  // 264 tiles exactly
+  EXPECT_EQ(tile_n(263 * 128, 128), 64);         // 263: under two waves
+  EXPECT_EQ(tile_n(1024, 256), 64);              // 8 x 2 tiles
+  EXPECT_EQ(tile_n(100000, 192), 64);            // 128 x 128 would pad 192 to 256
+  EXPECT_EQ(tile_n(100000, 320), 64);            // 384 vs 320
+  EXPECT_EQ(tile_n(100000, 384), 128);
+  EXPECT_EQ(tile_count(36864, 256), 288 * 2);
+  EXPECT_EQ(padded_tile_area(36864, 192), 36864 * 192);
+}
 
 // The slicing of the weight gradient: a pure function of the shapes, enough blocks for a big
 // GPU on yolov8n's stem at batch 64, one slice for small problems, the workspace to match.

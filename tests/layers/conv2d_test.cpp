@@ -333,6 +333,10 @@ TEST(Conv2d, GpuMatchesCpu) {
       {"igemm k3 s2 p1 vector", {4, 40, 40, 32}, {64, 3, 3, 32}, {2, 2, 1, 1, 1}},
       {"igemm k3 s1 p1 deep", {2, 10, 10, 128}, {64, 3, 3, 128}, {1, 1, 1, 1, 1}},
       {"igemm k5 s1 p2 Cin 8", {2, 11, 9, 8}, {16, 5, 5, 8}, {1, 1, 2, 2, 1}},
+      // 36864 pixels: enough 128-row tiles that the plan takes the 128 x 128 tile for 128
+      // columns (igemm::tile_n), in the forward of both and the input gradient of the 1x1.
+      {"igemm 128 x 128 tile k1", {4, 96, 96, 128}, {128, 1, 1, 128}, {}},
+      {"igemm 128 x 128 tile k3", {4, 96, 96, 16}, {128, 3, 3, 16}, {1, 1, 1, 1, 1}},
       {"igemm k1 136 outputs", {2, 24, 24, 48}, {136, 1, 1, 48}, {}},
       {"igemm stem Cin 3", {2, 64, 64, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}},
       {"igemm k1 s2 (pixels no tap reaches)", {2, 12, 12, 16}, {32, 1, 1, 16}, {2, 2, 0, 0, 1}},
