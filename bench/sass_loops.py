@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""Static instruction counts of the tensor-core convolution's main loops (no GPU needed).
+"""Static instruction counts of kernels' main loops (no GPU needed).
 
-Compiles layers/conv2d_igemm.cu for one architecture (nvcc), disassembles it (cuobjdump
--sass), and for every igemm_kernel instantiation finds its main loop (the innermost backward
-branch that encloses all the kernel's HMMA instructions) and counts the SASS instructions in
-it: one K step of one thread, taken branches and not (the walks' rare carry loops are
-included, so this is an upper bound of what a step issues). A tile's step issues
-warps x count instructions for the HMMA column's count a warp; the fewer the other instructions, the closer
-the warps get to keeping the tensor cores busy. kernel is "forward", "dgrad" or "wgrad",
-tile "128x128", "128x64" or "128x32", loads "async" (cp.async walks) or "registers".
+Compiles a .cu file for one architecture (nvcc), disassembles it (cuobjdump -sass), and
+counts the SASS instructions of each kernel's main loop, taken branches and not (rare paths
+included, so an upper bound of what one iteration issues).
 
-    python3 bench/sass_loops.py [--arch sm_90a] [--source layers/conv2d_igemm.cu]
+Tensor-core convolutions (the default, layers/conv2d_igemm.cu): for every igemm_kernel
+instantiation, the innermost backward branch that encloses all its HMMA instructions, one K
+step of one thread. A tile's step issues warps x count instructions for the HMMA column's
+count a warp; the fewer the other instructions, the closer the warps get to keeping the
+tensor cores busy. kernel is "forward", "dgrad" or "wgrad", tile "128x128", "128x64" or
+"128x32", loads "async" (cp.async walks) or "registers".
+
+Memory-bound kernels (--source layers/batchnorm.cu --match elementwise_kernel, say): the
+largest loop of every function whose name contains the --match text, one grid-stride
+iteration of one thread (for the packed elementwise kernels, one 16-byte pack: 8 bf16 or 4
+f32 elements); those must stay few enough for the loads to run at the copy rate.
+
+    python3 bench/sass_loops.py [--arch sm_90a] [--source layers/conv2d_igemm.cu] [--match TEXT]
 
 cuobjdump comes with the CUDA toolkit; where the toolkit is trimmed (nvcc only), the
 `nvidia-cuda-cuobjdump` wheel from PyPI has it (bin/cuobjdump: pass --cuobjdump PATH).
@@ -55,6 +62,16 @@ def main_loop(code):
     return [t for a, t in code if best[0] <= a <= best[1]]
 
 
+def largest_loop(code):
+    """The instructions of the function's largest loop (backward branch), or None."""
+    best = None
+    for a, t in code:
+        m = re.search(r"BRA\s+0x([0-9a-f]+)", t)
+        if m and int(m.group(1), 16) < a and (best is None or a - int(m.group(1), 16) > best[1] - best[0]):
+            best = (int(m.group(1), 16), a)
+    return None if best is None else [t for a, t in code if best[0] <= a <= best[1]]
+
+
 def opcode(text):
     return re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
 
@@ -73,6 +90,7 @@ def main():
     ap.add_argument("--source", default=os.path.join(ROOT, "layers", "conv2d_igemm.cu"))
     ap.add_argument("--nvcc", default="nvcc")
     ap.add_argument("--cuobjdump", default="cuobjdump")
+    ap.add_argument("--match", default="", help="count the largest loop of the functions whose names contain this")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "igemm.cubin")
@@ -80,6 +98,18 @@ def main():
                         "--expt-relaxed-constexpr", "-cubin", "-o", cubin, args.source], check=True)
         sass = subprocess.run([args.cuobjdump, "-sass", cubin], check=True, capture_output=True,
                               text=True).stdout
+    if args.match:
+        print(f"{args.source} for {args.arch}: static SASS of the largest loop of each '{args.match}' function")
+        for name, code in functions(sass):
+            if args.match not in name:
+                continue
+            loop = largest_loop(code)
+            if loop is None:
+                continue
+            ops = collections.Counter(opcode(t) for t in loop)
+            print(f"  {len(loop):5d}  (LDG {ops['LDG']}, STG {ops['STG']}, MUFU {ops['MUFU']}, CALL {ops['CALL']})  "
+                  f"{name}")
+        return
     rows = []
     for name, code in functions(sass):
         if "igemm_kernel" not in name:

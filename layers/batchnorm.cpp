@@ -77,8 +77,9 @@ int64_t batchnorm_slices(const Shape& x) {
 size_t batchnorm_workspace_bytes(const Shape& x, Device dev) {
   if (dev != Device::kCUDA || x.rank() != 4) return 0;
   // (slices, C) partials of up to three floats (the forward's count, mean and M2; the
-  // backward's two sums), then the backward's two (C) totals.
-  return static_cast<size_t>((3 * batchnorm_slices(x) + 2) * x[3]) * sizeof(float);
+  // backward's two sums), then the elementwise passes' per-channel coefficients: up to five
+  // (C) arrays (batchnorm.cu: Coefficients).
+  return static_cast<size_t>((3 * batchnorm_slices(x) + kBatchNormCoefficients) * x[3]) * sizeof(float);
 }
 
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& y,

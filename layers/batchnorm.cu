@@ -177,8 +177,10 @@ __global__ void backward_eval_dx_kernel(const T* x, const T* dy, const float* ga
 // then combines the S partials in slice order. Training forward: one pass over x for each
 // slice's count, mean and M2 (Welford per thread, then exact pairwise combination: MeanM2),
 // combined into mean, var, invstd and the running statistics; then y elementwise. Backward:
-// sum g and sum g xhat -> dgamma, dbeta and the totals dx needs; dx elementwise. Same results
-// as the single-block kernels above up to the order of the fp32 operations.
+// sum g and sum g xhat -> dgamma, dbeta and the coefficients dx needs; dx elementwise. The
+// per-channel kernels leave the elementwise passes their coefficients in the workspace
+// (Coefficients), read in packs. Same results as the single-block kernels above up to the
+// order and grouping of the fp32 operations.
 
 // The rows slice_stats_kernel folds per channel: x's values (BN's own pass), or the per-tile
 // statistics a convolution left, (T, C) MeanM2, which are combined the same way.
@@ -242,17 +244,37 @@ __global__ void slice_grad_sums_kernel(const T* x, const T* dy, const float* mea
   }
 }
 
+// The elementwise passes' per-channel coefficients, (C) arrays at `base` (the workspace after
+// the slice partials; 16-byte aligned when C is a multiple of 4, so a pack of channels loads
+// them in packs too). With d = x - mean: the forward's u = d scale + beta (scale = gamma
+// invstd); the training dx = scale g - (ka + kb d), where ka = scale sum(g) / M and
+// kb = scale invstd sum(g xhat) / M, the form gamma invstd (g - sum g / M - xhat sum(g xhat)
+// / M) takes with xhat = d invstd. Per element a subtraction and two fused multiply-adds,
+// and no division.
+struct Coefficients {
+  float* base;
+  int64_t c_count;
+  __host__ __device__ float* mean() const { return base; }
+  __host__ __device__ float* scale() const { return base + c_count; }
+  __host__ __device__ float* beta() const { return base + 2 * c_count; }
+  __host__ __device__ float* ka() const { return base + 3 * c_count; }
+  __host__ __device__ float* kb() const { return base + 4 * c_count; }
+};
+
 // The S slice partials of each channel, combined in slice order: mean, biased variance,
-// invstd and the running statistics.
+// invstd and the running statistics; and the forward's coefficients.
 __global__ void stats_kernel(const MeanM2* part, int64_t slices, int64_t m_count, int64_t c_count,
-                             float momentum, float eps, float* save_mean, float* save_invstd,
-                             float* running_mean, float* running_var) {
+                             float momentum, float eps, const float* gamma, const float* beta,
+                             float* save_mean, float* save_invstd, float* running_mean, float* running_var,
+                             Coefficients co) {
   VT_GRID_STRIDE(c, c_count) {
     MeanM2 t = part[c];
     for (int64_t z = 1; z < slices; ++z) t = combine(t, part[z * c_count + c]);
     const float var = t.m2 / static_cast<float>(m_count);  // biased
+    const float invstd = 1.f / sqrtf(var + eps);
     save_mean[c] = t.mean;
-    save_invstd[c] = 1.f / sqrtf(var + eps);
+    save_invstd[c] = invstd;
+    co.mean()[c] = t.mean, co.scale()[c] = gamma[c] * invstd, co.beta()[c] = beta[c];
     // M == 1 has no unbiased variance; the biased one (0) is used instead (see batchnorm.h).
     const float unbiased =
         m_count > 1 ? var * (static_cast<float>(m_count) / static_cast<float>(m_count - 1)) : var;
@@ -261,69 +283,94 @@ __global__ void stats_kernel(const MeanM2* part, int64_t slices, int64_t m_count
   }
 }
 
-// totals: (2, C), sum dy then sum dy xhat, for dx.
-__global__ void grad_totals_kernel(const float* part_a, const float* part_b, int64_t slices, int64_t c_count,
-                                   float* dgamma, float* dbeta, float* totals) {
+// The slices' sums combined: sum g -> dbeta, sum g xhat -> dgamma; and the backward's
+// coefficients for dx.
+__global__ void grad_totals_kernel(const float* part_a, const float* part_b, int64_t slices, int64_t m_count,
+                                   int64_t c_count, const float* mean, const float* invstd,
+                                   const float* gamma, const float* beta, float* dgamma, float* dbeta,
+                                   Coefficients co) {
   VT_GRID_STRIDE(c, c_count) {
     const float sum_dy = slices_total(part_a, slices, c_count, c);
     const float sum_dy_xhat = slices_total(part_b, slices, c_count, c);
     if (dgamma) dgamma[c] += sum_dy_xhat;
     if (dbeta) dbeta[c] += sum_dy;
-    totals[c] = sum_dy;
-    totals[c_count + c] = sum_dy_xhat;
+    const float scale = gamma[c] * invstd[c], m = static_cast<float>(m_count);
+    co.mean()[c] = mean[c], co.scale()[c] = scale, co.beta()[c] = beta[c];
+    co.ka()[c] = scale * (sum_dy / m);
+    co.kb()[c] = scale * invstd[c] * (sum_dy_xhat / m);
   }
 }
 
-// y = act((x - mean) invstd gamma + beta) over (M, C) flattened; packs never straddle a row
-// (launched with packs only when C is a multiple of the pack).
+// V consecutive floats from p in 16-byte loads (p 16-byte aligned when V > 1): the
+// coefficients of a pack of channels.
+template <int V>
+__device__ __forceinline__ Pack<float, V> load_floats(const float* p) {
+  if constexpr (V % 4 != 0) {
+    return load_pack<V>(p);
+  } else {
+    Pack<float, V> out;
+#pragma unroll
+    for (int q = 0; q < V; q += 4) {
+      const Pack<float, 4> part = load_pack<4>(p + q);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) out.v[q + j] = part.v[j];
+    }
+    return out;
+  }
+}
+
+// y = act(d scale + beta) (+ r), d = x - mean, over (M, C) flattened (Coefficients); packs
+// never straddle a row (launched with packs only when C is a multiple of the pack), so a
+// pack's channels are consecutive and their coefficients load as packs too.
 template <class T, bool kSiLU>
 struct Normalize {
   const T* x;
   const T* r;  // the fused residual, or null
   T* y;
-  const float *mean, *invstd, *gamma, *beta;
-  int64_t c_count;
+  Coefficients co;
   template <int V>
   __device__ void apply(int64_t i) const {
-    const int64_t c0 = i % c_count;
+    const int64_t c0 = i % co.c_count;
     const Pack<T, V> a = load_pack<V>(x + i);
+    const Pack<float, V> mean = load_floats<V>(co.mean() + c0), scale = load_floats<V>(co.scale() + c0),
+                         beta = load_floats<V>(co.beta() + c0);
     Pack<T, V> res{};
     if (r) res = load_pack<V>(r + i);
     Pack<T, V> o;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      const int64_t c = c0 + j;
-      const float v = act_out<kSiLU>((to_f32(a.v[j]) - mean[c]) * invstd[c] * gamma[c] + beta[c]);
+      const float v = act_out<kSiLU>(fmaf(to_f32(a.v[j]) - mean.v[j], scale.v[j], beta.v[j]));
       o.v[j] = from_f32<T>(r ? to_f32(res.v[j]) + v : v);
     }
     store_pack(y + i, o);
   }
 };
 
-// dx += gamma invstd (g - sum g / M - xhat sum(g xhat) / M), g = dy taken back through the
-// fused activation at u = xhat gamma + beta.
+// dx += scale g - (ka + kb d) (Coefficients), g = dy taken back through the fused activation
+// at u = d scale + beta.
 template <class T, bool kSiLU>
 struct TrainDx {
   const T* x;
   const T* dy;
   T* dx;
   T* dr;  // the fused residual's gradient: dr += dy (= dy with overwrite_dr); or null
-  const float *mean, *invstd, *gamma, *beta, *totals;
-  int64_t m_count, c_count;
+  Coefficients co;
   bool overwrite, overwrite_dr;  // dx = ... instead of dx += ...; the same for dr
   template <int V>
   __device__ void apply(int64_t i) const {
-    const int64_t c0 = i % c_count;
+    const int64_t c0 = i % co.c_count;
     const Pack<T, V> a = load_pack<V>(x + i), g = load_pack<V>(dy + i);
+    const Pack<float, V> mean = load_floats<V>(co.mean() + c0), scale = load_floats<V>(co.scale() + c0),
+                         ka = load_floats<V>(co.ka() + c0), kb = load_floats<V>(co.kb() + c0);
+    Pack<float, V> beta{};
+    if (kSiLU) beta = load_floats<V>(co.beta() + c0);
     Pack<T, V> o{};
     if (!overwrite) o = load_pack<V>(dx + i);
-    const float m = static_cast<float>(m_count);
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      const int64_t c = c0 + j;
-      const float xhat = (to_f32(a.v[j]) - mean[c]) * invstd[c];
-      const float d = act_grad<kSiLU>(xhat * gamma[c] + (kSiLU ? beta[c] : 0.f), to_f32(g.v[j]));
-      const float v = gamma[c] * invstd[c] * (d - totals[c] / m - xhat * (totals[c_count + c] / m));
+      const float d = to_f32(a.v[j]) - mean.v[j];
+      const float gj = act_grad<kSiLU>(fmaf(d, scale.v[j], beta.v[j]), to_f32(g.v[j]));
+      const float v = scale.v[j] * gj - fmaf(d, kb.v[j], ka.v[j]);
       o.v[j] = from_f32<T>(overwrite ? v : to_f32(o.v[j]) + v);
     }
     store_pack(dx + i, o);
@@ -386,15 +433,15 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
                                                                len);
         }
         VT_LAUNCH_CHECK();
+        const Coefficients co{workspace + 3 * slices * c_count, c_count};
         stats_kernel<<<grid_for(c_count), kThreads, 0, st>>>(
-            part, slices, m_count, c_count, float(p.momentum), float(p.eps), mean, invstd,
-            running_mean.data<float>(), running_var.data<float>());
+            part, slices, m_count, c_count, float(p.momentum), float(p.eps), gamma.data<float>(),
+            beta.data<float>(), mean, invstd, running_mean.data<float>(), running_var.data<float>(), co);
         VT_LAUNCH_CHECK();
         constexpr int kPack = 16 / static_cast<int>(sizeof(T));
         const T* r = p.residual ? p.residual->data<T>() : nullptr;
-        launch_elementwise<T>(Normalize<T, kSiLU>{x.data<T>(), r, y.data<T>(), mean, invstd,
-                                                  gamma.data<float>(), beta.data<float>(), c_count},
-                              x.numel(), {x.raw(), r, y.raw()}, st, c_count % kPack == 0);
+        launch_elementwise<T>(Normalize<T, kSiLU>{x.data<T>(), r, y.data<T>(), co}, x.numel(),
+                              {x.raw(), r, y.raw(), co.base}, st, c_count % kPack == 0);
         return;
       }
       forward_train_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, st>>>(
@@ -438,21 +485,22 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
       if (workspace) {
         const int64_t slices = batchnorm_slices(x.shape()), len = (m_count + slices - 1) / slices;
         const dim3 grid = channel_grid(c_count, slices);
-        float *part_a = workspace, *part_b = workspace + slices * c_count,
-              *totals = part_b + slices * c_count;
+        float *part_a = workspace, *part_b = workspace + slices * c_count;
+        const Coefficients co{workspace + 3 * slices * c_count, c_count};
         slice_grad_sums_kernel<T, kSiLU><<<grid, channel_block(), 0, cs>>>(
             x.data<T>(), dy.data<T>(), st.mean, st.invstd, gamma.data<float>(), beta.data<float>(), part_a,
             part_b, m_count, c_count, len);
         VT_LAUNCH_CHECK();
         grad_totals_kernel<<<grid_for(c_count), kThreads, 0, cs>>>(
-            part_a, part_b, slices, c_count, data_or_null(dgamma), data_or_null(dbeta), totals);
+            part_a, part_b, slices, m_count, c_count, st.mean, st.invstd, gamma.data<float>(),
+            beta.data<float>(), data_or_null(dgamma), data_or_null(dbeta), co);
         VT_LAUNCH_CHECK();
         if (dx) {
           constexpr int kPack = 16 / static_cast<int>(sizeof(T));
-          launch_elementwise<T>(TrainDx<T, kSiLU>{x.data<T>(), dy.data<T>(), dx->data<T>(), dr, st.mean,
-                                                  st.invstd, gamma.data<float>(), beta.data<float>(), totals,
-                                                  m_count, c_count, p.overwrite_dx, p.overwrite_dresidual},
-                                x.numel(), {x.raw(), dy.raw(), dx->raw(), dr}, cs, c_count % kPack == 0);
+          launch_elementwise<T>(TrainDx<T, kSiLU>{x.data<T>(), dy.data<T>(), dx->data<T>(), dr, co,
+                                                  p.overwrite_dx, p.overwrite_dresidual},
+                                x.numel(), {x.raw(), dy.raw(), dx->raw(), dr, co.base}, cs,
+                                c_count % kPack == 0);
         }
         return;
       }

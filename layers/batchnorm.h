@@ -53,6 +53,9 @@ struct BatchNormParams {
 // CPU, which ignores the workspace.
 int64_t batchnorm_slices(const Shape& x);
 size_t batchnorm_workspace_bytes(const Shape& x, Device dev);
+// (C) arrays of per-channel coefficients the CUDA elementwise passes read from the workspace,
+// after the slice partials (batchnorm.cu).
+constexpr int64_t kBatchNormCoefficients = 5;
 
 // Training forward. Overwrites y, save_mean (= mean_c) and save_invstd (= invstd_c, with
 // eps); updates running_mean and running_var in place. tile_stats (CUDA, with a workspace):

@@ -215,8 +215,8 @@ void check_bn_gradients(bool train, uint64_t x_seed, uint64_t state_seed) {
           },
           [&](const std::vector<Tensor>& dy, std::vector<Tensor>& g) {
             if (train)
-              batchnorm_backward(x, dy[0], st.gamma, st.beta, st.save_mean, st.save_invstd, &g[0], &g[1], &g[2],
-                                 p);
+              batchnorm_backward(x, dy[0], st.gamma, st.beta, st.save_mean, st.save_invstd, &g[0], &g[1],
+                                 &g[2], p);
             else
               batchnorm_backward_eval(x, dy[0], st.gamma, st.beta, st.running_mean, st.running_var, &g[0],
                                       &g[1], &g[2], p);
@@ -224,9 +224,13 @@ void check_bn_gradients(bool train, uint64_t x_seed, uint64_t state_seed) {
     }
 }
 
-TEST(BatchNorm, GradientCheckTrainDouble) { check_bn_gradients(true, 11, 20); }
+TEST(BatchNorm, GradientCheckTrainDouble) {
+  check_bn_gradients(true, 11, 20);
+}
 
-TEST(BatchNorm, GradientCheckEvalDouble) { check_bn_gradients(false, 12, 30); }
+TEST(BatchNorm, GradientCheckEvalDouble) {
+  check_bn_gradients(false, 12, 30);
+}
 
 // The fused op is BN followed by the SiLU op, in value and in every gradient, train and eval
 // (f64: the two differ only by the rounding of the intermediate u).
@@ -386,14 +390,16 @@ TEST(BatchNorm, GpuMatchesCpu) {
         BatchNormParams p = params_with_silu(silu);
         p.overwrite_dx = overwrite;  // dx = ... over the garbage dx0 (both sides)
         p.overwrite_dresidual = overwrite;
-        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + s.str() + (sliced ? " sliced" : " one block per group") +
-                     (silu ? " silu" : "") + (overwrite ? " overwriting dx" : "") + (residual ? " residual" : ""));
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + s.str() +
+                     (sliced ? " sliced" : " one block per group") + (silu ? " silu" : "") +
+                     (overwrite ? " overwriting dx" : "") + (residual ? " residual" : ""));
         const GpuInputs in = gpu_inputs(s, dt);
         const ResidualInputs res = residual_inputs(s, dt);
         const ResidualInputs* rp = residual ? &res : nullptr;
         const BnRun cpu =
             run_layer(Device::kCPU, DType::kF32, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, false, rp);
-        const BnRun gpu = run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, sliced, rp);
+        const BnRun gpu =
+            run_layer(Device::kCUDA, dt, in.x, in.dy, in.dx0, in.st, in.dg0, in.db0, p, sliced, rp);
 
         // Statistics are fp32 on the GPU in both storage types (from identical inputs), against
         // the CPU's double sums rounded once. An fp32 sum of M <= 4800 terms, kRows = 16 serial
@@ -514,15 +520,21 @@ TEST(BatchNorm, GpuStatisticsFromConvTiles) {
     SCOPED_TRACE(silu ? "silu" : "plain");
     const BatchNormParams p = params_with_silu(silu);
     const BnState st = random_state(64, DType::kF32, 7);
-    BnState a = {st.gamma.to(Device::kCUDA), st.beta.to(Device::kCUDA), st.running_mean.to(Device::kCUDA),
-                 st.running_var.to(Device::kCUDA), st.save_mean.to(Device::kCUDA), st.save_invstd.to(Device::kCUDA)};
-    BnState b = {a.gamma, a.beta, st.running_mean.to(Device::kCUDA), st.running_var.to(Device::kCUDA),
-                 st.save_mean.to(Device::kCUDA), st.save_invstd.to(Device::kCUDA)};
-    const Tensor ya = Tensor::empty(s, DType::kBF16, Device::kCUDA), yb = Tensor::empty(s, DType::kBF16, Device::kCUDA);
-    batchnorm_forward_train(x, a.gamma, a.beta, ya, a.running_mean, a.running_var, a.save_mean, a.save_invstd, p,
-                            {}, bn_ws);
-    batchnorm_forward_train(x, b.gamma, b.beta, yb, b.running_mean, b.running_var, b.save_mean, b.save_invstd, p,
-                            {}, bn_ws, &stats);
+    BnState a = {st.gamma.to(Device::kCUDA),        st.beta.to(Device::kCUDA),
+                 st.running_mean.to(Device::kCUDA), st.running_var.to(Device::kCUDA),
+                 st.save_mean.to(Device::kCUDA),    st.save_invstd.to(Device::kCUDA)};
+    BnState b = {a.gamma,
+                 a.beta,
+                 st.running_mean.to(Device::kCUDA),
+                 st.running_var.to(Device::kCUDA),
+                 st.save_mean.to(Device::kCUDA),
+                 st.save_invstd.to(Device::kCUDA)};
+    const Tensor ya = Tensor::empty(s, DType::kBF16, Device::kCUDA),
+                 yb = Tensor::empty(s, DType::kBF16, Device::kCUDA);
+    batchnorm_forward_train(x, a.gamma, a.beta, ya, a.running_mean, a.running_var, a.save_mean, a.save_invstd,
+                            p, {}, bn_ws);
+    batchnorm_forward_train(x, b.gamma, b.beta, yb, b.running_mean, b.running_var, b.save_mean, b.save_invstd,
+                            p, {}, bn_ws, &stats);
     synchronize();
     test::expect_close(b.save_mean, a.save_mean, 1e-6, 1e-5, "save_mean");
     test::expect_close(b.save_invstd, a.save_invstd, 1e-6, 1e-5, "save_invstd");
@@ -537,7 +549,8 @@ TEST(BatchNorm, GpuStatisticsFromConvTiles) {
 TEST(BatchNorm, WorkspacePlan) {
   EXPECT_EQ(batchnorm_workspace_bytes({64, 160, 160, 64}, Device::kCPU), 0u);
   EXPECT_EQ(batchnorm_slices({64, 160, 160, 64}), 256);  // 2 channel groups: capped at 256 slices
-  EXPECT_EQ(batchnorm_workspace_bytes({64, 160, 160, 64}, Device::kCUDA), size_t(3 * 256 + 2) * 64 * 4);
+  EXPECT_EQ(batchnorm_workspace_bytes({64, 160, 160, 64}, Device::kCUDA),
+            size_t(3 * 256 + kBatchNormCoefficients) * 64 * 4);
   EXPECT_EQ(batchnorm_slices({3, 40, 40, 37}), 18);     // 4800 positions, at least 256 per slice
   EXPECT_EQ(batchnorm_slices({64, 20, 20, 1024}), 32);  // 32 groups: 1024 blocks
   EXPECT_EQ(batchnorm_slices({1, 1, 1, 7}), 1);
