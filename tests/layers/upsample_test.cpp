@@ -76,7 +76,9 @@ TEST(UpsampleNearest, GpuMatchesCpu) {
   VT_REQUIRE_GPU();
   for (DType dt : {DType::kF32, DType::kBF16}) {
     for (int scale : {1, 2, 3}) {
-      for (const Shape& s : {Shape{1, 13, 17, 7}, Shape{3, 13, 17, 7}, Shape{2, 1, 1, 5}}) {
+      // 7 and 5 channels: one element a thread; 16: 16-byte packs (8 bf16, 4 f32).
+      for (const Shape& s :
+           {Shape{1, 13, 17, 7}, Shape{3, 13, 17, 7}, Shape{2, 1, 1, 5}, Shape{2, 5, 6, 16}}) {
         SCOPED_TRACE(cat("scale ", scale, " ", dtype_name(dt), " ", s.str()));
         // The CPU reference sees exactly the inputs the GPU sees (bf16-rounded in bf16 runs).
         Tensor x = test::random_tensor(s, DType::kF32, 2);
@@ -107,18 +109,18 @@ TEST(UpsampleNearest, BadArgumentsNameTheOpAndShapes) {
   const Tensor x = Tensor::empty({1, 2, 3, 2}, DType::kF32, Device::kCPU);
   const Tensor y3 = Tensor::empty({1, 6, 9, 2}, DType::kF32, Device::kCPU);
   test::expect_error([&] { upsample_nearest_forward(x, y3, 2); },
-               {"upsample_nearest_forward", "(1, 4, 6, 2)", "(1, 6, 9, 2)"});
+                     {"upsample_nearest_forward", "(1, 4, 6, 2)", "(1, 6, 9, 2)"});
   test::expect_error([&] { upsample_nearest_backward(y3, x, 2); },
-               {"upsample_nearest_backward", "dy", "(1, 6, 9, 2)"});
+                     {"upsample_nearest_backward", "dy", "(1, 6, 9, 2)"});
   const Tensor xb = Tensor::empty({1, 2, 3, 2}, DType::kBF16, Device::kCPU);
   const Tensor yb = Tensor::empty({1, 4, 6, 2}, DType::kBF16, Device::kCPU);
   test::expect_error([&] { upsample_nearest_forward(xb, yb, 2); },
-               {"upsample_nearest_forward", "unsupported storage type bf16", "(1, 2, 3, 2)"});
+                     {"upsample_nearest_forward", "unsupported storage type bf16", "(1, 2, 3, 2)"});
   test::expect_error([&] { upsample_nearest_forward(x, y3, 0); },
-               {"upsample_nearest_forward", "scale 0", "(1, 2, 3, 2)"});
+                     {"upsample_nearest_forward", "scale 0", "(1, 2, 3, 2)"});
   const Tensor x3 = Tensor::empty({2, 3, 2}, DType::kF32, Device::kCPU);
   test::expect_error([&] { upsample_nearest_forward(x3, y3, 3); },
-               {"upsample_nearest_forward", "rank 4", "(2, 3, 2)"});
+                     {"upsample_nearest_forward", "rank 4", "(2, 3, 2)"});
 }
 
 }  // namespace
