@@ -126,19 +126,29 @@ void Model::find_conv_stats() {
   }
 }
 
-// An activation that needs a gradient and that one op alone reads, once, where that op's
-// backward writes every element of its input gradient (conv, BN, concat, split, add; not the
-// max pool, which scatters, nor the upsample): that backward is the gradient's only writer,
-// so it writes instead of adding.
+// Per activation that needs a gradient, the op whose backward produces that gradient first:
+// the last op in graph order that reads it (backward runs in reverse). That backward writes
+// the gradient instead of adding into it when it writes every element of that input (conv,
+// BN, concat, split, add; not the max pool, which scatters, the upsample, which gathers into
+// an accumulation, nor a separate SiLU) and the op reads the activation once. An absorbed
+// add (a BN's fused residual) counts at its own graph index: it runs inside the BN two ops
+// earlier, with no reader of the residual between. Outputs are excluded: the loss adds into
+// their gradients before backward.
 void Model::find_overwrites() {
-  overwritten_.assign(graph_.acts.size(), false);
+  first_writer_.assign(graph_.acts.size(), -1);
   if (!opt_.overwrite_grads) return;
-  const std::vector<int> readers = this->readers();
-  for (const GraphOp& o : graph_.ops) {
-    if (o.kind == OpKind::kImageInput || o.kind == OpKind::kSiLU || o.kind == OpKind::kMaxPool ||
-        o.kind == OpKind::kUpsample)
-      continue;
-    for (int a : o.inputs) overwritten_[a] = graph_.acts[a].needs_grad && !elided_[a] && readers[a] == 1;
+  std::vector<int> last(graph_.acts.size(), -1);
+  for (size_t i = 0; i < graph_.ops.size(); ++i)
+    for (int a : graph_.ops[i].inputs) last[a] = static_cast<int>(i);
+  std::vector<bool> output(graph_.acts.size(), false);
+  for (int a : graph_.outputs) output[a] = true;
+  for (size_t a = 0; a < graph_.acts.size(); ++a) {
+    if (last[a] < 0 || !graph_.acts[a].needs_grad || elided_[a] || output[a]) continue;
+    const GraphOp& o = graph_.ops[last[a]];
+    const bool writes_all = o.kind == OpKind::kConv || o.kind == OpKind::kBatchNorm ||
+                            o.kind == OpKind::kConcat || o.kind == OpKind::kSplit || o.kind == OpKind::kAdd;
+    if (writes_all && std::count(o.inputs.begin(), o.inputs.end(), static_cast<int>(a)) == 1)
+      first_writer_[a] = last[a];
   }
 }
 
@@ -174,7 +184,7 @@ void Model::plan_memory() {
   grad_offset_.assign(graph_.acts.size(), -1);
   for (bool overwritten : {false, true}) {
     for (size_t a = 0; a < graph_.acts.size(); ++a) {
-      if (!graph_.acts[a].needs_grad || elided_[a] || overwritten_[a] != overwritten) continue;
+      if (!graph_.acts[a].needs_grad || elided_[a] || (first_writer_[a] >= 0) != overwritten) continue;
       grad_offset_[a] = arena;
       arena += (graph_.acts[a].shape.numel() + align - 1) / align * align;
     }
@@ -245,8 +255,9 @@ void Model::bind() {
     b.index = i;
     // A fused BN writes the SiLU's output (or the residual add's) and reads its gradient.
     b.silu = op.kind == OpKind::kBatchNorm && i + 1 < graph_.ops.size() && absorbed_[i + 1];
-    if (const int r = residual_[i]; r >= 0) b.r = act[r], b.dr = dact[r], b.overwrite_r = overwritten_[r];
-    for (int a : op.inputs) b.overwrite.push_back(overwritten_[a]);
+    if (const int r = residual_[i]; r >= 0)
+      b.r = act[r], b.dr = dact[r], b.overwrite_r = first_writer_[r] == static_cast<int>(i) + 2;
+    for (int a : op.inputs) b.overwrite.push_back(first_writer_[a] == static_cast<int>(i));
     // A conv feeding its BN's statistics, and that BN: the same view of the workspace.
     const size_t conv_op = stats_tiles_[i] > 0 ? i : i - 1;  // this conv, or the conv before this BN
     if (conv_op < graph_.ops.size() && stats_tiles_[conv_op] > 0) {

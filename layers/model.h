@@ -10,8 +10,9 @@
 // gradient (ModelOptions::fusion; the graph itself, which the exporters walk, keeps both ops).
 // Likewise the Bottleneck's residual add after such a pair (x + cv2(cv1(x))) runs inside the
 // BN op (BatchNormParams::residual), and the SiLU output it alone read is not stored either.
-// The gradient of an activation that one op alone reads is written by that op's backward,
-// not added into, and lies after the arena's zeroed part (ModelOptions::overwrite_grads):
+// The gradient of an activation is written, not added into, by the first backward that
+// produces it (its last reader's), and lies after the arena's zeroed part
+// (ModelOptions::overwrite_grads):
 // zero_grads() clears only what is accumulated.
 // The constructor initialises the weights from options.seed (init()); load_state() replaces
 // them.
@@ -64,11 +65,14 @@ struct ModelOptions {
   // OpenMP threads (the fused CPU op is the double-precision reference: measured 20% slower
   // per yolov8n step at 320 on 2 cores).
   enum class Fusion { kAuto, kOn, kOff } fusion = Fusion::kAuto;
-  // Backward writes (instead of adding into) the gradient of an activation that one op alone
-  // reads (a conv, BN, concat, split or add: all but the max pool's scatter and the
-  // upsample's), so only the gradients that several ops add into (and the outputs') are
-  // zeroed per step: per such activation, one memset and one read less on every device. Off:
-  // the reference the tests compare with (the same values: 0 + v is v).
+  // Backward order is the reverse of the graph's, so the last op that reads an activation is
+  // the first to produce its gradient: where that op's backward writes every element of that
+  // input (a conv, BN, concat, split or add: all but the max pool's scatter, the upsample's
+  // gather and a separate SiLU) and reads the activation once, it writes the gradient
+  // instead of adding into it, and the earlier readers then add. Only the other gradients
+  // (and the outputs', which the loss adds into) are zeroed per step: per written gradient,
+  // one memset and one read less on every device. Off: the reference the tests compare with
+  // (the same values: 0 + v is v).
   bool overwrite_grads = true;
   // CUDA, bf16: a BN reading a tensor-core conv's output alone takes its batch statistics
   // from the conv's epilogue (per-tile column statistics, conv2d_forward's tile_stats), so its
@@ -175,7 +179,7 @@ class Model {
     // output; r is the add's other input, dr its gradient (written: overwrite_r).
     Tensor r, dr;
     bool overwrite_r = false;
-    std::vector<bool> overwrite;  // per input: backward writes dx[i] (its only writer), not adds
+    std::vector<bool> overwrite;  // per input: backward writes dx[i] (its first writer), not adds
     Tensor tile_stats;            // a conv and the BN after it: the conv's per-tile statistics of its output
     int64_t param_offset = 0, param_count = 0;
   };
@@ -204,7 +208,7 @@ class Model {
   std::vector<bool> absorbed_;        // per graph op: a SiLU or add run inside the BN before it
   std::vector<int> residual_;         // per graph op: a BN's fused residual (activation), or -1
   std::vector<bool> elided_;          // per activation: a fused BN's or SiLU's output, never stored
-  std::vector<bool> overwritten_;     // per activation: its gradient written by its one reader
+  std::vector<int> first_writer_;  // per activation: the graph op whose backward writes its gradient, or -1
   std::vector<int64_t> stats_tiles_;  // per graph op: a conv's tiles of statistics for the BN after it, or 0
   int64_t zeroed_ = 0;                // the arena's first zeroed_ elements: gradients added into
   OpHook hook_;

@@ -422,9 +422,11 @@ TEST(Model, FusedBnSiLUAndResidualMatchSeparateOps) {
   EXPECT_LE(fused.memory().total_bytes() + saved, plain.memory().total_bytes());
 }
 
-// Gradients that one conv or BN writes instead of adding into give the accumulated ones
-// exactly (0 + v is v), also on a second step, when those gradients still hold the first
-// step's values (they are not zeroed); and fewer elements are zeroed per step.
+// Gradients that their first writer (the last reader's backward) writes instead of adding
+// into give the accumulated ones exactly (0 + v is v), also on a second step, when those
+// gradients still hold the first step's values (they are not zeroed); and fewer elements are
+// zeroed per step: fused, only the outputs' gradients (the loss adds into them), every other
+// gradient's last reader being a conv, BN, concat, split or add.
 TEST(Model, OverwrittenGradientsMatchAccumulated) {
   for (auto fusion : {ModelOptions::Fusion::kOn, ModelOptions::Fusion::kOff}) {
     SCOPED_TRACE(fusion == ModelOptions::Fusion::kOn ? "fused" : "separate");
@@ -434,6 +436,12 @@ TEST(Model, OverwrittenGradientsMatchAccumulated) {
     o.overwrite_grads = false;
     Model acc(spec("yolov8-tiny.yaml", 3), o);
     EXPECT_LT(over.zeroed_grad_elems(), acc.zeroed_grad_elems());
+    if (fusion == ModelOptions::Fusion::kOn) {
+      // The outputs' gradients, each padded to the arena's 256-byte alignment (32 doubles).
+      int64_t outputs = 0;
+      for (const Tensor& t : over.output_grads()) outputs += (t.numel() + 31) / 32 * 32;
+      EXPECT_EQ(over.zeroed_grad_elems(), outputs);
+    }
     const std::vector<Tensor> r = loss_weights(over);
     for (uint64_t images : {8, 9}) {
       for (Model* m : {&over, &acc}) {
