@@ -12,12 +12,13 @@ namespace {
 struct UpDims {
   int64_t N, H, W, C;  // the small side, x / dx
   int64_t scale;
-  // The offset in the large side (N, H scale, W scale, C) of cell (a, b) of the small-side
-  // element i's block.
-  __device__ int64_t large(int64_t i, int64_t a, int64_t b) const {
+  // The offset in the large side (N, H scale, W scale, C) of the first cell of small-side
+  // element i's scale x scale block; the block's rows lie row() apart, its cells C.
+  __device__ int64_t corner(int64_t i) const {
     const int64_t c = i % C, pix = i / C, w = pix % W, t = pix / W, h = t % H, n = t / H;
-    return ((n * H * scale + h * scale + a) * W * scale + w * scale + b) * C + c;
+    return ((n * H + h) * scale * W * scale + w * scale) * C + c;
   }
+  __device__ int64_t row() const { return W * scale * C; }
 };
 
 // y (large) from x (small): element pack i of x to its scale^2 cells.
@@ -29,7 +30,7 @@ struct Spread {
   template <int V>
   __device__ void apply(int64_t i) const {
     const Pack<T, V> v = load_pack<V>(x + i);
-    const int64_t base = d.large(i, 0, 0), row = d.W * d.scale * d.C;
+    const int64_t base = d.corner(i), row = d.row();
     for (int64_t a = 0; a < d.scale; ++a)
       for (int64_t b = 0; b < d.scale; ++b) store_pack(y + base + a * row + b * d.C, v);
   }
@@ -47,7 +48,7 @@ struct Gather {
     float acc[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[j] = to_f32(old.v[j]);
-    const int64_t base = d.large(i, 0, 0), row = d.W * d.scale * d.C;
+    const int64_t base = d.corner(i), row = d.row();
     for (int64_t a = 0; a < d.scale; ++a)
       for (int64_t b = 0; b < d.scale; ++b) {
         const Pack<T, V> g = load_pack<V>(dy + base + a * row + b * d.C);
