@@ -10,6 +10,10 @@
 #include "layers/check.h"
 #include "tests/test_util.h"
 
+#ifdef VT_WITH_CUDA
+#include "layers/conv2d_igemm.cuh"
+#endif
+
 namespace vt {
 namespace {
 
@@ -402,6 +406,43 @@ TEST(Conv2d, GpuMatchesCpu) {
     }
   }
 }
+
+#ifdef VT_WITH_CUDA
+// The choices kernel_bench forces on the tensor-core forward (the tile width, the register
+// path instead of the cp.async walks) change which warp and lane computes an output, not how:
+// each output is the same MMAs over the same K order, so every choice gives the plan's bits.
+TEST(Conv2d, GpuTilesAndLoadPathsAgree) {
+  VT_REQUIRE_GPU();
+  const ParityCase cases[] = {
+      {"k3 s1 p1, 128 outputs", {2, 24, 24, 32}, {128, 3, 3, 32}, {1, 1, 1, 1, 1}},
+      {"k1, 80 outputs", {2, 20, 20, 64}, {80, 1, 1, 64}, {}},
+      {"k3 s2 p1, Cin 16", {2, 33, 31, 16}, {32, 3, 3, 16}, {2, 2, 1, 1, 1}},
+  };
+  for (const ParityCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const Conv2dDims d = conv2d_dims(c.x, c.w, c.p);
+    if (!cuda::conv2d_igemm_available(d)) GTEST_SKIP() << "no bf16 tensor cores on this GPU";
+    const Tensor x = test::random_tensor(c.x, DType::kF32, 1).to(Device::kCUDA, DType::kBF16);
+    const Tensor w = test::random_tensor(c.w, DType::kF32, 2).to(Device::kCUDA, DType::kBF16);
+    const Tensor b = test::random_tensor({c.w[0]}, DType::kF32, 3).to(Device::kCUDA);
+    const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
+    auto run = [&](cuda::IgemmChoice choice) {
+      const Tensor y = Tensor::empty(ys, DType::kBF16, Device::kCUDA);
+      cuda::conv2d_igemm_forward(d, x.data<__nv_bfloat16>(), w.data<__nv_bfloat16>(), b.data<float>(),
+                                 y.data<__nv_bfloat16>(), nullptr, nullptr, choice);
+      synchronize();
+      return y.to(Device::kCPU);
+    };
+    const Tensor plan = run({});
+    for (int width : {32, 64, 128})
+      for (bool registers : {false, true}) {
+        const Tensor y = run({width, registers});
+        EXPECT_EQ(std::memcmp(y.raw(), plan.raw(), y.nbytes()), 0)
+            << "128 x " << width << (registers ? ", register path" : ", cp.async walks");
+      }
+  }
+}
+#endif
 
 // The tensor-core forward's per-tile column statistics (for the batch norm after it): each
 // tile of kBM rows and each channel, (count, mean, M2) of y as stored, against double sums
