@@ -91,7 +91,7 @@ __global__ void forward_eval_kernel(const T* x, const T* r, const float* gamma, 
                                     int64_t n, int64_t c_count) {
   VT_GRID_STRIDE(i, n) {
     const int64_t c = i % c_count;
-    const float invstd = 1.f / sqrtf(running_var[c] + eps);
+    const float invstd = rsqrtf(running_var[c] + eps);  // per element: no IEEE division
     y[i] = from_f32<T>(residual_at(r, i) +
                        act_out<kSiLU>((to_f32(x[i]) - running_mean[c]) * invstd * gamma[c] + beta[c]));
   }
@@ -104,7 +104,7 @@ struct Stats {
   const float* invstd;  // save_invstd in train; null in eval
   const float* var;     // running_var in eval; null in train
   float eps;            // eval only
-  __device__ float invstd_at(int64_t c) const { return invstd ? invstd[c] : 1.f / sqrtf(var[c] + eps); }
+  __device__ float invstd_at(int64_t c) const { return invstd ? invstd[c] : rsqrtf(var[c] + eps); }
 };
 
 // The reductions of both backward passes, then the training dx. x, dy, dx: (M, C) storage T;
