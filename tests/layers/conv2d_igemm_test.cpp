@@ -76,7 +76,7 @@ void replay_tile(const P& p, int slices, int k_chunk) {
   auto a_elem = [&](int m, int k) { return p.a(m, k); };
   auto b_fast = [&](int n, int k, Vec8<float>& v) { return p.b_fast(n, k, v); };
   auto b_elem = [&](int n, int k) { return p.b(k, n); };
-  // Copies the vector at offset o of src (zeros for -1) into the tile at (mn, k).
+  // Copies the 8 elements at offset o of src (zeros for -1) to tile[at ..].
   auto put = [](std::vector<float>& tile, int at, const float* src, int64_t o) {
     for (int j = 0; j < 8; ++j) tile[at + j] = o < 0 ? 0.f : src[o + j];
   };
