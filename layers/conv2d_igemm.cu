@@ -34,9 +34,11 @@ using namespace vt::igemm;
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
-// 16 bytes global -> shared, asynchronously; zeros instead when !live (nothing is read).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool live) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(live ? 16 : 0)
+// The 16 bytes at element offset o of src, global -> shared, asynchronously; zeros for o < 0
+// (a walk's "reads zeros": nothing is read).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const bf16* src, int64_t o) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src + (o < 0 ? 0 : o)),
+               "r"(o < 0 ? 0 : 16)
                : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() {
@@ -161,22 +163,16 @@ __global__ void __launch_bounds__(TS::kThreads, kMinBlocks<TS>) igemm_kernel(P p
     for (int s = 0; s < kASlots; ++s) wa[s] = p.a_walk(m0 + a_mn[s], k_begin + a_k[s]);
 #pragma unroll
     for (int s = 0; s < kBSlots; ++s) wb[s] = p.b_walk(n0 + b_mn[s], k_begin + b_k[s]);
-    const bf16* const a_src = p.a_src();
-    const bf16* const b_src = p.b_src();
     // Copies the next K step into buffer `buf` and moves the walks on.
     auto issue = [&](int buf) {
 #pragma unroll
       for (int s = 0; s < kASlots; ++s) {
-        const int64_t o = p.a_at(wa[s]);
-        cp_async16(a_base + buf * kABytes + 2 * ATile::index(a_mn[s], a_k[s]), a_src + (o < 0 ? 0 : o),
-                   o >= 0);
+        cp_async16(a_base + buf * kABytes + 2 * ATile::index(a_mn[s], a_k[s]), p.a_src(), p.a_at(wa[s]));
         p.a_next(wa[s]);
       }
 #pragma unroll
       for (int s = 0; s < kBSlots; ++s) {
-        const int64_t o = p.b_at(wb[s]);
-        cp_async16(b_base + buf * kBBytes + 2 * BTile::index(b_mn[s], b_k[s]), b_src + (o < 0 ? 0 : o),
-                   o >= 0);
+        cp_async16(b_base + buf * kBBytes + 2 * BTile::index(b_mn[s], b_k[s]), p.b_src(), p.b_at(wb[s]));
         p.b_next(wb[s]);
       }
     };

@@ -76,9 +76,11 @@ void replay_tile(const P& p, int slices, int k_chunk) {
   auto a_elem = [&](int m, int k) { return p.a(m, k); };
   auto b_fast = [&](int n, int k, Vec8<float>& v) { return p.b_fast(n, k, v); };
   auto b_elem = [&](int n, int k) { return p.b(k, n); };
-  // Copies the 8 elements at offset o of src (zeros for -1) to tile[at ..].
+  // Copies the 8 elements at offset o of src (zeros for -1) to tile[at ..], as cp.async does.
   auto put = [](std::vector<float>& tile, int at, const float* src, int64_t o) {
-    for (int j = 0; j < 8; ++j) tile[at + j] = o < 0 ? 0.f : src[o + j];
+    Vec8<float> v;
+    vec_at_or_zero(true, src, o, v);
+    std::copy(v.v, v.v + 8, tile.begin() + at);
   };
   int64_t walk_mismatches = 0;
   for (int m0 = 0; m0 < p.M; m0 += kBM)
