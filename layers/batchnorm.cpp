@@ -50,7 +50,7 @@ void check_residual(const char* op, const Tensor& x, const Tensor& y, const Batc
   const Tensor* r = forward ? p.residual : p.dresidual;
   if (!r) return;
   const char* name = forward ? "residual" : "dresidual";
-  check_types(op, {{"x", x}, {name, *r}}, {});
+  check_types(op, {{"x", x}, {name, *r, kChannelView}}, {});
   check_shape(op, {name, *r}, x.shape());
   op_check(r->numel() == 0 || (r->raw() != x.raw() && r->raw() != y.raw()), op,
            cat(name, " must not alias x or ", forward ? "y" : "dy"), {{"x", x}, {name, *r}});
@@ -87,7 +87,7 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
                              const Tensor& save_invstd, const BatchNormParams& p, Stream s,
                              const Tensor& workspace, const Tensor* tile_stats) {
   const char* op = "batchnorm_forward_train";
-  check_types(op, {{"x", x}, {"y", y}},
+  check_types(op, {{"x", x}, {"y", y, kChannelView}},
               {{"gamma", gamma},
                {"beta", beta},
                {"running_mean", running_mean},
@@ -129,7 +129,7 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
                             const BatchNormParams& p, Stream s) {
   const char* op = "batchnorm_forward_eval";
   check_types(
-      op, {{"x", x}, {"y", y}},
+      op, {{"x", x}, {"y", y, kChannelView}},
       {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean}, {"running_var", running_var}});
   check_nhwc(op, {"x", x});
   check_shape(op, {"y", y}, x.shape());
@@ -157,7 +157,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
                         const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s,
                         const Tensor& workspace) {
   const char* op = "batchnorm_backward";
-  check_types(op, {{"x", x}, {"dy", dy}},
+  check_types(op, {{"x", x}, {"dy", dy, kChannelView}},
               {{"gamma", gamma}, {"beta", beta}, {"save_mean", save_mean}, {"save_invstd", save_invstd}});
   check_nhwc(op, {"x", x});
   check_shape(op, {"dy", dy}, x.shape());
@@ -177,7 +177,7 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
                              const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p, Stream s) {
   const char* op = "batchnorm_backward_eval";
   check_types(
-      op, {{"x", x}, {"dy", dy}},
+      op, {{"x", x}, {"dy", dy, kChannelView}},
       {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean}, {"running_var", running_var}});
   check_nhwc(op, {"x", x});
   check_shape(op, {"dy", dy}, x.shape());

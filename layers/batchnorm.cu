@@ -14,6 +14,8 @@
 // through it at u = xhat gamma + beta, recomputed in registers (act_out / act_grad). Those
 // kernels also take the fused residual (r: null or added to the output; dr: null or dy
 // added into it, or written with overwrite_dr, in the pass that writes dx).
+// y, dy, r and dr may be channel views (batchnorm.h): they travel as Pitched, element (m, c)
+// at m * pitch + c; x and dx are contiguous (M, C).
 #include "layers/batchnorm.h"
 #include "layers/channel_sum.cuh"
 
@@ -30,20 +32,34 @@ __device__ __forceinline__ float act_grad(float u, float dy) {
   return kSiLU ? dy * silu_derivative(u) : dy;
 }
 
-// The fused residual's contribution to output element i: r[i], or 0 without one.
+// An (M, C) activation whose rows lie `pitch` elements apart (a channel view, or C); p null
+// for an absent one (no residual).
 template <class T>
-__device__ __forceinline__ float residual_at(const T* r, int64_t i) {
-  return r ? to_f32(r[i]) : 0.f;
-}
-// dr[i] += dy (= dy with overwrite) when there is a dr.
+struct Pitched {
+  T* p;
+  int64_t pitch;
+  __device__ T* at(int64_t m, int64_t c) const { return p + m * pitch + c; }
+};
 template <class T>
-__device__ __forceinline__ void add_residual_grad(T* dr, int64_t i, float dy, bool overwrite) {
-  if (dr) dr[i] = from_f32<T>(overwrite ? dy : to_f32(dr[i]) + dy);
+Pitched<T> pitched(const Tensor* t) {
+  return t ? Pitched<T>{t->data<std::remove_const_t<T>>(), t->pitch()} : Pitched<T>{nullptr, 0};
 }
 
-// x, y, r: (M, C) storage T; gamma, beta, running_*, save_*: (C) fp32.
+// The fused residual's contribution to output element (m, c): r's, or 0 without one.
+template <class T>
+__device__ __forceinline__ float residual_at(Pitched<const T> r, int64_t m, int64_t c) {
+  return r.p ? to_f32(*r.at(m, c)) : 0.f;
+}
+// dr(m, c) += dy (= dy with overwrite) when there is a dr.
+template <class T>
+__device__ __forceinline__ void add_residual_grad(Pitched<T> dr, int64_t m, int64_t c, float dy, bool overwrite) {
+  if (dr.p) *dr.at(m, c) = from_f32<T>(overwrite ? dy : to_f32(*dr.at(m, c)) + dy);
+}
+
+// x: (M, C), y and r: (M, C) views, storage T; gamma, beta, running_*, save_*: (C) fp32.
 template <class T, bool kSiLU>
-__global__ void forward_train_kernel(const T* x, const T* r, const float* gamma, const float* beta, T* y,
+__global__ void forward_train_kernel(const T* x, Pitched<const T> r, const float* gamma, const float* beta,
+                                     Pitched<T> y,
                                      float* running_mean, float* running_var, float* save_mean,
                                      float* save_invstd, float momentum, float eps, int64_t m_count,
                                      int64_t c_count) {
@@ -79,21 +95,21 @@ __global__ void forward_train_kernel(const T* x, const T* r, const float* gamma,
   }
   const float g = gamma[c], b = beta[c];
   for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
-    const int64_t i = m * c_count + c;
-    y[i] = from_f32<T>(residual_at(r, i) + act_out<kSiLU>((to_f32(x[i]) - mean) * invstd * g + b));
+    const float u = (to_f32(x[m * c_count + c]) - mean) * invstd * g + b;
+    *y.at(m, c) = from_f32<T>(residual_at(r, m, c) + act_out<kSiLU>(u));
   }
 }
 
-// x, y: (M, C) flattened to n = M * C elements; the rest (C) fp32.
+// x: (M, C) flattened to n = M * C elements, y and r alike (views); the rest (C) fp32.
 template <class T, bool kSiLU>
-__global__ void forward_eval_kernel(const T* x, const T* r, const float* gamma, const float* beta,
-                                    const float* running_mean, const float* running_var, T* y, float eps,
-                                    int64_t n, int64_t c_count) {
+__global__ void forward_eval_kernel(const T* x, Pitched<const T> r, const float* gamma, const float* beta,
+                                    const float* running_mean, const float* running_var, Pitched<T> y,
+                                    float eps, int64_t n, int64_t c_count) {
   VT_GRID_STRIDE(i, n) {
-    const int64_t c = i % c_count;
+    const int64_t m = i / c_count, c = i - m * c_count;
     const float invstd = rsqrtf(running_var[c] + eps);  // per element: no IEEE division
-    y[i] = from_f32<T>(residual_at(r, i) +
-                       act_out<kSiLU>((to_f32(x[i]) - running_mean[c]) * invstd * gamma[c] + beta[c]));
+    const float u = (to_f32(x[i]) - running_mean[c]) * invstd * gamma[c] + beta[c];
+    *y.at(m, c) = from_f32<T>(residual_at(r, m, c) + act_out<kSiLU>(u));
   }
 }
 
@@ -107,14 +123,14 @@ struct Stats {
   __device__ float invstd_at(int64_t c) const { return invstd ? invstd[c] : rsqrtf(var[c] + eps); }
 };
 
-// The reductions of both backward passes, then the training dx. x, dy, dx: (M, C) storage T;
+// The reductions of both backward passes, then the training dx. x, dx: (M, C), dy a view, storage T;
 // gamma, beta, dgamma, dbeta: (C) fp32. Each of dx, dgamma, dbeta may be null; dx, when given,
 // gets the training formula (through the batch statistics), so the eval launcher passes null
 // and writes its dx elementwise.
 template <class T, bool kSiLU>
-__global__ void backward_kernel(const T* x, const T* dy, const float* gamma, const float* beta, Stats st,
-                                T* dx, bool overwrite, T* dr, bool overwrite_dr, float* dgamma, float* dbeta,
-                                int64_t m_count, int64_t c_count) {
+__global__ void backward_kernel(const T* x, Pitched<const T> dy, const float* gamma, const float* beta,
+                                Stats st, T* dx, bool overwrite, Pitched<T> dr, bool overwrite_dr,
+                                float* dgamma, float* dbeta, int64_t m_count, int64_t c_count) {
   __shared__ float red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
@@ -127,7 +143,7 @@ __global__ void backward_kernel(const T* x, const T* dy, const float* gamma, con
     for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
       const int64_t i = m * c_count + c;
       const float xhat = (to_f32(x[i]) - mean) * invstd;
-      const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(dy[i]));
+      const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(*dy.at(m, c)));
       s_dy += g;
       s_dy_xhat += g * xhat;
     }
@@ -147,27 +163,27 @@ __global__ void backward_kernel(const T* x, const T* dy, const float* gamma, con
   for (int64_t m = threadIdx.y; m < m_count; m += kRows) {
     const int64_t i = m * c_count + c;
     const float xhat = (to_f32(x[i]) - mean) * invstd;
-    const float d = to_f32(dy[i]), g = act_grad<kSiLU>(xhat * gam + bet, d);
+    const float d = to_f32(*dy.at(m, c)), g = act_grad<kSiLU>(xhat * gam + bet, d);
     const float v = k * (g - mean_dy - xhat * mean_dy_xhat);
     dx[i] = from_f32<T>(overwrite ? v : to_f32(dx[i]) + v);
-    add_residual_grad(dr, i, d, overwrite_dr);
+    add_residual_grad(dr, m, c, d, overwrite_dr);
   }
 }
 
 // The eval dx of the fixed affine map: dx += (or =) g * gamma * invstd, g = dy taken back through the
 // fused activation (x is read only then). (M, C) flattened to n.
 template <class T, bool kSiLU>
-__global__ void backward_eval_dx_kernel(const T* x, const T* dy, const float* gamma, const float* beta,
-                                        Stats st, T* dx, bool overwrite, T* dr, bool overwrite_dr, int64_t n,
-                                        int64_t c_count) {
+__global__ void backward_eval_dx_kernel(const T* x, Pitched<const T> dy, const float* gamma, const float* beta,
+                                        Stats st, T* dx, bool overwrite, Pitched<T> dr, bool overwrite_dr,
+                                        int64_t n, int64_t c_count) {
   VT_GRID_STRIDE(i, n) {
-    const int64_t c = i % c_count;
+    const int64_t m = i / c_count, c = i - m * c_count;
     const float invstd = st.invstd_at(c);
     const float u = kSiLU ? (to_f32(x[i]) - st.mean[c]) * invstd * gamma[c] + beta[c] : 0.f;
-    const float d = to_f32(dy[i]);
+    const float d = to_f32(*dy.at(m, c));
     const float v = gamma[c] * invstd * act_grad<kSiLU>(u, d);
     dx[i] = from_f32<T>(overwrite ? v : to_f32(dx[i]) + v);
-    add_residual_grad(dr, i, d, overwrite_dr);
+    add_residual_grad(dr, m, c, d, overwrite_dr);
   }
 }
 
@@ -218,7 +234,7 @@ __global__ void slice_stats_kernel(Rows rows, MeanM2* part, int64_t count, int64
 // part_a = sum g, part_b = sum g xhat: (S, C), g = dy taken back through the fused activation
 // (gamma and beta are read with kSiLU only). Grid and block as slice_stats_kernel.
 template <class T, bool kSiLU>
-__global__ void slice_grad_sums_kernel(const T* x, const T* dy, const float* mean, const float* invstd,
+__global__ void slice_grad_sums_kernel(const T* x, Pitched<const T> dy, const float* mean, const float* invstd,
                                        const float* gamma, const float* beta, float* part_a, float* part_b,
                                        int64_t m_count, int64_t c_count, int64_t slice_len) {
   __shared__ float red[kRows][kChannels];
@@ -231,7 +247,7 @@ __global__ void slice_grad_sums_kernel(const T* x, const T* dy, const float* mea
     const float gam = kSiLU ? gamma[c] : 0.f, bet = kSiLU ? beta[c] : 0.f;
     for (int64_t m = m0 + threadIdx.y; m < m1; m += kRows) {
       const float xhat = (to_f32(x[m * c_count + c]) - mu) * is;
-      const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(dy[m * c_count + c]));
+      const float g = act_grad<kSiLU>(xhat * gam + bet, to_f32(*dy.at(m, c)));
       a += g;
       b += g * xhat;
     }
@@ -320,29 +336,29 @@ __device__ __forceinline__ Pack<float, V> load_floats(const float* p) {
 }
 
 // y = act(d scale + beta) (+ r), d = x - mean, over (M, C) flattened (Coefficients); packs
-// never straddle a row (launched with packs only when C is a multiple of the pack), so a
-// pack's channels are consecutive and their coefficients load as packs too.
+// never straddle a row (launched with packs only when C and the views' pitches are multiples
+// of the pack), so a pack's channels are consecutive and their coefficients load as packs too.
 template <class T, bool kSiLU>
 struct Normalize {
   const T* x;
-  const T* r;  // the fused residual, or null
-  T* y;
+  Pitched<const T> r;  // the fused residual, or null
+  Pitched<T> y;
   Coefficients co;
   template <int V>
   __device__ void apply(int64_t i) const {
-    const int64_t c0 = i % co.c_count;
+    const int64_t m = i / co.c_count, c0 = i - m * co.c_count;
     const Pack<T, V> a = load_pack<V>(x + i);
     const Pack<float, V> mean = load_floats<V>(co.mean() + c0), scale = load_floats<V>(co.scale() + c0),
                          beta = load_floats<V>(co.beta() + c0);
     Pack<T, V> res{};
-    if (r) res = load_pack<V>(r + i);
+    if (r.p) res = load_pack<V>(r.at(m, c0));
     Pack<T, V> o;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       const float v = act_out<kSiLU>(fmaf(to_f32(a.v[j]) - mean.v[j], scale.v[j], beta.v[j]));
-      o.v[j] = from_f32<T>(r ? to_f32(res.v[j]) + v : v);
+      o.v[j] = from_f32<T>(r.p ? to_f32(res.v[j]) + v : v);
     }
-    store_pack(y + i, o);
+    store_pack(y.at(m, c0), o);
   }
 };
 
@@ -351,15 +367,15 @@ struct Normalize {
 template <class T, bool kSiLU>
 struct TrainDx {
   const T* x;
-  const T* dy;
+  Pitched<const T> dy;
   T* dx;
-  T* dr;  // the fused residual's gradient: dr += dy (= dy with overwrite_dr); or null
+  Pitched<T> dr;  // the fused residual's gradient: dr += dy (= dy with overwrite_dr); or null
   Coefficients co;
   bool overwrite, overwrite_dr;  // dx = ... instead of dx += ...; the same for dr
   template <int V>
   __device__ void apply(int64_t i) const {
-    const int64_t c0 = i % co.c_count;
-    const Pack<T, V> a = load_pack<V>(x + i), g = load_pack<V>(dy + i);
+    const int64_t m = i / co.c_count, c0 = i - m * co.c_count;
+    const Pack<T, V> a = load_pack<V>(x + i), g = load_pack<V>(dy.at(m, c0));
     const Pack<float, V> mean = load_floats<V>(co.mean() + c0), scale = load_floats<V>(co.scale() + c0),
                          ka = load_floats<V>(co.ka() + c0), kb = load_floats<V>(co.kb() + c0);
     Pack<float, V> beta{};
@@ -374,14 +390,14 @@ struct TrainDx {
       o.v[j] = from_f32<T>(overwrite ? v : to_f32(o.v[j]) + v);
     }
     store_pack(dx + i, o);
-    if (dr) {
+    if (dr.p) {
       Pack<T, V> q = g;
       if (!overwrite_dr) {
-        const Pack<T, V> old = load_pack<V>(dr + i);
+        const Pack<T, V> old = load_pack<V>(dr.at(m, c0));
 #pragma unroll
         for (int j = 0; j < V; ++j) q.v[j] = from_f32<T>(to_f32(old.v[j]) + to_f32(g.v[j]));
       }
-      store_pack(dr + i, q);
+      store_pack(dr.at(m, c0), q);
     }
   }
 };
@@ -393,6 +409,14 @@ int64_t positions(const Tensor& x) {
 
 float* data_or_null(const Tensor* t) {
   return t ? t->data<float>() : nullptr;
+}
+
+// Whether the elementwise passes may run in packs of V channels: C and the pitch of every
+// view a multiple of V (pointer alignment is launch_elementwise's check).
+bool packs_fit(int64_t c_count, int v, std::initializer_list<const Tensor*> views) {
+  bool ok = c_count % v == 0;
+  for (const Tensor* t : views) ok = ok && (!t || t->pitch() % v == 0);
+  return ok;
 }
 
 // Calls fn(std::bool_constant<silu>{}): the kernels' kSiLU from the runtime flag.
@@ -439,14 +463,14 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
             beta.data<float>(), mean, invstd, running_mean.data<float>(), running_var.data<float>(), co);
         VT_LAUNCH_CHECK();
         constexpr int kPack = 16 / static_cast<int>(sizeof(T));
-        const T* r = p.residual ? p.residual->data<T>() : nullptr;
-        launch_elementwise<T>(Normalize<T, kSiLU>{x.data<T>(), r, y.data<T>(), co}, x.numel(),
-                              {x.raw(), r, y.raw(), co.base}, st, c_count % kPack == 0);
+        const Pitched<const T> r = pitched<const T>(p.residual);
+        launch_elementwise<T>(Normalize<T, kSiLU>{x.data<T>(), r, pitched<T>(&y), co}, x.numel(),
+                              {x.raw(), r.p, y.raw(), co.base}, st, packs_fit(c_count, kPack, {&y, p.residual}));
         return;
       }
       forward_train_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, st>>>(
-          x.data<T>(), p.residual ? p.residual->data<T>() : nullptr, gamma.data<float>(), beta.data<float>(),
-          y.data<T>(), running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(),
+          x.data<T>(), pitched<const T>(p.residual), gamma.data<float>(), beta.data<float>(),
+          pitched<T>(&y), running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(),
           save_invstd.data<float>(), float(p.momentum), float(p.eps), m_count, c_count);
     });
   });
@@ -462,8 +486,8 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
     using T = decltype(tag);
     with_silu(p.silu, [&](auto silu) {
       forward_eval_kernel<T, decltype(silu)::value><<<grid_for(n), kThreads, 0, stream_of(s)>>>(
-          x.data<T>(), p.residual ? p.residual->data<T>() : nullptr, gamma.data<float>(), beta.data<float>(),
-          running_mean.data<float>(), running_var.data<float>(), y.data<T>(), float(p.eps), n, x.dim(3));
+          x.data<T>(), pitched<const T>(p.residual), gamma.data<float>(), beta.data<float>(),
+          running_mean.data<float>(), running_var.data<float>(), pitched<T>(&y), float(p.eps), n, x.dim(3));
     });
   });
   VT_LAUNCH_CHECK();
@@ -479,7 +503,8 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
   const cudaStream_t cs = stream_of(s);
   dispatch("batchnorm_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    T* dr = p.dresidual ? p.dresidual->data<T>() : nullptr;
+    const Pitched<const T> g = pitched<const T>(&dy);
+    const Pitched<T> dr = pitched<T>(p.dresidual);
     with_silu(p.silu, [&](auto silu) {
       constexpr bool kSiLU = decltype(silu)::value;
       if (workspace) {
@@ -488,7 +513,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
         float *part_a = workspace, *part_b = workspace + slices * c_count;
         const Coefficients co{workspace + 3 * slices * c_count, c_count};
         slice_grad_sums_kernel<T, kSiLU><<<grid, channel_block(), 0, cs>>>(
-            x.data<T>(), dy.data<T>(), st.mean, st.invstd, gamma.data<float>(), beta.data<float>(), part_a,
+            x.data<T>(), g, st.mean, st.invstd, gamma.data<float>(), beta.data<float>(), part_a,
             part_b, m_count, c_count, len);
         VT_LAUNCH_CHECK();
         grad_totals_kernel<<<grid_for(c_count), kThreads, 0, cs>>>(
@@ -497,15 +522,15 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
         VT_LAUNCH_CHECK();
         if (dx) {
           constexpr int kPack = 16 / static_cast<int>(sizeof(T));
-          launch_elementwise<T>(TrainDx<T, kSiLU>{x.data<T>(), dy.data<T>(), dx->data<T>(), dr, co,
-                                                  p.overwrite_dx, p.overwrite_dresidual},
-                                x.numel(), {x.raw(), dy.raw(), dx->raw(), dr, co.base}, cs,
-                                c_count % kPack == 0);
+          launch_elementwise<T>(
+              TrainDx<T, kSiLU>{x.data<T>(), g, dx->data<T>(), dr, co, p.overwrite_dx, p.overwrite_dresidual},
+              x.numel(), {x.raw(), dy.raw(), dx->raw(), dr.p, co.base}, cs,
+              packs_fit(c_count, kPack, {&dy, p.dresidual}));
         }
         return;
       }
       backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
-          x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st,
+          x.data<T>(), g, gamma.data<float>(), beta.data<float>(), st,
           dx ? dx->data<T>() : nullptr, p.overwrite_dx, dr, p.overwrite_dresidual, data_or_null(dgamma),
           data_or_null(dbeta), m_count, c_count);
     });
@@ -522,18 +547,19 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
   const cudaStream_t cs = stream_of(s);
   dispatch("batchnorm_backward_eval", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    T* dr = p.dresidual ? p.dresidual->data<T>() : nullptr;
+    const Pitched<const T> g = pitched<const T>(&dy);
+    const Pitched<T> dr = pitched<T>(p.dresidual);
     with_silu(p.silu, [&](auto silu) {
       constexpr bool kSiLU = decltype(silu)::value;
       if (dx) {
         backward_eval_dx_kernel<T, kSiLU><<<grid_for(n), kThreads, 0, cs>>>(
-            x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st, dx->data<T>(),
+            x.data<T>(), g, gamma.data<float>(), beta.data<float>(), st, dx->data<T>(),
             p.overwrite_dx, dr, p.overwrite_dresidual, n, c_count);
         VT_LAUNCH_CHECK();
       }
       if (dgamma || dbeta) {
         backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
-            x.data<T>(), dy.data<T>(), gamma.data<float>(), beta.data<float>(), st, nullptr, false, nullptr,
+            x.data<T>(), g, gamma.data<float>(), beta.data<float>(), st, nullptr, false, Pitched<T>{nullptr, 0},
             false, data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
         VT_LAUNCH_CHECK();
       }

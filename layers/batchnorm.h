@@ -25,6 +25,8 @@
 // save_invstd, dgamma, dbeta: (C). Activations in their storage type (f32/f64 on the CPU,
 // f32/bf16 on CUDA); every (C) tensor in param_dtype of it (f32, or f64 with f64 activations).
 // y must not alias x and dx must not alias x or dy: the backward passes read x.
+// y, dy, r and dr may be channel views (Tensor::channels: parts of a concatenation written in
+// place), each with its own pitch; x and dx are contiguous.
 // Gradients ACCUMULATE (+=) into dx, dgamma and dbeta; the caller zeroes them once per step.
 // With p.overwrite_dx the backward writes dx = ... instead (for an input no other op reads:
 // dx then needs no zeroing, and the GPU skips reading it).

@@ -1,7 +1,8 @@
 // Batch norm on the CPU: plain loops, the reference for the CUDA kernels.
 //
 // Activations are (N, H, W, C) row-major, so flat index i = m * C + c with m over the
-// M = N*H*W positions. Statistics are two-pass (mean, then the variance about it) and every
+// M = N*H*W positions; y, dy and the residual's r and dr may be channel views, element
+// (m, c) at m * pitch + c. Statistics are two-pass (mean, then the variance about it) and every
 // sum is accumulated in double even for f32 storage: this is the oracle, so it is as
 // accurate as cheaply possible; results are rounded to the storage type once, at the end.
 #include <cmath>
@@ -27,10 +28,10 @@ double act_value(const BatchNormParams& p, double u) {
   return p.silu ? u * sigmoid(u) : u;
 }
 
-// The fused residual's element i (p.residual), or 0 without one.
+// The fused residual's element (m, c) (p.residual), or 0 without one.
 template <class T>
-double residual_at(const BatchNormParams& p, int64_t i) {
-  return p.residual ? double(p.residual->data<T>()[i]) : 0.0;
+double residual_at(const BatchNormParams& p, int64_t m, int64_t c) {
+  return p.residual ? double(p.residual->data<T>()[m * p.residual->pitch() + c]) : 0.0;
 }
 
 // The per-channel sums of the backward passes, then the gradients. mean and invstd (C)
@@ -42,7 +43,7 @@ template <class T>
 void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& beta,
                    const std::vector<double>& mean, const std::vector<double>& invstd, bool through_stats,
                    const Tensor* dx, const Tensor* dgamma, const Tensor* dbeta, const BatchNormParams& p) {
-  const int64_t m_count = positions(x), c_count = x.dim(3);
+  const int64_t m_count = positions(x), c_count = x.dim(3), dyq = dy.pitch();
   const T* xp = x.data<T>();
   const T* dyp = dy.data<T>();
   const T* gam = gamma.data<T>();
@@ -57,18 +58,18 @@ void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const
         const int64_t i = m * c_count + c;
         const double u = (double(xp[i]) - mean[c]) * invstd[c] * double(gam[c]) + double(bet[c]);
         const double s = sigmoid(u);
-        silu_g[i] = double(dyp[i]) * s * (1.0 + u * (1.0 - s));
+        silu_g[i] = double(dyp[m * dyq + c]) * s * (1.0 + u * (1.0 - s));
       }
     }
   }
-  auto g = [&](int64_t i) { return p.silu ? silu_g[i] : double(dyp[i]); };
+  auto g = [&](int64_t m, int64_t c) { return p.silu ? silu_g[m * c_count + c] : double(dyp[m * dyq + c]); };
   std::vector<double> sum_dy(c_count, 0.0), sum_dy_xhat(c_count, 0.0);
   for (int64_t m = 0; m < m_count; ++m) {
     for (int64_t c = 0; c < c_count; ++c) {
       const int64_t i = m * c_count + c;
       const double xhat = (double(xp[i]) - mean[c]) * invstd[c];
-      sum_dy[c] += g(i);
-      sum_dy_xhat[c] += g(i) * xhat;
+      sum_dy[c] += g(m, c);
+      sum_dy_xhat[c] += g(m, c) * xhat;
     }
   }
   for (int64_t c = 0; c < c_count; ++c) {
@@ -84,9 +85,9 @@ void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const
       double d;
       if (through_stats) {
         const double xhat = (double(xp[i]) - mean[c]) * invstd[c];
-        d = k * (g(i) - sum_dy[c] / m_count - xhat * sum_dy_xhat[c] / m_count);
+        d = k * (g(m, c) - sum_dy[c] / m_count - xhat * sum_dy_xhat[c] / m_count);
       } else {
-        d = k * g(i);
+        d = k * g(m, c);
       }
       dxp[i] = T(double(dxp[i]) + d);
     }
@@ -94,7 +95,10 @@ void backward_impl(const Tensor& x, const Tensor& dy, const Tensor& gamma, const
   // The fused residual's gradient: dy itself, added (an overwritten dr was zeroed).
   if (p.dresidual) {
     T* drp = p.dresidual->data<T>();
-    for (int64_t i = 0; i < m_count * c_count; ++i) drp[i] = T(double(drp[i]) + double(dyp[i]));
+    const int64_t drq = p.dresidual->pitch();
+    for (int64_t m = 0; m < m_count; ++m)
+      for (int64_t c = 0; c < c_count; ++c)
+        drp[m * drq + c] = T(double(drp[m * drq + c]) + double(dyp[m * dyq + c]));
   }
 }
 
@@ -134,11 +138,12 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
     }
     const T* gam = gamma.data<T>();
     const T* bet = beta.data<T>();
+    const int64_t yq = y.pitch();
     for (int64_t m = 0; m < m_count; ++m) {
       for (int64_t c = 0; c < c_count; ++c) {
         const int64_t i = m * c_count + c;
-        yp[i] = T(residual_at<T>(p, i) +
-                  act_value(p, (double(xp[i]) - mean[c]) * invstd[c] * double(gam[c]) + double(bet[c])));
+        const double u = (double(xp[i]) - mean[c]) * invstd[c] * double(gam[c]) + double(bet[c]);
+        yp[m * yq + c] = T(residual_at<T>(p, m, c) + act_value(p, u));
       }
     }
   });
@@ -157,12 +162,13 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
     const T* bet = beta.data<T>();
     const T* rm = running_mean.data<T>();
     const T* rv = running_var.data<T>();
+    const int64_t yq = y.pitch();
     for (int64_t m = 0; m < m_count; ++m) {
       for (int64_t c = 0; c < c_count; ++c) {
         const int64_t i = m * c_count + c;
         const double invstd = 1.0 / std::sqrt(double(rv[c]) + double(p.eps));
-        yp[i] = T(residual_at<T>(p, i) +
-                  act_value(p, (double(xp[i]) - double(rm[c])) * invstd * double(gam[c]) + double(bet[c])));
+        const double u = (double(xp[i]) - double(rm[c])) * invstd * double(gam[c]) + double(bet[c]);
+        yp[m * yq + c] = T(residual_at<T>(p, m, c) + act_value(p, u));
       }
     }
   });

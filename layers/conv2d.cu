@@ -47,7 +47,7 @@ __global__ void forward_kernel(Conv2dDims d, const T* x, const T* w, const float
     const int64_t ho = r % d.ho;
     const int64_t n = r / d.ho;
     const int64_t g = co / d.cout_g;
-    const T* xn = x + n * d.h * d.w * d.cin + g * d.cin_g;  // this image, this group's channels
+    const T* xn = x + n * d.h * d.w * d.xq + g * d.cin_g;  // this image, this group's channels
     const T* wc = w + co * d.kh * d.kw * d.cin_g;           // this output channel's filter
     float acc = b ? b[co] : 0.f;
     for (int64_t kh = 0; kh < d.kh; ++kh) {
@@ -56,7 +56,7 @@ __global__ void forward_kernel(Conv2dDims d, const T* x, const T* w, const float
       for (int64_t kw = 0; kw < d.kw; ++kw) {
         const int64_t wi = wo * d.stride_w - d.pad_w + kw;
         if (wi < 0 || wi >= d.w) continue;
-        const T* xp = xn + (hi * d.w + wi) * d.cin;
+        const T* xp = xn + (hi * d.w + wi) * d.xq;
         const T* wp = wc + (kh * d.kw + kw) * d.cin_g;
         for (int64_t ci = 0; ci < d.cin_g; ++ci) acc += to_f32(xp[ci]) * to_f32(wp[ci]);
       }
@@ -65,7 +65,8 @@ __global__ void forward_kernel(Conv2dDims d, const T* x, const T* w, const float
   }
 }
 
-// dx (N, H, W, Cin) += (or, overwrite, =) the sum over the outputs (ho, wo, co) that read x[n, hi, wi, c]:
+// dx (N, H, W, Cin; positions xq apart) += (or, overwrite, =) the sum over the outputs (ho, wo, co)
+// that read x[n, hi, wi, c]:
 // hi = ho stride_h - pad_h + kh, i.e. ho = (hi + pad_h - kh) / stride_h when that divides
 // exactly and lands in [0, Ho); likewise for wo; co runs over c's group.
 template <class T>
@@ -97,7 +98,8 @@ __global__ void backward_dx_kernel(Conv2dDims d, const T* w, const T* dy, T* dx,
         for (int64_t co = 0; co < d.cout_g; ++co) acc += to_f32(dyp[co]) * to_f32(wp[co * w_co_stride]);
       }
     }
-    dx[i] = from_f32<T>(overwrite ? acc : to_f32(dx[i]) + acc);
+    T& out = dx[(r * d.w + wi) * d.xq + c];  // r = n H + hi: the position's row
+    out = from_f32<T>(overwrite ? acc : to_f32(out) + acc);
   }
 }
 
@@ -124,7 +126,7 @@ __global__ void backward_dw_kernel(Conv2dDims d, const T* x, const T* dy, float*
       const int64_t hi = ho * d.stride_h - d.pad_h + kh;
       const int64_t wi = wo * d.stride_w - d.pad_w + kw;
       if (hi < 0 || hi >= d.h || wi < 0 || wi >= d.w) continue;
-      acc += to_f32(dy[p * d.cout + co]) * to_f32(x[((n * d.h + hi) * d.w + wi) * d.cin + c]);
+      acc += to_f32(dy[p * d.cout + co]) * to_f32(x[((n * d.h + hi) * d.w + wi) * d.xq + c]);
     }
     const float total = block_sum(acc, part);
     if (threadIdx.x == 0) dw[e] += total;
@@ -173,7 +175,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
                     Stream s, const Tensor* tile_stats) {
   const int64_t total = y.numel();
   if (total == 0) return;
-  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch());
   if (tile_stats_available(d, x.dtype()))
     return conv2d_igemm_forward(d, x.data<bf16>(), w.data<bf16>(), b ? b->data<float>() : nullptr,
                                 y.data<bf16>(), stream_of(s),
@@ -189,7 +191,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
                      const Tensor* db, const Conv2dParams& p, const Tensor& workspace, Stream s) {
   if (dy.numel() == 0) return;
-  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch());
   const cudaStream_t st = stream_of(s);
   if (x.dtype() == DType::kBF16 && conv2d_igemm_available(d)) {
     if (dx) conv2d_igemm_dgrad(d, dy.data<bf16>(), w.data<bf16>(), dx->data<bf16>(), p.overwrite_dx, st);

@@ -5,7 +5,8 @@
 //   forward   y_n (Ho Wo, Cout) = col · w^T            (+ b, written into y_n first)
 //   backward  dw (Cout, K)     += dy_n^T · col
 //             dcol (Ho Wo, K)   = dy_n · w, then col2im adds dcol into dx_n
-// A 1x1 / stride 1 / pad 0 conv skips im2col: x_n is already the (H W, Cin) matrix.
+// A 1x1 / stride 1 / pad 0 conv skips im2col: x_n is already the (H W, Cin) matrix, with
+// leading dimension xq (x's pitch: a channel view is read and written in place).
 // groups > 1 (grouped and depthwise convs) runs as direct loops. Accumulation is in T.
 #include <cblas.h>
 
@@ -53,7 +54,7 @@ void check_blas_sizes(const char* op, const Conv2dDims& d) {
            ": one image's GEMM exceeds BLAS int sizes (Ho Wo ", d.ho * d.wo, ", K ", k, ")");
 }
 
-// col (Ho Wo, KH KW Cin) from one image xn (H, W, Cin); padding reads as zero.
+// col (Ho Wo, KH KW Cin) from one image xn (H, W, Cin), positions xq apart; padding reads as zero.
 template <class T>
 void im2col(const Conv2dDims& d, const T* xn, T* col) {
   const int64_t k = d.kh * d.kw * d.cin;
@@ -68,14 +69,14 @@ void im2col(const Conv2dDims& d, const T* xn, T* col) {
           if (hi < 0 || hi >= d.h || wi < 0 || wi >= d.w)
             std::fill(dst, dst + d.cin, T(0));
           else
-            std::memcpy(dst, xn + (hi * d.w + wi) * d.cin, sizeof(T) * d.cin);
+            std::memcpy(dst, xn + (hi * d.w + wi) * d.xq, sizeof(T) * d.cin);
         }
       }
     }
   }
 }
 
-// dxn (H, W, Cin) += the im2col adjoint of col; padding positions are dropped.
+// dxn (H, W, Cin), positions xq apart, += the im2col adjoint of col; padding positions are dropped.
 template <class T>
 void col2im_add(const Conv2dDims& d, const T* col, T* dxn) {
   const int64_t k = d.kh * d.kw * d.cin;
@@ -89,7 +90,7 @@ void col2im_add(const Conv2dDims& d, const T* col, T* dxn) {
           const int64_t wi = wo * d.stride_w - d.pad_w + kw;
           if (wi < 0 || wi >= d.w) continue;
           const T* src = row + (kh * d.kw + kw) * d.cin;
-          T* dst = dxn + (hi * d.w + wi) * d.cin;
+          T* dst = dxn + (hi * d.w + wi) * d.xq;
           for (int64_t c = 0; c < d.cin; ++c) dst[c] += src[c];
         }
       }
@@ -102,12 +103,12 @@ void forward_gemm(const Conv2dDims& d, const T* x, const T* w, const T* b, T* y,
   const int64_t k = d.kh * d.kw * d.cin, p = d.ho * d.wo;
   const bool pointwise = is_pointwise(d);
   for (int64_t n = 0; n < d.n; ++n) {
-    const T* xn = x + n * d.h * d.w * d.cin;
+    const T* xn = x + n * d.h * d.w * d.xq;
     T* yn = y + n * p * d.cout;
     for (int64_t i = 0; i < p; ++i)
       for (int64_t co = 0; co < d.cout; ++co) yn[i * d.cout + co] = b ? b[co] : T(0);
     if (!pointwise) im2col(d, xn, col);
-    gemm(false, true, p, d.cout, k, T(1), pointwise ? xn : col, k, w, k, T(1), yn, d.cout);
+    gemm(false, true, p, d.cout, k, T(1), pointwise ? xn : col, pointwise ? d.xq : k, w, k, T(1), yn, d.cout);
   }
 }
 
@@ -116,16 +117,16 @@ void backward_gemm(const Conv2dDims& d, const T* x, const T* w, const T* dy, T* 
   const int64_t k = d.kh * d.kw * d.cin, p = d.ho * d.wo;
   const bool pointwise = is_pointwise(d);
   for (int64_t n = 0; n < d.n; ++n) {
-    const T* xn = x + n * d.h * d.w * d.cin;
+    const T* xn = x + n * d.h * d.w * d.xq;
     const T* dyn = dy + n * p * d.cout;
     if (dw) {
       if (!pointwise) im2col(d, xn, col);
-      gemm(true, false, d.cout, k, p, T(1), dyn, d.cout, pointwise ? xn : col, k, T(1), dw, k);
+      gemm(true, false, d.cout, k, p, T(1), dyn, d.cout, pointwise ? xn : col, pointwise ? d.xq : k, T(1), dw, k);
     }
     if (dx) {
-      T* dxn = dx + n * d.h * d.w * d.cin;
+      T* dxn = dx + n * d.h * d.w * d.xq;
       if (pointwise) {
-        gemm(false, false, p, k, d.cout, T(1), dyn, d.cout, w, k, T(1), dxn, k);
+        gemm(false, false, p, k, d.cout, T(1), dyn, d.cout, w, k, T(1), dxn, d.xq);
       } else {
         // col is free again: dw is done with this image's im2col.
         gemm(false, false, p, k, d.cout, T(1), dyn, d.cout, w, k, T(0), col, k);
@@ -151,7 +152,7 @@ void forward_grouped(const Conv2dDims& d, const T* x, const T* w, const T* b, T*
             for (int64_t kw = 0; kw < d.kw; ++kw) {
               const int64_t wi = wo * d.stride_w - d.pad_w + kw;
               if (wi < 0 || wi >= d.w) continue;
-              const T* xp = x + ((n * d.h + hi) * d.w + wi) * d.cin + g * d.cin_g;
+              const T* xp = x + ((n * d.h + hi) * d.w + wi) * d.xq + g * d.cin_g;
               const T* wp = w + ((co * d.kh + kh) * d.kw + kw) * d.cin_g;
               for (int64_t ci = 0; ci < d.cin_g; ++ci) acc += xp[ci] * wp[ci];
             }
@@ -178,7 +179,7 @@ void backward_grouped(const Conv2dDims& d, const T* x, const T* w, const T* dy, 
             for (int64_t kw = 0; kw < d.kw; ++kw) {
               const int64_t wi = wo * d.stride_w - d.pad_w + kw;
               if (wi < 0 || wi >= d.w) continue;
-              const int64_t x_off = ((n * d.h + hi) * d.w + wi) * d.cin + g * d.cin_g;
+              const int64_t x_off = ((n * d.h + hi) * d.w + wi) * d.xq + g * d.cin_g;
               const int64_t w_off = ((co * d.kh + kh) * d.kw + kw) * d.cin_g;
               if (dw)
                 for (int64_t ci = 0; ci < d.cin_g; ++ci) dw[w_off + ci] += gy * x[x_off + ci];
@@ -198,7 +199,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
                     const Tensor& workspace) {
   const char* op = "conv2d_forward";
   single_threaded_blas();
-  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch());
   if (y.numel() == 0) return;
   dispatch_cpu(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -216,7 +217,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
                      const Tensor* db, const Conv2dParams& p, const Tensor& workspace) {
   const char* op = "conv2d_backward";
   single_threaded_blas();
-  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p);
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch());
   if (dy.numel() == 0) return;
   dispatch_cpu(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);

@@ -195,13 +195,16 @@ VT_HD Pixel pixel_of(int m, int hh, int ww) {
 }
 
 // The sizes every problem keeps, as 32-bit ints (index arithmetic; addresses are 64-bit).
+// xq: elements from one pixel of x (and dx) to the next (Conv2dDims::xq: cin, or the pitch of
+// a channel view).
 struct Dims {
-  int n, h, w, cin, ho, wo, cout, kh, kw, sh, sw, ph, pw;
+  int n, h, w, cin, xq, ho, wo, cout, kh, kw, sh, sw, ph, pw;
   explicit Dims(const Conv2dDims& d)
       : n(int(d.n)),
         h(int(d.h)),
         w(int(d.w)),
         cin(int(d.cin)),
+        xq(int(d.xq)),
         ho(int(d.ho)),
         wo(int(d.wo)),
         cout(int(d.cout)),
@@ -219,7 +222,7 @@ struct Dims {
     const int ci = f % cin, t = f / cin;
     const int hi = o.y * sh - ph + t / kw, wi = o.x * sw - pw + t % kw;
     if (hi < 0 || hi >= h || wi < 0 || wi >= w) return -1;
-    return ((int64_t(o.n) * h + hi) * w + wi) * cin + ci;
+    return ((int64_t(o.n) * h + hi) * w + wi) * xq + ci;
   }
 
   // Walks (vector problems, see the top): the same offsets for a vector that moves kBK
@@ -238,7 +241,7 @@ struct Dims {
     const Pixel o = pixel_of(p, ho, wo);
     const int t = f / cin;
     const bool live = p < n * ho * wo;
-    return {live ? o.n * h * w * cin : 0, o.y * sh - ph, o.x * sw - pw, t / kw, t % kw, f % cin, live};
+    return {live ? o.n * h * w * xq : 0, o.y * sh - ph, o.x * sw - pw, t / kw, t % kw, f % cin, live};
   }
   VT_HD void f_next(FWalk& t) const {
     t.ci += kBK;
@@ -250,7 +253,7 @@ struct Dims {
   VT_HD int64_t f_at(const FWalk& t) const {
     const int iy = t.iy0 + t.ty, ix = t.ix0 + t.tx;
     if (!t.live || t.ty >= kh || iy < 0 || iy >= h || ix < 0 || ix >= w) return -1;
-    return t.image + (iy * w + ix) * cin + t.ci;
+    return t.image + (iy * w + ix) * xq + t.ci;
   }
 
   // PWalk: along the output pixels p = (n, oy, ox) for one fixed column (ConvWgrad's operands):
@@ -280,7 +283,7 @@ struct Dims {
   VT_HD int64_t x_at(const PWalk& t) const {
     const int iy = t.oy * sh + t.dy, ix = t.ox * sw + t.dx;
     if (!t.live || t.img >= n || iy < 0 || iy >= h || ix < 0 || ix >= w) return -1;
-    return ((t.img * h + iy) * w + ix) * cin + t.c;
+    return ((t.img * h + iy) * w + ix) * xq + t.c;
   }
   VT_HD int64_t dy_at(const PWalk& t) const {
     if (!t.live || t.img >= n) return -1;
@@ -298,7 +301,7 @@ struct RowWalk {
 // Shapes this path handles: groups 1 and every index within 32 bits.
 inline bool igemm_supported(const Conv2dDims& d) {
   const int64_t big = int64_t{1} << 31;
-  return d.groups == 1 && d.n * d.h * d.w * d.cin < big && d.n * d.ho * d.wo * d.cout < big &&
+  return d.groups == 1 && d.n * d.h * d.w * d.xq < big && d.n * d.ho * d.wo * d.cout < big &&
          d.n * d.ho * d.wo < big && d.cout * d.kh * d.kw * d.cin < big;
 }
 
@@ -363,7 +366,7 @@ struct ConvFwd {
         M(d.n * d.ho * d.wo),
         N(d.cout),
         K(d.kh * d.kw * d.cin),
-        a_vec(d.cin % 8 == 0 && aligned16(x_)),
+        a_vec(d.cin % 8 == 0 && d.xq % 8 == 0 && aligned16(x_)),
         b_vec(K % 8 == 0 && aligned16(w_)),
         c_vec(N % 8 == 0 && aligned16(y_)) {}
 
@@ -444,7 +447,7 @@ struct ConvDgrad {
         K(th * tw * d.cout),
         a_vec(d.cout % 8 == 0 && aligned16(dy_)),
         b_vec(d.cin % 8 == 0 && aligned16(w_)),
-        c_vec(d.cin % 8 == 0 && aligned16(dx_)),
+        c_vec(d.cin % 8 == 0 && d.xq % 8 == 0 && aligned16(dx_)),
         overwrite(overwrite_) {}
 
   // Whether the phase's GEMM runs: it has pixels, and taps reach them (K > 0) or, when it
@@ -458,7 +461,7 @@ struct ConvDgrad {
   // dx offset (without the channel) of the phase's pixel m.
   VT_HD int64_t pixel_offset(int m) const {
     const Pixel i = pixel_of(m, hp, wp);
-    return ((int64_t(i.n) * d.h + hi0 + d.sh * i.y) * d.w + wi0 + d.sw * i.x) * d.cin;
+    return ((int64_t(i.n) * d.h + hi0 + d.sh * i.y) * d.w + wi0 + d.sw * i.x) * d.xq;
   }
   // dy address of A(m, k), or -1 where the output the tap reads lies outside dy.
   VT_HD int64_t a_offset(int m, int k) const {
@@ -579,8 +582,8 @@ struct ConvWgrad {
         M(transposed_ ? d.kh * d.kw * d.cin : d.cout),
         N(transposed_ ? d.cout : d.kh * d.kw * d.cin),
         K(d.n * d.ho * d.wo),
-        a_vec(transposed_ ? d.cin % 8 == 0 && aligned16(x_) : d.cout % 8 == 0 && aligned16(dy_)),
-        b_vec(transposed_ ? d.cout % 8 == 0 && aligned16(dy_) : d.cin % 8 == 0 && aligned16(x_)),
+        a_vec(transposed_ ? d.cin % 8 == 0 && d.xq % 8 == 0 && aligned16(x_) : d.cout % 8 == 0 && aligned16(dy_)),
+        b_vec(transposed_ ? d.cout % 8 == 0 && aligned16(dy_) : d.cin % 8 == 0 && d.xq % 8 == 0 && aligned16(x_)),
         c_vec(N % 8 == 0 && (splits_ > 1 ? aligned16(partial_) : !transposed_ && aligned16(dw_))) {}
 
   // dy[p, co], or x_col (p, f) (-1 in the padding), or -1 beyond the matrix.

@@ -24,6 +24,8 @@ void check_pair(const char* op, const Tensor& x, const Tensor& y) {
   op_check((x.raw() != nullptr && y.raw() != nullptr) || x.numel() == 0, op, "x or y has no storage",
            {{"x", x}, {"y", y}});
   op_check(!overlaps(x, y), op, "y must not overlap x", {{"x", x}, {"y", y}});
+  op_check(x.contiguous() && y.contiguous(), op, "x and y must be contiguous, not channel views",
+           {{"x", x}, {"y", y}});
 }
 
 }  // namespace

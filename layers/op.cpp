@@ -22,6 +22,7 @@ DType check_types(const char* op, std::initializer_list<Arg> acts, std::initiali
     op_check(a.t.raw() != nullptr || a.t.numel() == 0, op, cat(a.name, " has no storage"), {a});
     op_check(a.t.device() == dev, op, "tensors on different devices", acts);
     op_check(a.t.dtype() == dt, op, "activations of different storage types", acts);
+    op_check(a.t.contiguous() || a.strided, op, cat(a.name, " must be contiguous, not a channel view"), {a});
   }
   const bool ok = dev == Device::kCPU ? (dt == DType::kF32 || dt == DType::kF64)
                                       : (dt == DType::kF32 || dt == DType::kBF16);
@@ -32,6 +33,7 @@ DType check_types(const char* op, std::initializer_list<Arg> acts, std::initiali
     op_check(p.t.dtype() == param_dtype(dt), op,
              cat(p.name, " must be ", dtype_name(param_dtype(dt)), " with ", dtype_name(dt), " activations"),
              {*acts.begin(), p});
+    op_check(p.t.contiguous(), op, cat(p.name, " must be contiguous, not a channel view"), {p});
   }
   return dt;
 }

@@ -19,17 +19,21 @@ namespace vt {
 
 inline DType param_dtype(DType act) { return act == DType::kF64 ? DType::kF64 : DType::kF32; }
 
-// A named tensor argument, for error messages: {"x", x}.
+// A named tensor argument, for error messages: {"x", x}. check_types refuses channel views
+// (Tensor::channels) except where the op's contract accepts them: {"y", y, kChannelView}.
 struct Arg {
   const char* name;
   const Tensor& t;
+  bool strided = false;
 };
+constexpr bool kChannelView = true;
 
 // Throws "<op>: <why>; x: (..) f32 cpu, w: (..) f32 cpu" when `ok` is false.
 void op_check(bool ok, const char* op, const std::string& why, std::initializer_list<Arg> args);
 
 // All tensors on one device; activations in a storage type that device supports, all of
-// one type; params in param_dtype of it. Returns the activation storage type.
+// one type; params in param_dtype of it; none a channel view unless its Arg allows it.
+// Returns the activation storage type.
 DType check_types(const char* op, std::initializer_list<Arg> acts, std::initializer_list<Arg> params);
 
 // Rank-4 NHWC activation.

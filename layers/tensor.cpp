@@ -122,13 +122,25 @@ Tensor Tensor::view(void* data, const Shape& shape, DType dt, Device dev,
 Tensor Tensor::reshape(const Shape& shape) const {
   VT_CHECK(shape.numel() == numel(), "reshape: ", shape_.str(), " has ", numel(),
            " elements, ", shape.str(), " has ", shape.numel());
+  VT_CHECK(contiguous(), "reshape: ", str("a channel view"), " cannot be reshaped");
   Tensor t = *this;
   t.shape_ = shape;
   return t;
 }
 
+Tensor Tensor::channels(int64_t begin, int64_t count) const {
+  VT_CHECK(rank() > 0 && begin >= 0 && count >= 1 && begin + count <= shape_[rank() - 1], "channels: [", begin,
+           ", +", count, ") is not inside the last dimension of ", str("the tensor"));
+  Tensor t = *this;
+  t.pitch_ = pitch();
+  t.shape_[rank() - 1] = count;
+  t.data_ = static_cast<char*>(data_) + begin * static_cast<int64_t>(dtype_size(dtype_));
+  return t;
+}
+
 std::string Tensor::str(const char* name) const {
-  return cat(name, ": ", shape_.str(), " ", dtype_name(dtype_), " ", device_name(device_));
+  return cat(name, ": ", shape_.str(), " ", dtype_name(dtype_), " ", device_name(device_),
+             contiguous() ? std::string() : cat(" pitch ", pitch_));
 }
 
 Tensor Tensor::to(Device dev, DType dt) const {
@@ -190,6 +202,8 @@ void memcpy_any(void* dst, Device ddev, const void* src, Device sdev, size_t n) 
 
 void copy(const Tensor& src, const Tensor& dst) {
   VT_CHECK(src.numel() == dst.numel(), "copy: ", src.str("src"), " vs ", dst.str("dst"));
+  VT_CHECK(src.contiguous() && dst.contiguous(), "copy: channel views are not copied: ", src.str("src"), ", ",
+           dst.str("dst"));
   if (src.dtype() == dst.dtype()) {
     memcpy_any(dst.raw(), dst.device(), src.raw(), src.device(), src.nbytes());
     return;
@@ -204,6 +218,8 @@ void copy(const Tensor& src, const Tensor& dst) {
 void copy_async(const Tensor& src, const Tensor& dst, Stream stream) {
   VT_CHECK(src.numel() == dst.numel() && src.dtype() == dst.dtype() && src.device() == dst.device(),
            "copy_async: ", src.str("src"), " and ", dst.str("dst"), " differ in size, type or device");
+  VT_CHECK(src.contiguous() && dst.contiguous(), "copy_async: channel views are not copied: ", src.str("src"),
+           ", ", dst.str("dst"));
   if (src.device() == Device::kCPU) {
     if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
     return;
@@ -218,12 +234,27 @@ void copy_async(const Tensor& src, const Tensor& dst, Stream stream) {
 }
 
 void zero(const Tensor& t, Stream stream) {
+  if (t.contiguous()) {
+    if (t.device() == Device::kCPU) {
+      std::memset(t.raw(), 0, t.nbytes());
+      return;
+    }
+#ifdef VT_WITH_CUDA
+    CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), static_cast<cudaStream_t>(stream.handle)));
+    return;
+#endif
+  }
+  // A channel view: rows of `width` bytes, `pitch` bytes apart.
+  const size_t elem = dtype_size(t.dtype()), channels = static_cast<size_t>(t.dim(t.rank() - 1));
+  const size_t rows = static_cast<size_t>(t.numel()) / channels, width = channels * elem;
+  const size_t pitch = static_cast<size_t>(t.pitch()) * elem;
   if (t.device() == Device::kCPU) {
-    std::memset(t.raw(), 0, t.nbytes());
+    for (size_t r = 0; r < rows; ++r) std::memset(static_cast<char*>(t.raw()) + r * pitch, 0, width);
     return;
   }
 #ifdef VT_WITH_CUDA
-  CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), static_cast<cudaStream_t>(stream.handle)));
+  if (rows > 0)
+    CUDA_CHECK(cudaMemset2DAsync(t.raw(), pitch, 0, width, rows, static_cast<cudaStream_t>(stream.handle)));
 #else
   (void)stream;
   VT_CHECK(false, "zero: this build has no CUDA support");

@@ -5,6 +5,12 @@
 // (Tensor::view, e.g. a slice of the flat parameter buffer). Copies are shallow. Layout is
 // row-major; activations are NHWC, so an activation tensor has shape (N, H, W, C).
 //
+// Channel views: a tensor may also be some consecutive channels (last-dimension entries) of
+// a wider one (channels()), e.g. one input's part of a concatenation its producer writes in
+// place (Model). Its rows, one per index of all dimensions but the last, then lie pitch()
+// elements apart instead of dim(-1). Only the ops whose contracts say so accept such a view
+// (Arg::strided in op.h); copy, copy_async, to and reshape need contiguous tensors.
+//
 // Storage types: fp32 everywhere, bf16 on the GPU (activations and GEMM inputs), and fp64
 // on the CPU only, where the finite-difference gradient checks run the ops in double; u8
 // for image batches, which cross to the GPU as bytes and are normalised there.
@@ -76,10 +82,16 @@ class Tensor {
   Device device() const { return device_; }
   bool defined() const { return data_ != nullptr || shape_.rank() > 0; }
   bool is_cuda() const { return device_ == Device::kCUDA; }
+  // Elements from one row (all dimensions but the last fixed) to the next: dim(-1) unless the
+  // tensor is a channel view; contiguous() when equal.
+  int64_t pitch() const { return pitch_ > 0 ? pitch_ : rank() > 0 ? shape_[rank() - 1] : 1; }
+  bool contiguous() const { return pitch_ == 0; }
 
-  // Same memory, new shape with the same element count.
+  // Same memory, new shape with the same element count (contiguous tensors only).
   Tensor reshape(const Shape& shape) const;
-  // "x: (2, 13, 17, 7) f32 cuda"
+  // The view of channels [begin, begin + count) of the last dimension, sharing ownership.
+  Tensor channels(int64_t begin, int64_t count) const;
+  // "x: (2, 13, 17, 7) f32 cuda", with " pitch 96" for a channel view
   std::string str(const char* name) const;
 
   // A deep copy on `dev` with storage type `dt` (converting fp32 <-> bf16 <-> fp64).
@@ -90,6 +102,7 @@ class Tensor {
   std::shared_ptr<void> owner_;
   void* data_ = nullptr;
   Shape shape_;
+  int64_t pitch_ = 0;  // 0: contiguous
   DType dtype_ = DType::kF32;
   Device device_ = Device::kCPU;
 };
@@ -108,7 +121,8 @@ void copy(const Tensor& src, const Tensor& dst);
 // Copies src into dst of the same element count, storage type and device, asynchronously on
 // `stream` for CUDA tensors (so a CUDA graph can capture it).
 void copy_async(const Tensor& src, const Tensor& dst, Stream stream = {});
-// Sets every element to zero, asynchronously on `stream` for CUDA tensors.
+// Sets every element to zero (a channel view's own elements only), asynchronously on `stream`
+// for CUDA tensors.
 void zero(const Tensor& t, Stream stream = {});
 
 // Number of usable CUDA devices: 0 when built without CUDA, or with no driver or device.

@@ -23,6 +23,8 @@ void check_buffers(const char* op, const Arg& main, std::initializer_list<Arg> s
   op_check(type_ok, op, cat(main.name, " must be f32", dev == Device::kCPU ? " or f64" : "", " on ", device_name(dev)),
            {main});
   op_check(t.raw() != nullptr || t.numel() == 0, op, cat(main.name, " has no storage"), {main});
+  for (const Arg& a : same)
+    op_check(a.t.contiguous() && t.contiguous(), op, "flat buffers cannot be channel views", {main, a});
   for (const Arg& a : same) {
     op_check(a.t.device() == dev, op, cat(a.name, " is on another device than ", main.name), {main, a});
     op_check(a.t.dtype() == dt, op, cat(a.name, " must have the storage type of ", main.name, ", ", dtype_name(dt)),
