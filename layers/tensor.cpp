@@ -132,7 +132,7 @@ Tensor Tensor::channels(int64_t begin, int64_t count) const {
   VT_CHECK(rank() > 0 && begin >= 0 && count >= 1 && begin + count <= shape_[rank() - 1], "channels: [", begin,
            ", +", count, ") is not inside the last dimension of ", str("the tensor"));
   Tensor t = *this;
-  t.pitch_ = pitch();
+  t.pitch_ = pitch() == count ? 0 : pitch();  // all channels of a contiguous tensor: still contiguous
   t.shape_[rank() - 1] = count;
   t.data_ = static_cast<char*>(data_) + begin * static_cast<int64_t>(dtype_size(dtype_));
   return t;

@@ -198,6 +198,8 @@ struct Case {
   Shape x, w;
   Conv2dParams p;
   const char* what;
+  // x and dx as channels [x_off, x_off + Cin) of x_total (Tensor::channels), or 0: contiguous.
+  int64_t x_total = 0, x_off = 0;
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
@@ -211,13 +213,16 @@ class Conv2dIgemm : public ::testing::TestWithParam<Case> {};
 // starting values, as the op's contract says.
 TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   const Case& c = GetParam();
-  const Conv2dDims d = conv2d_dims(c.x, c.w, c.p);
+  Shape wide = c.x;  // x's and dx's buffers; compared whole, so channels outside a view must keep their values
+  if (c.x_total > 0) wide[3] = c.x_total;
+  const Conv2dDims d = conv2d_dims(c.x, c.w, c.p, wide[3]);
   ASSERT_TRUE(igemm_supported(d));
   const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
-  const Tensor x = test::random_tensor(c.x, DType::kF32, 1), w = test::random_tensor(c.w, DType::kF32, 2);
+  auto view = [&](const Tensor& t) { return t.channels(c.x_off, c.x[3]); };
+  const Tensor x = view(test::random_tensor(wide, DType::kF32, 1)), w = test::random_tensor(c.w, DType::kF32, 2);
   const Tensor b = test::random_tensor({c.w[0]}, DType::kF32, 3),
                dy = test::random_tensor(ys, DType::kF32, 4);
-  const Tensor dx0 = test::random_tensor(c.x, DType::kF32, 5), dw0 = test::random_tensor(c.w, DType::kF32, 6);
+  const Tensor dx0 = test::random_tensor(wide, DType::kF32, 5), dw0 = test::random_tensor(c.w, DType::kF32, 6);
   const size_t ws_bytes = conv2d_workspace_bytes(c.x, c.w, c.p, DType::kF32, Device::kCPU);
   const Tensor ws =
       ws_bytes ? Tensor::empty({int64_t(ws_bytes / 4 + 1)}, DType::kF32, Device::kCPU) : Tensor{};
@@ -225,13 +230,16 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   Tensor y_ref = Tensor::empty(ys, DType::kF32, Device::kCPU);
   conv2d_forward(x, w, &b, y_ref, c.p, ws);
   Tensor dx_ref = dx0.to(Device::kCPU), dw_ref = dw0.to(Device::kCPU);
-  conv2d_backward(x, w, dy, &dx_ref, &dw_ref, nullptr, c.p, ws);
+  const Tensor dx_ref_view = view(dx_ref);
+  conv2d_backward(x, w, dy, &dx_ref_view, &dw_ref, nullptr, c.p, ws);
   // Overwriting dx: the CPU op on a dx holding garbage gives its accumulation onto zeros.
   Conv2dParams over = c.p;
   over.overwrite_dx = true;
-  Tensor dx_over = dx0.to(Device::kCPU), dx_zero = Tensor::empty(c.x, DType::kF32, Device::kCPU);
-  conv2d_backward(x, w, dy, &dx_over, nullptr, nullptr, over, ws);
-  conv2d_backward(x, w, dy, &dx_zero, nullptr, nullptr, c.p, ws);
+  Tensor dx_over = dx0.to(Device::kCPU), dx_zero = dx0.to(Device::kCPU);
+  const Tensor dx_over_view = view(dx_over), dx_zero_view = view(dx_zero);
+  zero(dx_zero_view);
+  conv2d_backward(x, w, dy, &dx_over_view, nullptr, nullptr, over, ws);
+  conv2d_backward(x, w, dy, &dx_zero_view, nullptr, nullptr, c.p, ws);
   test::expect_close(dx_over, dx_zero, 0, 0, "dx overwritten by the CPU op");
 
   // Sums of at most 3*3*24 products of values in [-1, 1], and dw's of up to 2*13*17: f32
@@ -246,7 +254,7 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
     Tensor dx = dx0.to(Device::kCPU);
     int64_t pixels = 0, pairs = 0;  // phase pixels, and their (pixel, tap) pairs
     for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
-      const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dx.data<float>(), phase);
+      const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), view(dx).data<float>(), phase);
       if (dgrad.runs()) replay(dgrad, 1, dgrad.K, width);
       pixels += dgrad.M;
       pairs += int64_t(dgrad.M) * (dgrad.K / d.cout);
@@ -256,7 +264,7 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
     // (their phase runs with K == 0).
     Tensor dxo = dx0.to(Device::kCPU);
     for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
-      const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), dxo.data<float>(), phase, true);
+      const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), view(dxo).data<float>(), phase, true);
       if (dgrad.runs()) replay(dgrad, 1, dgrad.K, width);
     }
     test::expect_close(dxo, dx_over, 1e-4, 1e-4, "dx overwritten");
@@ -297,7 +305,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{{2, 7, 9, 24}, {16, 5, 3, 24}, {1, 2, 2, 0, 1}, "5x3 kernel, mixed stride"},
                       Case{{2, 14, 16, 8}, {16, 5, 5, 8}, {3, 3, 2, 2, 1}, "5x5 s3 p2: 9 phases"},
                       Case{
-                          {2, 12, 12, 16}, {16, 1, 1, 16}, {2, 2, 0, 0, 1}, "1x1 s2: phases no tap reaches"}),
+                          {2, 12, 12, 16}, {16, 1, 1, 16}, {2, 2, 0, 0, 1}, "1x1 s2: phases no tap reaches"},
+                      Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "x a channel view", 48, 16},
+                      Case{{2, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, x a channel view", 24, 8},
+                      Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "x an unaligned view", 42, 2}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::to_string(i.index); });
 
 // The tile width: 128 x 32 for narrow products, 128 x 128 for wide ones with blocks enough
