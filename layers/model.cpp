@@ -55,6 +55,7 @@ Model::Model(const ModelSpec& spec, const ModelOptions& options)
            ": CUDA requested but no CUDA device is available");
   graph_ = build_model_graph(spec, options.batch, options.imgsz);
   find_fusions();
+  find_in_place();
   find_overwrites();
   find_conv_stats();
   plan_memory();
@@ -107,6 +108,84 @@ void Model::find_fusions() {
     absorbed_[i + 2] = true;
     elided_[z] = true;
     residual_[i] = add.inputs[0] == z ? add.inputs[1] : add.inputs[0];
+  }
+}
+
+// Concatenations written in place (ModelOptions::concat_in_place). A concat's input can be a
+// channel view of the concat's output when a BN writes it (alone or with its SiLU and residual
+// fused: its y may be a view) and each of its other readers takes a view too and runs before
+// the concat: a conv (x), or a BN fusing it as the residual. A run of inputs that are a
+// split's outputs, in order, can be views when the split's input can be one over the run
+// (a BN writes it, the split alone reads it). When every input of a concat can, the concat
+// and those splits do nothing (in_place_), in both directions: the readers' backward passes
+// add into views of the concat's gradient, which the concat's own readers, all later in the
+// graph, have finished by then (find_overwrites makes the no-op concat or split the first
+// writer of its inputs' gradients, so every other reader adds).
+void Model::find_in_place() {
+  placed_.assign(graph_.acts.size(), {});
+  in_place_.assign(graph_.ops.size(), false);
+  if (!opt_.concat_in_place) return;
+  std::vector<int> producer(graph_.acts.size(), -1);
+  std::vector<std::vector<int>> readers(graph_.acts.size());
+  for (size_t i = 0; i < graph_.ops.size(); ++i) {
+    for (int a : graph_.ops[i].outputs) producer[a] = static_cast<int>(i);
+    for (int a : graph_.ops[i].inputs) readers[a].push_back(static_cast<int>(i));
+  }
+  std::vector<bool> exposed(graph_.acts.size(), false);  // read outside the graph
+  for (int a : graph_.outputs) exposed[a] = true;
+  for (int a : graph_.layer_outputs)
+    if (a >= 0) exposed[a] = true;
+  auto bn_written = [&](int a) {
+    int w = producer[a];
+    while (w > 0 && absorbed_[w]) --w;  // the BN a fused SiLU or residual add runs in
+    return w >= 0 && graph_.ops[w].kind == OpKind::kBatchNorm;
+  };
+  // a's readers other than the concat at k and the split at `via`: convs and fused residuals before k.
+  auto readers_take_views = [&](int a, int k, int via) {
+    if (exposed[a] || placed_[a].root >= 0) return false;
+    for (int i : readers[a]) {
+      const GraphOp& o = graph_.ops[i];
+      const bool residual = absorbed_[i] && o.kind == OpKind::kAdd && residual_[i - 2] == a;
+      if (i != k && i != via && (i > k || !(o.kind == OpKind::kConv || residual))) return false;
+    }
+    return true;
+  };
+  for (size_t k = 0; k < graph_.ops.size(); ++k) {
+    const GraphOp& cat = graph_.ops[k];
+    if (cat.kind != OpKind::kConcat) continue;
+    const int ki = static_cast<int>(k);
+    std::vector<std::pair<int, int64_t>> views;  // (activation, its first channel in the concat)
+    std::vector<int> splits;
+    bool ok = true;
+    int64_t off = 0;
+    for (size_t j = 0; ok && j < cat.inputs.size();) {
+      const int a = cat.inputs[j], p = producer[a];
+      if (std::count(cat.inputs.begin(), cat.inputs.end(), a) != 1) ok = false;
+      if (p >= 0 && graph_.ops[p].kind == OpKind::kSplit) {
+        const GraphOp& split = graph_.ops[p];
+        const int s = split.inputs[0];
+        ok = ok && j + split.outputs.size() <= cat.inputs.size() &&
+             std::equal(split.outputs.begin(), split.outputs.end(), cat.inputs.begin() + j) && bn_written(s) &&
+             readers[s].size() == 1 && readers_take_views(s, ki, p);
+        views.emplace_back(s, off);
+        for (int o : split.outputs) {
+          ok = ok && readers_take_views(o, ki, p);
+          views.emplace_back(o, off);
+          off += graph_.acts[o].shape[3];
+        }
+        splits.push_back(p);
+        j += split.outputs.size();
+      } else {
+        ok = ok && bn_written(a) && readers_take_views(a, ki, -1);
+        views.emplace_back(a, off);
+        off += graph_.acts[a].shape[3];
+        ++j;
+      }
+    }
+    if (!ok) continue;
+    for (const auto& [a, first] : views) placed_[a] = {cat.outputs[0], first};
+    in_place_[k] = true;
+    for (int p : splits) in_place_[p] = true;
   }
 }
 
@@ -184,7 +263,9 @@ void Model::plan_memory() {
   grad_offset_.assign(graph_.acts.size(), -1);
   for (bool overwritten : {false, true}) {
     for (size_t a = 0; a < graph_.acts.size(); ++a) {
-      if (!graph_.acts[a].needs_grad || elided_[a] || (first_writer_[a] >= 0) != overwritten) continue;
+      if (!graph_.acts[a].needs_grad || elided_[a] || placed_[a].root >= 0 ||
+          (first_writer_[a] >= 0) != overwritten)
+        continue;
       grad_offset_[a] = arena;
       arena += (graph_.acts[a].shape.numel() + align - 1) / align * align;
     }
@@ -193,7 +274,9 @@ void Model::plan_memory() {
 
   input_id_ = plan_.request("input", {opt_.batch, opt_.imgsz, opt_.imgsz, 3}, DType::kU8);
   for (size_t a = 0; a < graph_.acts.size(); ++a)
-    act_ids_.push_back(elided_[a] ? -1 : plan_.request(graph_.acts[a].name, graph_.acts[a].shape, dt));
+    act_ids_.push_back(elided_[a] || placed_[a].root >= 0
+                           ? -1
+                           : plan_.request(graph_.acts[a].name, graph_.acts[a].shape, dt));
   arena_id_ = plan_.request("activation_grads", {arena}, dt);
   params_id_ = plan_.request("params", {flat_size_}, pt);
   grads_id_ = plan_.request("grads", {flat_size_}, pt);
@@ -238,17 +321,24 @@ void Model::bind() {
   if (weights_id_ >= 0) weights_ = plan_.get(weights_id_);
   if (workspace_id_ >= 0) workspace_ = plan_.get(workspace_id_);
 
-  std::vector<Tensor> act, dact(graph_.acts.size());
+  std::vector<Tensor> act(graph_.acts.size()), dact(graph_.acts.size());
   for (size_t a = 0; a < graph_.acts.size(); ++a) {
-    act.push_back(elided_[a] ? Tensor{} : plan_.get(act_ids_[a]));
+    if (act_ids_[a] >= 0) act[a] = plan_.get(act_ids_[a]);
     if (grad_offset_[a] >= 0) dact[a] = slice(arena_, grad_offset_[a], graph_.acts[a].shape);
+  }
+  // Views into the concatenations, which come later in the graph (already bound above).
+  for (size_t a = 0; a < graph_.acts.size(); ++a) {
+    const auto [root, first] = placed_[a];
+    if (root < 0) continue;
+    act[a] = act[root].channels(first, graph_.acts[a].shape[3]);
+    if (graph_.acts[a].needs_grad) dact[a] = dact[root].channels(first, graph_.acts[a].shape[3]);
   }
   auto param = [&](const Tensor& flat, int id) {
     return slice(flat, param_offset_[id], graph_.params[id].shape);
   };
 
   for (size_t i = 0; i < graph_.ops.size(); ++i) {
-    if (absorbed_[i]) continue;
+    if (absorbed_[i] || in_place_[i]) continue;
     const GraphOp& op = graph_.ops[i];
     BoundOp b;
     b.op = &op;

@@ -14,6 +14,11 @@
 // produces it (its last reader's), and lies after the arena's zeroed part
 // (ModelOptions::overwrite_grads):
 // zero_grads() clears only what is accumulated.
+// A concatenation whose inputs those fused BN ops write (C2f's: cv1's output, split in two,
+// and each Bottleneck's) is one buffer they write in place, each input a channel view of it
+// (Tensor::channels), read in place by the convs and fused residuals after them; the concat
+// and the split then do nothing, and neither do their backward passes, whose gradients are
+// views of the concatenation's gradient likewise (ModelOptions::concat_in_place).
 // The constructor initialises the weights from options.seed (init()); load_state() replaces
 // them.
 //
@@ -74,6 +79,11 @@ struct ModelOptions {
   // one memset and one read less on every device. Off: the reference the tests compare with
   // (the same values: 0 + v is v).
   bool overwrite_grads = true;
+  // Concatenations written in place by their inputs' producers (above): no copy of C2f's
+  // activations into the concatenation, nor of its gradient back out, nor of cv1's output
+  // into the two halves the split makes. Applies where the BN ops are fused (the writers); the
+  // same results. Off: the reference the tests compare with.
+  bool concat_in_place = true;
   // CUDA, bf16: a BN reading a tensor-core conv's output alone takes its batch statistics
   // from the conv's epilogue (per-tile column statistics, conv2d_forward's tile_stats), so its
   // training forward reads that output once instead of twice. Off: the BN's own pass.
@@ -147,7 +157,8 @@ class Model {
 
   // Profiling (bench/step_profile): when set, forward() and backward() call hook(i, backward,
   // after) just before and just after running graph().ops[i] (a SiLU or add fused into the
-  // BN before them is never called: it runs inside that BN's call). Unset by an empty function.
+  // BN before them is never called: it runs inside that BN's call; nor is a concat or split
+  // done in place). Unset by an empty function.
   using OpHook = std::function<void(size_t op, bool backward, bool after)>;
   void set_op_hook(OpHook hook) { hook_ = std::move(hook); }
 
@@ -186,6 +197,7 @@ class Model {
 
   std::vector<int> readers() const;
   void find_fusions();
+  void find_in_place();
   void find_overwrites();
   void find_conv_stats();
   void plan_memory();
@@ -208,6 +220,14 @@ class Model {
   std::vector<bool> absorbed_;        // per graph op: a SiLU or add run inside the BN before it
   std::vector<int> residual_;         // per graph op: a BN's fused residual (activation), or -1
   std::vector<bool> elided_;          // per activation: a fused BN's or SiLU's output, never stored
+  // Per activation: the concatenation (activation) it is a channel view of and its first
+  // channel there, or {-1, 0}: concat_in_place.
+  struct Placement {
+    int root = -1;
+    int64_t offset = 0;
+  };
+  std::vector<Placement> placed_;
+  std::vector<bool> in_place_;  // per graph op: a concat or split its views make a no-op
   std::vector<int> first_writer_;  // per activation: the graph op whose backward writes its gradient, or -1
   std::vector<int64_t> stats_tiles_;  // per graph op: a conv's tiles of statistics for the BN after it, or 0
   int64_t zeroed_ = 0;                // the arena's first zeroed_ elements: gradients added into

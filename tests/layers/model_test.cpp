@@ -453,6 +453,63 @@ TEST(Model, OverwrittenGradientsMatchAccumulated) {
   }
 }
 
+// Concatenations written in place (ModelOptions::concat_in_place): C2f's cv1 output, its
+// two halves and its Bottlenecks' outputs become channel views of the concatenation, so the
+// split and the concat do nothing; the step's results are the copying model's bit for bit
+// (the same arithmetic in the same order: the views' gradients receive the concatenation's
+// part first, then the readers' in the same backward order), train and eval, over two steps
+// (the second with the first step's gradients left in the unzeroed buffers), in less memory.
+TEST(Model, ConcatInPlaceMatchesCopies) {
+  ModelOptions o = options(Device::kCPU, DType::kF64, 2, 64, 13);
+  o.fusion = ModelOptions::Fusion::kOn;  // the BN ops that write the views
+  Model placed(spec("yolov8-tiny.yaml", 3), o);
+  o.concat_in_place = false;
+  Model copied(spec("yolov8-tiny.yaml", 3), o);
+  const std::vector<Tensor> r = loss_weights(placed);
+  for (bool train : {true, false})
+    for (uint64_t images : {8, 9}) {
+      SCOPED_TRACE(cat(train ? "train" : "eval", ", images ", images));
+      for (Model* m : {&placed, &copied}) {
+        set_images(*m, images);
+        m->zero_grads();
+        m->forward(train);
+        for (size_t l = 0; l < r.size(); ++l) copy(r[l], m->output_grads()[l]);
+        m->backward();
+      }
+      for (size_t l = 0; l < r.size(); ++l)
+        EXPECT_EQ(test::values(placed.outputs()[l]), test::values(copied.outputs()[l])) << "output " << l;
+      EXPECT_EQ(test::values(placed.grads()), test::values(copied.grads()));
+      EXPECT_EQ(test::values(placed.bn_stats()), test::values(copied.bn_stats()));
+    }
+  // Every C2f's split and concat are skipped (the hook never sees them); the SPPF's and the
+  // neck's concats, whose inputs a max pool or an upsample reads or writes, still run.
+  const ModelGraph& g = placed.graph();
+  const auto kinds = [&](OpKind k) {
+    return std::count_if(g.ops.begin(), g.ops.end(), [&](const GraphOp& op) { return op.kind == k; });
+  };
+  const int64_t splits = kinds(OpKind::kSplit), concats = kinds(OpKind::kConcat);
+  ASSERT_GT(splits, 0) << "yolov8-tiny has C2f modules";
+  int64_t split_calls = 0, concat_calls = 0;
+  placed.set_op_hook([&](size_t i, bool, bool after) {
+    if (after) return;
+    split_calls += g.ops[i].kind == OpKind::kSplit;
+    concat_calls += g.ops[i].kind == OpKind::kConcat;
+  });
+  placed.forward(true);
+  placed.backward();
+  EXPECT_EQ(split_calls, 0);
+  EXPECT_EQ(concat_calls, 2 * (concats - splits));  // forward and backward
+  // Memory: at least each C2f's cv1 output and its halves, once as activations and once as
+  // gradients (f64), and its Bottlenecks' outputs besides.
+  int64_t saved = 0;
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    if (g.ops[i].kind != OpKind::kSplit) continue;
+    saved += 2 * g.acts[g.ops[i].inputs[0]].shape.numel() * 8;  // cv1's output = the two halves
+    for (int a : g.ops[i].outputs) saved += 2 * g.acts[a].shape.numel() * 8;
+  }
+  EXPECT_LT(placed.memory().total_bytes() + saved, copied.memory().total_bytes());
+}
+
 TEST(Model, BadUse) {
   test::expect_error([] { Model(spec("yolov8-tiny.yaml"), options(Device::kCPU, DType::kBF16, 1, 64)); },
                      {"yolov8-tiny.yaml", "bf16", "not supported on cpu"});
@@ -534,6 +591,31 @@ TEST(Model, GpuConvStatsMatchBatchNormPass) {
         << "output " << l;
   EXPECT_LT(relative_l2(test::values(with.grads()), test::values(without.grads())), 2e-2) << "grads";
   EXPECT_LT(relative_l2(test::values(with.bn_stats()), test::values(without.bn_stats())), 1e-3) << "bn_stats";
+}
+
+// The same on the GPU, f32 and bf16: bit for bit, as on the CPU (the same kernels on the same
+// values in the same order: a view only moves where a row starts; the convs and BN passes
+// whose views are unaligned for 16-byte vectors take their scalar paths, which give the same
+// bits).
+TEST(Model, GpuConcatInPlaceMatchesCopies) {
+  VT_REQUIRE_GPU();
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    ModelOptions o = options(Device::kCUDA, dt, 3, 96, 9);
+    Model placed(spec("yolov8-tiny.yaml", 5), o);
+    o.concat_in_place = false;
+    Model copied(spec("yolov8-tiny.yaml", 5), o);
+    const std::vector<Tensor> r = loss_weights(placed);
+    for (uint64_t images : {6, 7})
+      for (Model* m : {&placed, &copied}) {
+        set_images(*m, images);
+        train_step(*m, r);
+      }
+    for (size_t l = 0; l < 3; ++l)
+      EXPECT_EQ(test::values(placed.outputs()[l]), test::values(copied.outputs()[l])) << "output " << l;
+    EXPECT_EQ(test::values(placed.grads()), test::values(copied.grads()));
+    EXPECT_EQ(test::values(placed.bn_stats()), test::values(copied.bn_stats()));
+  }
 }
 
 // The training step's device work replayed from CUDA graphs gives the eager step's
