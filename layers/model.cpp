@@ -112,9 +112,10 @@ void Model::find_fusions() {
 }
 
 // Concatenations written in place (ModelOptions::concat_in_place). A concat's input can be a
-// channel view of the concat's output when a BN writes it (alone or with its SiLU and residual
-// fused: its y may be a view) and each of its other readers takes a view too and runs before
-// the concat: a conv (x), or a BN fusing it as the residual. A run of inputs that are a
+// channel view of the concat's output when a BN (alone or with its SiLU and residual fused)
+// or an upsample writes it, each of its other readers takes a view too and runs before the
+// concat (a conv's x, a BN's fused residual, an upsample's x), and the loss does not read it
+// (not a Detect output). A run of inputs that are a
 // split's outputs, in order, can be views when the split's input can be one over the run
 // (a BN writes it, the split alone reads it). When every input of a concat can, the concat
 // and those splits do nothing (in_place_), in both directions: the readers' backward passes
@@ -131,22 +132,21 @@ void Model::find_in_place() {
     for (int a : graph_.ops[i].outputs) producer[a] = static_cast<int>(i);
     for (int a : graph_.ops[i].inputs) readers[a].push_back(static_cast<int>(i));
   }
-  std::vector<bool> exposed(graph_.acts.size(), false);  // read outside the graph
-  for (int a : graph_.outputs) exposed[a] = true;
-  for (int a : graph_.layer_outputs)
-    if (a >= 0) exposed[a] = true;
-  auto bn_written = [&](int a) {
+  std::vector<bool> output(graph_.acts.size(), false);
+  for (int a : graph_.outputs) output[a] = true;
+  auto writes_views = [&](int a) {
     int w = producer[a];
     while (w > 0 && absorbed_[w]) --w;  // the BN a fused SiLU or residual add runs in
-    return w >= 0 && graph_.ops[w].kind == OpKind::kBatchNorm;
+    return w >= 0 && (graph_.ops[w].kind == OpKind::kBatchNorm || graph_.ops[w].kind == OpKind::kUpsample);
   };
-  // a's readers other than the concat at k and the split at `via`: convs and fused residuals before k.
+  // a's readers other than the concat at k and the split at `via` take views and run before k.
   auto readers_take_views = [&](int a, int k, int via) {
-    if (exposed[a] || placed_[a].root >= 0) return false;
+    if (output[a] || placed_[a].root >= 0) return false;
     for (int i : readers[a]) {
       const GraphOp& o = graph_.ops[i];
       const bool residual = absorbed_[i] && o.kind == OpKind::kAdd && residual_[i - 2] == a;
-      if (i != k && i != via && (i > k || !(o.kind == OpKind::kConv || residual))) return false;
+      const bool takes = o.kind == OpKind::kConv || o.kind == OpKind::kUpsample || residual;
+      if (i != k && i != via && (i > k || !takes)) return false;
     }
     return true;
   };
@@ -165,7 +165,7 @@ void Model::find_in_place() {
         const GraphOp& split = graph_.ops[p];
         const int s = split.inputs[0];
         ok = ok && j + split.outputs.size() <= cat.inputs.size() &&
-             std::equal(split.outputs.begin(), split.outputs.end(), cat.inputs.begin() + j) && bn_written(s) &&
+             std::equal(split.outputs.begin(), split.outputs.end(), cat.inputs.begin() + j) && writes_views(s) &&
              readers[s].size() == 1 && readers_take_views(s, ki, p);
         views.emplace_back(s, off);
         for (int o : split.outputs) {
@@ -176,7 +176,7 @@ void Model::find_in_place() {
         splits.push_back(p);
         j += split.outputs.size();
       } else {
-        ok = ok && bn_written(a) && readers_take_views(a, ki, -1);
+        ok = ok && writes_views(a) && readers_take_views(a, ki, -1);
         views.emplace_back(a, off);
         off += graph_.acts[a].shape[3];
         ++j;

@@ -14,11 +14,13 @@
 // produces it (its last reader's), and lies after the arena's zeroed part
 // (ModelOptions::overwrite_grads):
 // zero_grads() clears only what is accumulated.
-// A concatenation whose inputs those fused BN ops write (C2f's: cv1's output, split in two,
-// and each Bottleneck's) is one buffer they write in place, each input a channel view of it
-// (Tensor::channels), read in place by the convs and fused residuals after them; the concat
-// and the split then do nothing, and neither do their backward passes, whose gradients are
-// views of the concatenation's gradient likewise (ModelOptions::concat_in_place).
+// A concatenation whose inputs those fused BN ops or upsamples write (C2f's: cv1's output,
+// split in two, and each Bottleneck's; the neck's) is one buffer they write in place, each
+// input a channel view of it (Tensor::channels), read in place by the convs, fused residuals
+// and upsamples after them; the concat (and C2f's split) then do nothing, and neither do
+// their backward passes, whose gradients are views of the concatenation's gradient likewise
+// (ModelOptions::concat_in_place). Only the SPPF's concat (its inputs max pools read) and
+// the Detect's (convs write its inputs) still copy.
 // The constructor initialises the weights from options.seed (init()); load_state() replaces
 // them.
 //
@@ -79,10 +81,10 @@ struct ModelOptions {
   // one memset and one read less on every device. Off: the reference the tests compare with
   // (the same values: 0 + v is v).
   bool overwrite_grads = true;
-  // Concatenations written in place by their inputs' producers (above): no copy of C2f's
-  // activations into the concatenation, nor of its gradient back out, nor of cv1's output
-  // into the two halves the split makes. Applies where the BN ops are fused (the writers); the
-  // same results. Off: the reference the tests compare with.
+  // Concatenations written in place by their inputs' producers (above): no copy of the
+  // activations into a concatenation, nor of its gradient back out, nor of C2f's cv1 output
+  // into the two halves the split makes. Applies where the BN ops are fused (the SiLU ops do
+  // not take views); the same results. Off: the reference the tests compare with.
   bool concat_in_place = true;
   // CUDA, bf16: a BN reading a tensor-core conv's output alone takes its batch statistics
   // from the conv's epilogue (per-tile column statistics, conv2d_forward's tile_stats), so its

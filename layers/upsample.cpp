@@ -14,7 +14,7 @@ Shape upsampled(const Shape& x, int scale) {
 
 void upsample_nearest_forward(const Tensor& x, const Tensor& y, int scale, Stream s) {
   const char* op = "upsample_nearest_forward";
-  check_types(op, {{"x", x}, {"y", y}}, {});
+  check_types(op, {{"x", x, kChannelView}, {"y", y, kChannelView}}, {});
   check_nhwc(op, {"x", x});
   op_check(scale >= 1, op, cat("scale ", scale, " must be >= 1"), {{"x", x}});
   check_shape(op, {"y", y}, upsampled(x.shape(), scale));
@@ -25,7 +25,7 @@ void upsample_nearest_forward(const Tensor& x, const Tensor& y, int scale, Strea
 
 void upsample_nearest_backward(const Tensor& dy, const Tensor& dx, int scale, Stream s) {
   const char* op = "upsample_nearest_backward";
-  check_types(op, {{"dy", dy}, {"dx", dx}}, {});
+  check_types(op, {{"dy", dy, kChannelView}, {"dx", dx, kChannelView}}, {});
   check_nhwc(op, {"dx", dx});
   op_check(scale >= 1, op, cat("scale ", scale, " must be >= 1"), {{"dx", dx}});
   check_shape(op, {"dy", dy}, upsampled(dx.shape(), scale));

@@ -3,7 +3,8 @@
 // x: (N, H, W, C) -> y: (N, H*scale, W*scale, C), y[n, h, w, c] = x[n, h/scale, w/scale, c],
 // scale >= 1. y must not alias x. Gradients accumulate: dx[n, h, w, c] += the sum of the
 // scale*scale cells dy[n, h*scale + a, w*scale + b, c], added in (a, b) order, the same
-// order on CPU and CUDA (a gather on CUDA: deterministic, no atomics).
+// order on CPU and CUDA (a gather on CUDA: deterministic, no atomics). Any of x, y, dx and
+// dy may be a channel view (Tensor::channels: part of a concatenation written in place).
 #pragma once
 
 #include "layers/tensor.h"

@@ -1,5 +1,6 @@
 // Channel views (Tensor::channels): the tensor itself, and the ops that read or write them in
-// place (conv x and dx, batch norm y, dy and the fused residual's r and dr), each compared
+// place (conv x and dx, batch norm y, dy and the fused residual's r and dr, upsample all four),
+// each compared
 // with the same op on contiguous copies, on the CPU and against it on the GPU; the channels
 // around a view must keep their values. Ops that do not opt in refuse views.
 #include <cmath>
@@ -9,6 +10,7 @@
 #include "layers/batchnorm.h"
 #include "layers/check.h"
 #include "layers/conv2d.h"
+#include "layers/upsample.h"
 #include "tests/test_util.h"
 
 namespace vt {
@@ -251,6 +253,41 @@ TEST(ChannelView, GpuBatchNormMatchesCpu) {
     check_bn_views(Device::kCUDA, DType::kF32, 1e-4, workspace);
     check_bn_views(Device::kCUDA, DType::kBF16, 5e-2, workspace);
   }
+}
+
+// Upsample forward (x and y views) and backward (dy and dx views, dx accumulated) against
+// the contiguous op on the CPU; packs where the views allow them (C 16 at offsets 0 and 16 of
+// 48) and single elements where not (offset 4).
+void check_upsample_views(Device dev, DType dt, double tol) {
+  const Shape xs{2, 3, 5, 16}, ys{2, 6, 10, 16};
+  const DType rt = dt == DType::kF64 ? DType::kF64 : DType::kF32;
+  for (int64_t off : {16, 4}) {
+    SCOPED_TRACE(cat("views at ", off, ", ", dtype_name(dt)));
+    const Wide x(xs, 48, off, 1, dt, dev), y(ys, 48, 0, 2, dt, dev), dy(ys, 48, off, 3, dt, dev),
+        dx(xs, 48, 32, 4, dt, dev);
+    const Tensor y_before = y.all.to(Device::kCPU), dx_before = dx.all.to(Device::kCPU);
+    auto contiguous = [&](const Tensor& wide, const Shape& s, int64_t o) {
+      return test::from_values(s, split(wide.to(Device::kCPU, rt), o, s[3]).inside, rt);
+    };
+    const Tensor yr = Tensor::empty(ys, rt, Device::kCPU), dxr = contiguous(dx.all, xs, 32);
+    upsample_nearest_forward(contiguous(x.all, xs, off), yr);
+    upsample_nearest_backward(contiguous(dy.all, ys, off), dxr);
+    upsample_nearest_forward(x.view, y.view);
+    upsample_nearest_backward(dy.view, dx.view);
+    expect_view(y.all.to(Device::kCPU), y_before, 0, yr, 0, "y");
+    expect_view(dx.all.to(Device::kCPU), dx_before, 32, dxr, tol, "dx");
+  }
+}
+
+TEST(ChannelView, UpsampleOnTheCpu) {
+  check_upsample_views(Device::kCPU, DType::kF64, 0);
+  check_upsample_views(Device::kCPU, DType::kF32, 0);
+}
+
+TEST(ChannelView, GpuUpsampleMatchesCpu) {
+  VT_REQUIRE_GPU();
+  check_upsample_views(Device::kCUDA, DType::kF32, 0);  // the same additions in the same order
+  check_upsample_views(Device::kCUDA, DType::kBF16, 2e-2);  // fp32 sums of bf16, rounded once to bf16
 }
 
 }  // namespace
