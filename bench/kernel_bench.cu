@@ -341,6 +341,29 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
           tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, with_dres, s, bn_ws); }));
   const double add_b = row("add backward (dy, da rw, db)", 4 * bytes,
                            tm.ms([&] { add_backward(dy, &dr, &y, s, false, true); }));
+  // The same two passes as the model runs them inside a concatenation written in place
+  // (ModelOptions::concat_in_place): y and r, dy and dr channel views of one (.., 2C) buffer
+  // each; and a 3x3 conv reading x as such a view. Same traffic: any gap is the views' cost.
+  Shape wide = act;
+  wide[3] = 2 * c;
+  const Tensor cat_y = random_gpu(wide, DType::kBF16, 17), cat_dy = random_gpu(wide, DType::kBF16, 18);
+  const Tensor vy = cat_y.channels(c, c), vr = cat_y.channels(0, c), vdy = cat_dy.channels(c, c),
+               vdr = cat_dy.channels(0, c);
+  BatchNormParams view_res = fused;
+  view_res.residual = &vr;
+  const double view_f =
+      row("bn+silu+add train forward, y r views", 4 * bytes,
+          tm.ms([&] { batchnorm_forward_train(x, gamma, beta, vy, rm, rv, sm, si, view_res, s, bn_ws); }));
+  BatchNormParams view_dres = fused_over;
+  view_dres.dresidual = &vdr;
+  const double view_b =
+      row("bn+silu+add backward, dy dr views", 7 * bytes,
+          tm.ms([&] { batchnorm_backward(x, vdy, gamma, beta, sm, si, &dx, &dg, &db, view_dres, s, bn_ws); }));
+  const Shape w3{c, 3, 3, c};
+  const Conv2dParams p3{1, 1, 1, 1, 1};
+  const Tensor w3t = random_gpu(w3, DType::kBF16, 19, -0.1f, 0.1f);
+  const double conv_dense = tm.ms([&] { conv2d_forward(x, w3t, nullptr, y, p3, {}, s); });
+  const double conv_view = tm.ms([&] { conv2d_forward(vr, w3t, nullptr, y, p3, {}, s); });
   // The conv bias gradient alone (a per-channel column sum of dy, as Detect's last convs take it).
   const Shape w1{c, 1, 1, c};
   const Tensor w1t = random_gpu(w1, DType::kBF16, 13);
@@ -357,6 +380,10 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
       "(x%.2f)\n",
       res_f, fused_f + add_f, (fused_f + add_f) / res_f, res_b, fused_over_b + add_b,
       (fused_over_b + add_b) / res_b);
+  std::printf(
+      "  views: bn+silu+add forward %.3f ms on views vs %.3f contiguous (x%.2f); backward %.3f vs %.3f (x%.2f); "
+      "3x3 conv forward, x a view %.3f vs %.3f (x%.2f)\n",
+      view_f, res_f, res_f / view_f, view_b, res_b, res_b / view_b, conv_view, conv_dense, conv_dense / conv_view);
 
   const Tensor p = random_gpu({params}, DType::kF32, 8),
                g = random_gpu({params}, DType::kF32, 9, -1e-3f, 1e-3f);
@@ -384,7 +411,9 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
       {"kernels", rows},
       {"fusion_speedup", {{"forward", (bn_f + silu_f) / fused_f}, {"backward", (bn_b + silu_b) / fused_b}}},
       {"residual_speedup",
-       {{"forward", (fused_f + add_f) / res_f}, {"backward", (fused_over_b + add_b) / res_b}}}};
+       {{"forward", (fused_f + add_f) / res_f}, {"backward", (fused_over_b + add_b) / res_b}}},
+      {"views_vs_contiguous",
+       {{"bn_forward", res_f / view_f}, {"bn_backward", res_b / view_b}, {"conv_forward", conv_dense / conv_view}}}};
 }
 
 }  // namespace

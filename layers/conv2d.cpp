@@ -36,16 +36,17 @@ Shape output_shape_unchecked(const Shape& x, const Shape& w, const Conv2dParams&
           (x[2] + 2 * int64_t{p.pad_w} - w[2]) / p.stride_w + 1, w[0]};
 }
 
-// The checks forward and backward share: geometry, bias/db shape, workspace size.
-// Returns the expected y (and dy) shape.
+// The checks forward and backward share: geometry, bias/db shape, workspace size (where the
+// pass uses it: not the CUDA forward). Returns the expected y (and dy) shape.
 Shape check_common(const char* op, const Tensor& x, const Tensor& w, const Conv2dParams& p,
-                   const Tensor& workspace) {
+                   const Tensor& workspace, bool uses_workspace) {
   const std::string why = geometry_error(x.shape(), w.shape(), p);
   op_check(why.empty(), op,
            cat(why, " (stride ", p.stride_h, "x", p.stride_w, ", pad ", p.pad_h, "x", p.pad_w, ", groups ",
                p.groups, ")"),
            {{"x", x}, {"w", w}});
-  const size_t need = conv2d_workspace_bytes(x.shape(), w.shape(), p, x.dtype(), x.device());
+  const size_t need =
+      uses_workspace ? conv2d_workspace_bytes(x.shape(), w.shape(), p, x.dtype(), x.device()) : 0;
   if (need > 0) {
     op_check(workspace.raw() != nullptr && workspace.device() == x.device() && workspace.nbytes() >= need, op,
              cat("workspace must be at least ", need, " bytes on ", device_name(x.device()), ", got ",
@@ -118,7 +119,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
     check_types(op, {{"x", x, kChannelView}, {"w", w}, {"y", y}}, {{"b", *b}});
   else
     check_types(op, {{"x", x, kChannelView}, {"w", w}, {"y", y}}, {});
-  const Shape ys = check_common(op, x, w, p, workspace);
+  const Shape ys = check_common(op, x, w, p, workspace, !x.is_cuda());
   op_check(y.shape() == ys, op, cat("y must have shape ", ys.str()), {{"x", x}, {"w", w}, {"y", y}});
   if (b) check_shape(op, {"b", *b}, {w.dim(0)});
   op_check(x.raw() != y.raw() || x.numel() == 0, op, "y must not alias x", {{"x", x}, {"y", y}});
@@ -147,7 +148,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
   }
   if (dw) check_types(op, {{"x", x, kChannelView}}, {{"dw", *dw}});
   if (db) check_types(op, {{"x", x, kChannelView}}, {{"db", *db}});
-  const Shape ys = check_common(op, x, w, p, workspace);
+  const Shape ys = check_common(op, x, w, p, workspace, true);
   op_check(dy.shape() == ys, op, cat("dy must have shape ", ys.str()), {{"x", x}, {"w", w}, {"dy", dy}});
   if (dx) check_shape(op, {"dx", *dx}, x.shape());
   if (dw) check_shape(op, {"dw", *dw}, w.shape());

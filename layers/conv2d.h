@@ -30,7 +30,8 @@
 // of the N Ho Wo positions: the workspace holds the slices' partial sums (splits, Cout,
 // KH KW Cin) in f32 (0 bytes when one slice suffices). Every CUDA conv's bias gradient sums
 // dy over slices of the positions too (channel_sum_slices), its partials (slices, Cout) f32;
-// the workspace is the larger of the two (the passes run one after the other).
+// the workspace is the larger of the two (the passes run one after the other). The CUDA
+// forward uses none (Tensor{} will do there).
 #pragma once
 
 #include <cstddef>
