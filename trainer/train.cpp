@@ -677,13 +677,15 @@ void Trainer::step(int64_t epoch, int64_t ni, EpochStats& e) {
     const double t0 = now();
     const data::Batch* batch = loader_->next();
     step_wait += loader_->stats().last_wait_s;
+    // Stream-ordered copies on s_, after the batch's arrival (wait) and before the loader may
+    // refill its buffer (it waits for what s_ has queued by the next next()).
     batch->wait(s_);
-    copy(batch->images, model.input());
+    copy_async(batch->images, model.input(), s_);
     const Tensor* targets = &batch->targets;
     if (graphs_on_) {
       if (!graph_targets_.defined())
         graph_targets_ = Tensor::empty(batch->targets.shape(), batch->targets.dtype(), dev_);
-      copy(batch->targets, graph_targets_);
+      copy_async(batch->targets, graph_targets_, s_);
       targets = &graph_targets_;
     }
     trace_.add("data", Trace::kStep, t0, mark(ni), ni);
