@@ -71,7 +71,8 @@ Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p)
   return output_shape_unchecked(x, w, p);
 }
 
-Conv2dDims conv2d_dims(const Shape& x, const Shape& w, const Conv2dParams& p, int64_t x_pitch) {
+Conv2dDims conv2d_dims(const Shape& x, const Shape& w, const Conv2dParams& p, int64_t x_pitch,
+                       int64_t y_pitch) {
   const Shape y = output_shape_unchecked(x, w, p);
   Conv2dDims d;
   d.n = x[0], d.h = x[1], d.w = x[2], d.cin = x[3];
@@ -80,6 +81,7 @@ Conv2dDims conv2d_dims(const Shape& x, const Shape& w, const Conv2dParams& p, in
   d.groups = p.groups, d.cin_g = x[3] / p.groups, d.cout_g = w[0] / p.groups;
   d.stride_h = p.stride_h, d.stride_w = p.stride_w, d.pad_h = p.pad_h, d.pad_w = p.pad_w;
   d.xq = x_pitch > 0 ? x_pitch : d.cin;
+  d.yq = y_pitch > 0 ? y_pitch : d.cout;
   return d;
 }
 
@@ -116,9 +118,9 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
                     const Tensor& workspace, Stream s, const Tensor* tile_stats) {
   const char* op = "conv2d_forward";
   if (b)
-    check_types(op, {{"x", x, kChannelView}, {"w", w}, {"y", y}}, {{"b", *b}});
+    check_types(op, {{"x", x, kChannelView}, {"w", w}, {"y", y, kChannelView}}, {{"b", *b}});
   else
-    check_types(op, {{"x", x, kChannelView}, {"w", w}, {"y", y}}, {});
+    check_types(op, {{"x", x, kChannelView}, {"w", w}, {"y", y, kChannelView}}, {});
   const Shape ys = check_common(op, x, w, p, workspace, !x.is_cuda());
   op_check(y.shape() == ys, op, cat("y must have shape ", ys.str()), {{"x", x}, {"w", w}, {"y", y}});
   if (b) check_shape(op, {"b", *b}, {w.dim(0)});
@@ -141,7 +143,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
                      const Tensor* db, const Conv2dParams& p, const Tensor& workspace, Stream s) {
   const char* op = "conv2d_backward";
-  check_types(op, {{"x", x, kChannelView}, {"w", w}, {"dy", dy}}, {});
+  check_types(op, {{"x", x, kChannelView}, {"w", w}, {"dy", dy, kChannelView}}, {});
   if (dx) {
     check_types(op, {{"x", x, kChannelView}, {"dx", *dx, kChannelView}}, {});
     op_check(dx->pitch() == x.pitch(), op, "dx must have x's pitch", {{"x", x}, {"dx", *dx}});

@@ -36,12 +36,14 @@ __device__ float block_sum(float v, float* part) {
   return total;
 }
 
-// y (N, Ho, Wo, Cout) = conv(x (N, H, W, Cin), w (Cout, KH, KW, cin_g)) + b (Cout, may be null).
+// y (N, Ho, Wo, Cout; positions yq apart) = conv(x (N, H, W, Cin; xq apart),
+// w (Cout, KH, KW, cin_g)) + b (Cout, may be null).
 template <class T>
 __global__ void forward_kernel(Conv2dDims d, const T* x, const T* w, const float* b, T* y, int64_t total) {
   VT_GRID_STRIDE(i, total) {
     const int64_t co = i % d.cout;
     int64_t r = i / d.cout;
+    T& out = y[r * d.yq + co];  // r: the output position
     const int64_t wo = r % d.wo;
     r /= d.wo;
     const int64_t ho = r % d.ho;
@@ -61,7 +63,7 @@ __global__ void forward_kernel(Conv2dDims d, const T* x, const T* w, const float
         for (int64_t ci = 0; ci < d.cin_g; ++ci) acc += to_f32(xp[ci]) * to_f32(wp[ci]);
       }
     }
-    y[i] = from_f32<T>(acc);
+    out = from_f32<T>(acc);
   }
 }
 
@@ -92,7 +94,7 @@ __global__ void backward_dx_kernel(Conv2dDims d, const T* w, const T* dy, T* dx,
         if (tw < 0 || tw % d.stride_w != 0) continue;
         const int64_t wo = tw / d.stride_w;
         if (wo >= d.wo) continue;
-        const T* dyp = dy + ((n * d.ho + ho) * d.wo + wo) * d.cout + g * d.cout_g;
+        const T* dyp = dy + ((n * d.ho + ho) * d.wo + wo) * d.yq + g * d.cout_g;
         // w[g cout_g + co, kh, kw, ci]
         const T* wp = w + g * d.cout_g * w_co_stride + (kh * d.kw + kw) * d.cin_g + ci;
         for (int64_t co = 0; co < d.cout_g; ++co) acc += to_f32(dyp[co]) * to_f32(wp[co * w_co_stride]);
@@ -126,27 +128,27 @@ __global__ void backward_dw_kernel(Conv2dDims d, const T* x, const T* dy, float*
       const int64_t hi = ho * d.stride_h - d.pad_h + kh;
       const int64_t wi = wo * d.stride_w - d.pad_w + kw;
       if (hi < 0 || hi >= d.h || wi < 0 || wi >= d.w) continue;
-      acc += to_f32(dy[p * d.cout + co]) * to_f32(x[((n * d.h + hi) * d.w + wi) * d.xq + c]);
+      acc += to_f32(dy[p * d.yq + co]) * to_f32(x[((n * d.h + hi) * d.w + wi) * d.xq + c]);
     }
     const float total = block_sum(acc, part);
     if (threadIdx.x == 0) dw[e] += total;
   }
 }
 
-// db (Cout) += sum over the M = N Ho Wo positions of dy (M, Cout). Grid (channel groups,
+// db (Cout) += sum over the M = N Ho Wo positions of dy (M, Cout; rows `pitch` apart). Grid (channel groups,
 // S slices of slice_len positions), block channel_block(). One slice adds its sum into db
 // directly; with several, each writes its partial to part (S, Cout) and db_total_kernel adds
 // them up in slice order.
 template <class T>
-__global__ void backward_db_kernel(const T* dy, float* part, float* db, int64_t m_count, int64_t c_count,
-                                   int64_t slice_len) {
+__global__ void backward_db_kernel(const T* dy, int64_t pitch, float* part, float* db, int64_t m_count,
+                                   int64_t c_count, int64_t slice_len) {
   __shared__ float red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
   const int64_t m0 = static_cast<int64_t>(blockIdx.y) * slice_len, m1 = min(m_count, m0 + slice_len);
   float acc = 0.f;
   if (active)
-    for (int64_t m = m0 + threadIdx.y; m < m1; m += kRows) acc += to_f32(dy[m * c_count + c]);
+    for (int64_t m = m0 + threadIdx.y; m < m1; m += kRows) acc += to_f32(dy[m * pitch + c]);
   acc = column_sum(acc, red);
   if (!active || threadIdx.y != 0) return;
   if (gridDim.y == 1)
@@ -175,7 +177,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
                     Stream s, const Tensor* tile_stats) {
   const int64_t total = y.numel();
   if (total == 0) return;
-  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch());
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch(), y.pitch());
   if (tile_stats_available(d, x.dtype()))
     return conv2d_igemm_forward(d, x.data<bf16>(), w.data<bf16>(), b ? b->data<float>() : nullptr,
                                 y.data<bf16>(), stream_of(s),
@@ -191,7 +193,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor* dx, const Tensor* dw,
                      const Tensor* db, const Conv2dParams& p, const Tensor& workspace, Stream s) {
   if (dy.numel() == 0) return;
-  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch());
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch(), dy.pitch());
   const cudaStream_t st = stream_of(s);
   if (x.dtype() == DType::kBF16 && conv2d_igemm_available(d)) {
     if (dx) conv2d_igemm_dgrad(d, dy.data<bf16>(), w.data<bf16>(), dx->data<bf16>(), p.overwrite_dx, st);
@@ -218,7 +220,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
       const int64_t m_count = d.n * d.ho * d.wo, slices = channel_sum_slices(m_count, d.cout);
       float* part = static_cast<float*>(workspace.raw());
       backward_db_kernel<T><<<channel_grid(d.cout, slices), channel_block(), 0, st>>>(
-          dy.data<T>(), part, db->data<float>(), m_count, d.cout, (m_count + slices - 1) / slices);
+          dy.data<T>(), d.yq, part, db->data<float>(), m_count, d.cout, (m_count + slices - 1) / slices);
       VT_LAUNCH_CHECK();
       if (slices > 1) {
         db_total_kernel<<<grid_for(d.cout), kThreads, 0, st>>>(part, slices, d.cout, db->data<float>());

@@ -10,8 +10,9 @@
 // g = co / (Cout/groups). The kernel size comes from w's shape; any size, stride >= 1 and
 // padding >= 0 are allowed, as long as Ho, Wo >= 1.
 //
-// x may be a channel view (Tensor::channels: one part of a concatenation written in place),
-// and so may dx, with x's pitch: positions then lie pitch() elements apart instead of Cin.
+// x and y may be channel views (Tensor::channels: parts of concatenations written in place),
+// and so may dx (with x's pitch) and dy (any pitch): positions then lie pitch() elements
+// apart instead of Cin or Cout.
 //
 // Forward overwrites y. Backward ACCUMULATES: dx += dL/dx, dw += dL/dw, db += dL/db, so
 // the caller zeroes the buffers once per step; any of dx, dw, db may be null (e.g. no dx for
@@ -50,15 +51,17 @@ struct Conv2dParams {
 Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p);
 
 // Every size the backends need, from shapes already checked (plain data, so the CUDA
-// kernels take it by value). cin_g = cin / groups, cout_g = cout / groups; xq: elements
-// from one position of x (and dx) to the next, x's pitch (cin unless x is a channel view).
+// kernels take it by value). cin_g = cin / groups, cout_g = cout / groups; xq (yq): elements
+// from one position of x and dx (of y or dy) to the next, the pitch (cin, cout unless a
+// channel view).
 struct Conv2dDims {
   int64_t n, h, w, cin, ho, wo, cout, kh, kw, groups, cin_g, cout_g;
   int64_t stride_h, stride_w, pad_h, pad_w;
-  int64_t xq;
+  int64_t xq, yq;
 };
-// xq = x_pitch, or cin when 0.
-Conv2dDims conv2d_dims(const Shape& x, const Shape& w, const Conv2dParams& p, int64_t x_pitch = 0);
+// xq = x_pitch (yq = y_pitch), or cin (cout) when 0.
+Conv2dDims conv2d_dims(const Shape& x, const Shape& w, const Conv2dParams& p, int64_t x_pitch = 0,
+                       int64_t y_pitch = 0);
 
 // Bytes of scratch the op needs for these shapes, storage type and device (0 if none).
 size_t conv2d_workspace_bytes(const Shape& x, const Shape& w, const Conv2dParams& p, DType dt, Device dev);

@@ -6,7 +6,8 @@
 //   backward  dw (Cout, K)     += dy_n^T · col
 //             dcol (Ho Wo, K)   = dy_n · w, then col2im adds dcol into dx_n
 // A 1x1 / stride 1 / pad 0 conv skips im2col: x_n is already the (H W, Cin) matrix, with
-// leading dimension xq (x's pitch: a channel view is read and written in place).
+// leading dimension xq (x's pitch: a channel view is read and written in place); y_n and
+// dy_n have leading dimension yq likewise.
 // groups > 1 (grouped and depthwise convs) runs as direct loops. Accumulation is in T.
 #include <cblas.h>
 
@@ -104,11 +105,11 @@ void forward_gemm(const Conv2dDims& d, const T* x, const T* w, const T* b, T* y,
   const bool pointwise = is_pointwise(d);
   for (int64_t n = 0; n < d.n; ++n) {
     const T* xn = x + n * d.h * d.w * d.xq;
-    T* yn = y + n * p * d.cout;
+    T* yn = y + n * p * d.yq;
     for (int64_t i = 0; i < p; ++i)
-      for (int64_t co = 0; co < d.cout; ++co) yn[i * d.cout + co] = b ? b[co] : T(0);
+      for (int64_t co = 0; co < d.cout; ++co) yn[i * d.yq + co] = b ? b[co] : T(0);
     if (!pointwise) im2col(d, xn, col);
-    gemm(false, true, p, d.cout, k, T(1), pointwise ? xn : col, pointwise ? d.xq : k, w, k, T(1), yn, d.cout);
+    gemm(false, true, p, d.cout, k, T(1), pointwise ? xn : col, pointwise ? d.xq : k, w, k, T(1), yn, d.yq);
   }
 }
 
@@ -118,18 +119,18 @@ void backward_gemm(const Conv2dDims& d, const T* x, const T* w, const T* dy, T* 
   const bool pointwise = is_pointwise(d);
   for (int64_t n = 0; n < d.n; ++n) {
     const T* xn = x + n * d.h * d.w * d.xq;
-    const T* dyn = dy + n * p * d.cout;
+    const T* dyn = dy + n * p * d.yq;
     if (dw) {
       if (!pointwise) im2col(d, xn, col);
-      gemm(true, false, d.cout, k, p, T(1), dyn, d.cout, pointwise ? xn : col, pointwise ? d.xq : k, T(1), dw, k);
+      gemm(true, false, d.cout, k, p, T(1), dyn, d.yq, pointwise ? xn : col, pointwise ? d.xq : k, T(1), dw, k);
     }
     if (dx) {
       T* dxn = dx + n * d.h * d.w * d.xq;
       if (pointwise) {
-        gemm(false, false, p, k, d.cout, T(1), dyn, d.cout, w, k, T(1), dxn, d.xq);
+        gemm(false, false, p, k, d.cout, T(1), dyn, d.yq, w, k, T(1), dxn, d.xq);
       } else {
         // col is free again: dw is done with this image's im2col.
-        gemm(false, false, p, k, d.cout, T(1), dyn, d.cout, w, k, T(0), col, k);
+        gemm(false, false, p, k, d.cout, T(1), dyn, d.yq, w, k, T(0), col, k);
         col2im_add(d, col, dxn);
       }
     }
@@ -142,7 +143,7 @@ void forward_grouped(const Conv2dDims& d, const T* x, const T* w, const T* b, T*
   for (int64_t n = 0; n < d.n; ++n) {
     for (int64_t ho = 0; ho < d.ho; ++ho) {
       for (int64_t wo = 0; wo < d.wo; ++wo) {
-        T* yrow = y + ((n * d.ho + ho) * d.wo + wo) * d.cout;
+        T* yrow = y + ((n * d.ho + ho) * d.wo + wo) * d.yq;
         for (int64_t co = 0; co < d.cout; ++co) {
           const int64_t g = co / d.cout_g;
           T acc = b ? b[co] : T(0);
@@ -169,7 +170,7 @@ void backward_grouped(const Conv2dDims& d, const T* x, const T* w, const T* dy, 
   for (int64_t n = 0; n < d.n; ++n) {
     for (int64_t ho = 0; ho < d.ho; ++ho) {
       for (int64_t wo = 0; wo < d.wo; ++wo) {
-        const T* dyrow = dy + ((n * d.ho + ho) * d.wo + wo) * d.cout;
+        const T* dyrow = dy + ((n * d.ho + ho) * d.wo + wo) * d.yq;
         for (int64_t co = 0; co < d.cout; ++co) {
           const int64_t g = co / d.cout_g;
           const T gy = dyrow[co];
@@ -199,7 +200,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* b, const Ten
                     const Tensor& workspace) {
   const char* op = "conv2d_forward";
   single_threaded_blas();
-  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch());
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch(), y.pitch());
   if (y.numel() == 0) return;
   dispatch_cpu(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -217,7 +218,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
                      const Tensor* db, const Conv2dParams& p, const Tensor& workspace) {
   const char* op = "conv2d_backward";
   single_threaded_blas();
-  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch());
+  const Conv2dDims d = conv2d_dims(x.shape(), w.shape(), p, x.pitch(), dy.pitch());
   if (dy.numel() == 0) return;
   dispatch_cpu(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -226,7 +227,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
       T* dbp = db->data<T>();
       const int64_t rows = d.n * d.ho * d.wo;
       for (int64_t i = 0; i < rows; ++i)
-        for (int64_t co = 0; co < d.cout; ++co) dbp[co] += dyp[i * d.cout + co];
+        for (int64_t co = 0; co < d.cout; ++co) dbp[co] += dyp[i * d.yq + co];
     }
     T* dxp = dx ? dx->data<T>() : nullptr;
     T* dwp = dw ? dw->data<T>() : nullptr;

@@ -195,10 +195,10 @@ VT_HD Pixel pixel_of(int m, int hh, int ww) {
 }
 
 // The sizes every problem keeps, as 32-bit ints (index arithmetic; addresses are 64-bit).
-// xq: elements from one pixel of x (and dx) to the next (Conv2dDims::xq: cin, or the pitch of
-// a channel view).
+// xq, yq: elements from one pixel of x (and dx), of y (and dy), to the next (Conv2dDims::xq,
+// yq: cin and cout, or the pitch of a channel view).
 struct Dims {
-  int n, h, w, cin, xq, ho, wo, cout, kh, kw, sh, sw, ph, pw;
+  int n, h, w, cin, xq, ho, wo, cout, yq, kh, kw, sh, sw, ph, pw;
   explicit Dims(const Conv2dDims& d)
       : n(int(d.n)),
         h(int(d.h)),
@@ -208,6 +208,7 @@ struct Dims {
         ho(int(d.ho)),
         wo(int(d.wo)),
         cout(int(d.cout)),
+        yq(int(d.yq)),
         kh(int(d.kh)),
         kw(int(d.kw)),
         sh(int(d.stride_h)),
@@ -287,7 +288,7 @@ struct Dims {
   }
   VT_HD int64_t dy_at(const PWalk& t) const {
     if (!t.live || t.img >= n) return -1;
-    return ((t.img * ho + t.oy) * wo + t.ox) * cout + t.c;
+    return ((t.img * ho + t.oy) * wo + t.ox) * yq + t.c;
   }
 };
 
@@ -301,7 +302,7 @@ struct RowWalk {
 // Shapes this path handles: groups 1 and every index within 32 bits.
 inline bool igemm_supported(const Conv2dDims& d) {
   const int64_t big = int64_t{1} << 31;
-  return d.groups == 1 && d.n * d.h * d.w * d.xq < big && d.n * d.ho * d.wo * d.cout < big &&
+  return d.groups == 1 && d.n * d.h * d.w * d.xq < big && d.n * d.ho * d.wo * d.yq < big &&
          d.n * d.ho * d.wo < big && d.cout * d.kh * d.kw * d.cin < big;
 }
 
@@ -336,6 +337,17 @@ inline size_t wgrad_workspace_bytes(const Conv2dDims& d) {
   return splits == 1 ? 0 : size_t(splits) * size_t(d.cout) * size_t(d.kh * d.kw * d.cin) * sizeof(float);
 }
 
+// Whether vectors of 8 channels of x or dx (x_vec), y or dy (y_vec) are whole and 16-byte
+// aligned: the channel count, the pitch and the start all in 8s.
+template <class T>
+VT_HD bool x_vec(const Dims& d, const T* x) {
+  return d.cin % 8 == 0 && d.xq % 8 == 0 && aligned16(x);
+}
+template <class T>
+VT_HD bool y_vec(const Dims& d, const T* y) {
+  return d.cout % 8 == 0 && d.yq % 8 == 0 && aligned16(y);
+}
+
 template <class T>
 VT_HD float to_float(T v) {
   return static_cast<float>(v);
@@ -366,9 +378,9 @@ struct ConvFwd {
         M(d.n * d.ho * d.wo),
         N(d.cout),
         K(d.kh * d.kw * d.cin),
-        a_vec(d.cin % 8 == 0 && d.xq % 8 == 0 && aligned16(x_)),
+        a_vec(x_vec(d, x_)),
         b_vec(K % 8 == 0 && aligned16(w_)),
-        c_vec(N % 8 == 0 && aligned16(y_)) {}
+        c_vec(y_vec(d, y_)) {}
 
   // x address of A(m, k), or -1 outside the image or the matrix.
   VT_HD int64_t a_offset(int m, int k) const { return m < M && k < K ? d.x_col(m, k) : -1; }
@@ -394,13 +406,13 @@ struct ConvFwd {
   VT_HD int64_t b_at(const BWalk& t) const { return t.live && t.k < K ? t.off : -1; }
 
   VT_HD void store(int m, int n, int /*slice*/, float v) const {
-    y[int64_t(m) * N + n] = T(v + (bias ? bias[n] : 0.f));
+    y[int64_t(m) * d.yq + n] = T(v + (bias ? bias[n] : 0.f));
   }
   // store() of columns n .. n + 7 (c_vec), one 16-byte store.
   VT_HD void store8(int m, int n, int /*slice*/, const float* v) const {
     Vec8<T> o;
     for (int j = 0; j < 8; ++j) o.v[j] = T(v[j] + (bias ? bias[n + j] : 0.f));
-    *reinterpret_cast<Vec8<T>*>(y + int64_t(m) * N + n) = o;
+    *reinterpret_cast<Vec8<T>*>(y + int64_t(m) * d.yq + n) = o;
   }
   // The value store(m, n, v) writes, as a float.
   VT_HD float stored(int n, float v) const { return to_float(T(v + (bias ? bias[n] : 0.f))); }
@@ -445,9 +457,9 @@ struct ConvDgrad {
         M(d.n * hp * wp),
         N(d.cin),
         K(th * tw * d.cout),
-        a_vec(d.cout % 8 == 0 && aligned16(dy_)),
+        a_vec(y_vec(d, dy_)),
         b_vec(d.cin % 8 == 0 && aligned16(w_)),
-        c_vec(d.cin % 8 == 0 && d.xq % 8 == 0 && aligned16(dx_)),
+        c_vec(x_vec(d, dx_)),
         overwrite(overwrite_) {}
 
   // Whether the phase's GEMM runs: it has pixels, and taps reach them (K > 0) or, when it
@@ -473,7 +485,7 @@ struct ConvDgrad {
               wo = (wi0 + d.sw * i.x + d.pw - kw) / d.sw;  // exact
     const bool inside =
         hi0 + d.sh * i.y + d.ph >= kh && wi0 + d.sw * i.x + d.pw >= kw && ho < d.ho && wo < d.wo;
-    return inside ? ((int64_t(i.n) * d.ho + ho) * d.wo + wo) * d.cout + co : -1;
+    return inside ? ((int64_t(i.n) * d.ho + ho) * d.wo + wo) * d.yq + co : -1;
   }
   VT_HD T a(int m, int k) const { return at_or_zero(dy, a_offset(m, k)); }
   VT_HD bool a_fast(int m, int k, Vec8<T>& out) const {
@@ -522,14 +534,14 @@ struct ConvDgrad {
   VT_HD const T* a_src() const { return dy; }
   VT_HD AWalk a_walk(int m, int k) const {
     const Pixel i = pixel_of(m, hp, wp);
-    return {m < M ? i.n * d.ho * d.wo * d.cout : 0, (hi0 + d.sh * i.y + d.ph - py) / d.sh,
+    return {m < M ? i.n * d.ho * d.wo * d.yq : 0, (hi0 + d.sh * i.y + d.ph - py) / d.sh,
             (wi0 + d.sw * i.x + d.pw - px) / d.sw, taps(k), m < M};
   }
   VT_HD void a_next(AWalk& w) const { taps_next(w.t); }
   VT_HD int64_t a_at(const AWalk& w) const {
     const int oy = w.oy0 - w.t.i, ox = w.ox0 - w.t.j;
     if (!w.live || w.t.i >= th || oy < 0 || oy >= d.ho || ox < 0 || ox >= d.wo) return -1;
-    return w.image + (oy * d.wo + ox) * d.cout + w.t.co;
+    return w.image + (oy * d.wo + ox) * d.yq + w.t.co;
   }
   VT_HD const T* b_src() const { return w; }
   VT_HD BWalk b_walk(int n, int k) const { return {taps(k), n, n < N}; }
@@ -582,12 +594,12 @@ struct ConvWgrad {
         M(transposed_ ? d.kh * d.kw * d.cin : d.cout),
         N(transposed_ ? d.cout : d.kh * d.kw * d.cin),
         K(d.n * d.ho * d.wo),
-        a_vec(transposed_ ? d.cin % 8 == 0 && d.xq % 8 == 0 && aligned16(x_) : d.cout % 8 == 0 && aligned16(dy_)),
-        b_vec(transposed_ ? d.cout % 8 == 0 && aligned16(dy_) : d.cin % 8 == 0 && d.xq % 8 == 0 && aligned16(x_)),
+        a_vec(transposed_ ? x_vec(d, x_) : y_vec(d, dy_)),
+        b_vec(transposed_ ? y_vec(d, dy_) : x_vec(d, x_)),
         c_vec(N % 8 == 0 && (splits_ > 1 ? aligned16(partial_) : !transposed_ && aligned16(dw_))) {}
 
   // dy[p, co], or x_col (p, f) (-1 in the padding), or -1 beyond the matrix.
-  VT_HD int64_t dy_offset(int p, int co) const { return p < K ? int64_t(p) * d.cout + co : -1; }
+  VT_HD int64_t dy_offset(int p, int co) const { return p < K ? int64_t(p) * d.yq + co : -1; }
   VT_HD int64_t x_offset(int p, int f) const { return p < K ? d.x_col(p, f) : -1; }
   VT_HD const T* a_src() const { return transposed ? x : dy; }
   VT_HD const T* b_src() const { return transposed ? dy : x; }

@@ -112,10 +112,10 @@ void Model::find_fusions() {
 }
 
 // Concatenations written in place (ModelOptions::concat_in_place). A concat's input can be a
-// channel view of the concat's output when a BN (alone or with its SiLU and residual fused)
-// or an upsample writes it, each of its other readers takes a view too and runs before the
-// concat (a conv's x, a BN's fused residual, an upsample's x), and the loss does not read it
-// (not a Detect output). A run of inputs that are a
+// channel view of the concat's output when a conv, a BN (alone or with its SiLU and residual
+// fused) or an upsample writes it, each of its other readers takes a view too and runs before
+// the concat (a conv's x, a BN's fused residual, an upsample's x), and the loss does not read
+// it (not a Detect output). A run of inputs that are a
 // split's outputs, in order, can be views when the split's input can be one over the run
 // (a BN writes it, the split alone reads it). When every input of a concat can, the concat
 // and those splits do nothing (in_place_), in both directions: the readers' backward passes
@@ -137,7 +137,8 @@ void Model::find_in_place() {
   auto writes_views = [&](int a) {
     int w = producer[a];
     while (w > 0 && absorbed_[w]) --w;  // the BN a fused SiLU or residual add runs in
-    return w >= 0 && (graph_.ops[w].kind == OpKind::kBatchNorm || graph_.ops[w].kind == OpKind::kUpsample);
+    const OpKind k = w >= 0 ? graph_.ops[w].kind : OpKind::kImageInput;
+    return k == OpKind::kConv || k == OpKind::kBatchNorm || k == OpKind::kUpsample;
   };
   // a's readers other than the concat at k and the split at `via` take views and run before k.
   auto readers_take_views = [&](int a, int k, int via) {

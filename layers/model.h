@@ -14,13 +14,13 @@
 // produces it (its last reader's), and lies after the arena's zeroed part
 // (ModelOptions::overwrite_grads):
 // zero_grads() clears only what is accumulated.
-// A concatenation whose inputs those fused BN ops or upsamples write (C2f's: cv1's output,
-// split in two, and each Bottleneck's; the neck's) is one buffer they write in place, each
-// input a channel view of it (Tensor::channels), read in place by the convs, fused residuals
-// and upsamples after them; the concat (and C2f's split) then do nothing, and neither do
-// their backward passes, whose gradients are views of the concatenation's gradient likewise
-// (ModelOptions::concat_in_place). Only the SPPF's concat (its inputs max pools read) and
-// the Detect's (convs write its inputs) still copy.
+// A concatenation whose inputs those fused BN ops, upsamples or convs write (C2f's: cv1's
+// output, split in two, and each Bottleneck's; the neck's; the Detect's box and class
+// outputs) is one buffer they write in place, each input a channel view of it
+// (Tensor::channels), read in place by the convs, fused residuals and upsamples after them;
+// the concat (and C2f's split) then do nothing, and neither do their backward passes, whose
+// gradients are views of the concatenation's gradient likewise
+// (ModelOptions::concat_in_place). Only the SPPF's concat (max pools read its inputs) copies.
 // The constructor initialises the weights from options.seed (init()); load_state() replaces
 // them.
 //

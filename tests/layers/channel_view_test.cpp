@@ -1,5 +1,5 @@
 // Channel views (Tensor::channels): the tensor itself, and the ops that read or write them in
-// place (conv x and dx, batch norm y, dy and the fused residual's r and dr, upsample all four),
+// place (conv x, y, dx and dy, batch norm y, dy and the fused residual's r and dr, upsample all four),
 // each compared
 // with the same op on contiguous copies, on the CPU and against it on the GPU; the channels
 // around a view must keep their values. Ops that do not opt in refuse views.
@@ -85,12 +85,11 @@ TEST(ChannelView, OpsThatDoNotOptInRefuseViews) {
   const Tensor y = Tensor::empty({1, 2, 2, 4}, DType::kF32, Device::kCPU);
   test::expect_error([&] { activation_forward(Activation{ActKind::kSiLU}, t.channels(0, 4), y); },
                      {"activation", "x must be contiguous, not a channel view", "pitch 8"});
-  // Conv's y is not a view either (only x and dx are).
+  // Conv's w is not a view; dx must have x's pitch.
   const Tensor w = test::random_tensor({4, 1, 1, 8}, DType::kF32, 3);
-  const Tensor wide_y = Tensor::empty({1, 2, 2, 8}, DType::kF32, Device::kCPU);
-  test::expect_error([&] { conv2d_forward(t, w, nullptr, wide_y.channels(4, 4), {}, {}); },
-                     {"conv2d_forward", "y must be contiguous"});
-  // dx must have x's pitch.
+  const Tensor wide_w = test::random_tensor({4, 1, 1, 16}, DType::kF32, 3);
+  test::expect_error([&] { conv2d_forward(t, wide_w.channels(0, 8), nullptr, y, {}, {}); },
+                     {"conv2d_forward", "w must be contiguous"});
   const Tensor dy = test::random_tensor({1, 2, 2, 4}, DType::kF32, 4);
   const Tensor dx = Tensor::empty({1, 2, 2, 16}, DType::kF32, Device::kCPU).channels(0, 8);
   test::expect_error([&] { conv2d_backward(t, w, dy, &dx, nullptr, nullptr, {}, {}); },
@@ -100,19 +99,20 @@ TEST(ChannelView, OpsThatDoNotOptInRefuseViews) {
 struct ConvCase {
   Shape x, w;
   Conv2dParams p;
-  int64_t total, off;
+  int64_t total, off;      // x and dx: channels [off, off + Cin) of total
+  int64_t y_total, y_off;  // y and dy: channels [y_off, y_off + Cout) of y_total
 };
 
 const ConvCase kConvCases[] = {
-    {{2, 7, 9, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, 48, 16},  // im2col / the tensor cores' walks
-    {{2, 6, 6, 8}, {16, 1, 1, 8}, {}, 24, 8},                  // pointwise: x as the GEMM operand
-    {{2, 9, 8, 16}, {8, 3, 3, 16}, {2, 2, 1, 1, 1}, 40, 24},   // stride 2: dgrad phases
-    {{2, 5, 5, 8}, {8, 3, 3, 4}, {1, 1, 1, 1, 2}, 20, 6},      // grouped; unaligned on the GPU
-    {{1, 6, 7, 12}, {8, 3, 3, 12}, {1, 1, 1, 1, 1}, 30, 3},    // the register path on the GPU
+    {{2, 7, 9, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, 48, 16, 40, 8},  // im2col / the tensor cores' walks
+    {{2, 6, 6, 8}, {16, 1, 1, 8}, {}, 24, 8, 24, 8},                  // pointwise: x and y as GEMM operands
+    {{2, 9, 8, 16}, {8, 3, 3, 16}, {2, 2, 1, 1, 1}, 40, 24, 8, 0},    // stride 2: dgrad phases; y whole
+    {{2, 5, 5, 8}, {8, 3, 3, 4}, {1, 1, 1, 1, 2}, 20, 6, 11, 3},      // grouped; unaligned on the GPU
+    {{1, 6, 7, 12}, {8, 3, 3, 12}, {1, 1, 1, 1, 1}, 30, 3, 20, 5},    // the register path on the GPU
 };
 
-// conv2d forward and backward (dx accumulated and overwritten) with x and dx as views on
-// `dev`, against contiguous copies on the CPU in `ref_dt`.
+// conv2d forward and backward (dx accumulated and overwritten) with x, y, dx and dy as views
+// on `dev`, against contiguous copies on the CPU.
 void check_conv_views(Device dev, DType dt, double tol) {
   for (const ConvCase& c : kConvCases) {
     SCOPED_TRACE(cat(c.x.str(), " w ", c.w.str(), " in ", c.total, " at ", c.off, ", ", dtype_name(dt)));
@@ -120,42 +120,43 @@ void check_conv_views(Device dev, DType dt, double tol) {
     const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
     const Tensor w = test::random_tensor(c.w, DType::kF32, 3).to(dev, dt);
     const Tensor b = test::random_tensor({c.w[0]}, DType::kF32, 4).to(dev, dt == DType::kF64 ? dt : DType::kF32);
-    const Tensor dy = test::random_tensor(ys, DType::kF32, 5).to(dev, dt);
+    const Wide y(ys, c.y_total, c.y_off, 6, dt, dev), dy(ys, c.y_total, c.y_off, 5, dt, dev);
     auto workspace = [&](Device d, DType t) {
       const size_t bytes = conv2d_workspace_bytes(c.x, c.w, c.p, t, d);
       return bytes ? Tensor::empty({int64_t(bytes / 4 + 1)}, DType::kF32, d) : Tensor{};
     };
     // The reference: contiguous tensors holding the views' values, on the CPU (f64 when dt is).
     const DType rt = dt == DType::kF64 ? DType::kF64 : DType::kF32;
-    auto contiguous = [&](const Tensor& wide) {
-      const Split s = split(wide.to(Device::kCPU, rt), c.off, c.x[3]);
-      return test::from_values(c.x, s.inside, rt);
+    auto contiguous = [&](const Tensor& wide, const Shape& s, int64_t off) {
+      return test::from_values(s, split(wide.to(Device::kCPU, rt), off, s[3]).inside, rt);
     };
-    const Tensor xr = contiguous(x.all), wr = w.to(Device::kCPU, rt), br = b.to(Device::kCPU, rt),
-                 dyr = dy.to(Device::kCPU, rt), wsr = workspace(Device::kCPU, rt);
-    Tensor yr = Tensor::empty(ys, rt, Device::kCPU), dxr = contiguous(dx.all);
+    const Tensor xr = contiguous(x.all, c.x, c.off), wr = w.to(Device::kCPU, rt), br = b.to(Device::kCPU, rt),
+                 dyr = contiguous(dy.all, ys, c.y_off), wsr = workspace(Device::kCPU, rt);
+    Tensor yr = Tensor::empty(ys, rt, Device::kCPU), dxr = contiguous(dx.all, c.x, c.off);
     conv2d_forward(xr, wr, &br, yr, c.p, wsr);
     conv2d_backward(xr, wr, dyr, &dxr, nullptr, nullptr, c.p, wsr);
-    Tensor dxr_over = contiguous(dx.all);
+    Tensor dxr_over = contiguous(dx.all, c.x, c.off);
     Conv2dParams over = c.p;
     over.overwrite_dx = true;
     conv2d_backward(xr, wr, dyr, &dxr_over, nullptr, nullptr, over, wsr);
-    Tensor dwr = Tensor::empty(c.w, rt, Device::kCPU);
-    conv2d_backward(xr, wr, dyr, nullptr, &dwr, nullptr, c.p, wsr);
+    Tensor dwr = Tensor::empty(c.w, rt, Device::kCPU), dbr = Tensor::empty({c.w[0]}, rt, Device::kCPU);
+    conv2d_backward(xr, wr, dyr, nullptr, &dwr, &dbr, c.p, wsr);
 
     const Tensor ws = workspace(dev, dt);
-    const Tensor y = Tensor::empty(ys, dt, dev);
-    conv2d_forward(x.view, w, &b, y, c.p, ws);
-    test::expect_close(y, yr, tol, tol, "y");
+    const Tensor y_before = y.all.to(Device::kCPU);
+    conv2d_forward(x.view, w, &b, y.view, c.p, ws);
+    expect_view(y.all.to(Device::kCPU), y_before, c.y_off, yr, tol, "y");
     const Tensor dx_before = dx.all.to(Device::kCPU);
-    conv2d_backward(x.view, w, dy, &dx.view, nullptr, nullptr, c.p, ws);
+    conv2d_backward(x.view, w, dy.view, &dx.view, nullptr, nullptr, c.p, ws);
     expect_view(dx.all.to(Device::kCPU), dx_before, c.off, dxr, tol, "dx accumulated");
     const Wide dxo(c.x, c.total, c.off, 2, dt, dev);
-    conv2d_backward(x.view, w, dy, &dxo.view, nullptr, nullptr, over, ws);
+    conv2d_backward(x.view, w, dy.view, &dxo.view, nullptr, nullptr, over, ws);
     expect_view(dxo.all.to(Device::kCPU), dx_before, c.off, dxr_over, tol, "dx overwritten");
-    const Tensor dw = Tensor::empty(c.w, dt == DType::kF64 ? dt : DType::kF32, dev);
-    conv2d_backward(x.view, w, dy, nullptr, &dw, nullptr, c.p, ws);
+    const DType pt = dt == DType::kF64 ? dt : DType::kF32;
+    const Tensor dw = Tensor::empty(c.w, pt, dev), db = Tensor::empty({c.w[0]}, pt, dev);
+    conv2d_backward(x.view, w, dy.view, nullptr, &dw, &db, c.p, ws);
     test::expect_close(dw, dwr, tol * 10, tol, "dw");
+    test::expect_close(db, dbr, tol * 10, tol, "db");
   }
 }
 

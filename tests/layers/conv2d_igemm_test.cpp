@@ -198,8 +198,9 @@ struct Case {
   Shape x, w;
   Conv2dParams p;
   const char* what;
-  // x and dx as channels [x_off, x_off + Cin) of x_total (Tensor::channels), or 0: contiguous.
-  int64_t x_total = 0, x_off = 0;
+  // x and dx as channels [x_off, x_off + Cin) of x_total (Tensor::channels), or 0: contiguous;
+  // y and dy likewise.
+  int64_t x_total = 0, x_off = 0, y_total = 0, y_off = 0;
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
@@ -215,20 +216,24 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   const Case& c = GetParam();
   Shape wide = c.x;  // x's and dx's buffers; compared whole, so channels outside a view must keep their values
   if (c.x_total > 0) wide[3] = c.x_total;
-  const Conv2dDims d = conv2d_dims(c.x, c.w, c.p, wide[3]);
-  ASSERT_TRUE(igemm_supported(d));
   const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
+  Shape y_wide = ys;  // y's and dy's
+  if (c.y_total > 0) y_wide[3] = c.y_total;
+  const Conv2dDims d = conv2d_dims(c.x, c.w, c.p, wide[3], y_wide[3]);
+  ASSERT_TRUE(igemm_supported(d));
   auto view = [&](const Tensor& t) { return t.channels(c.x_off, c.x[3]); };
+  auto yview = [&](const Tensor& t) { return t.channels(c.y_off, ys[3]); };
   const Tensor x = view(test::random_tensor(wide, DType::kF32, 1)), w = test::random_tensor(c.w, DType::kF32, 2);
   const Tensor b = test::random_tensor({c.w[0]}, DType::kF32, 3),
-               dy = test::random_tensor(ys, DType::kF32, 4);
+               dy = yview(test::random_tensor(y_wide, DType::kF32, 4));
+  const Tensor y0 = test::random_tensor(y_wide, DType::kF32, 7);  // y's buffer before the forward
   const Tensor dx0 = test::random_tensor(wide, DType::kF32, 5), dw0 = test::random_tensor(c.w, DType::kF32, 6);
   const size_t ws_bytes = conv2d_workspace_bytes(c.x, c.w, c.p, DType::kF32, Device::kCPU);
   const Tensor ws =
       ws_bytes ? Tensor::empty({int64_t(ws_bytes / 4 + 1)}, DType::kF32, Device::kCPU) : Tensor{};
 
-  Tensor y_ref = Tensor::empty(ys, DType::kF32, Device::kCPU);
-  conv2d_forward(x, w, &b, y_ref, c.p, ws);
+  Tensor y_ref = y0.to(Device::kCPU);
+  conv2d_forward(x, w, &b, yview(y_ref), c.p, ws);
   Tensor dx_ref = dx0.to(Device::kCPU), dw_ref = dw0.to(Device::kCPU);
   const Tensor dx_ref_view = view(dx_ref);
   conv2d_backward(x, w, dy, &dx_ref_view, &dw_ref, nullptr, c.p, ws);
@@ -246,8 +251,8 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   // in a different order than BLAS, so 1e-4 relative with a small absolute floor.
   for (int width : {NarrowTile::kBN, WideTile::kBN, BigTile::kBN}) {
     SCOPED_TRACE(cat("128 x ", width, " tile"));
-    Tensor y = Tensor::empty(ys, DType::kF32, Device::kCPU);
-    const ConvFwd<float> fwd(d, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>());
+    Tensor y = y0.to(Device::kCPU);
+    const ConvFwd<float> fwd(d, x.data<float>(), w.data<float>(), b.data<float>(), yview(y).data<float>());
     replay(fwd, 1, fwd.K, width);
     test::expect_close(y, y_ref, 1e-4, 1e-4, "y");
 
@@ -306,9 +311,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{{2, 14, 16, 8}, {16, 5, 5, 8}, {3, 3, 2, 2, 1}, "5x5 s3 p2: 9 phases"},
                       Case{
                           {2, 12, 12, 16}, {16, 1, 1, 16}, {2, 2, 0, 0, 1}, "1x1 s2: phases no tap reaches"},
-                      Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "x a channel view", 48, 16},
-                      Case{{2, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, x a channel view", 24, 8},
-                      Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "x an unaligned view", 42, 2}),
+                      Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "x, y channel views", 48, 16, 40, 8},
+                      Case{{2, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, x, y channel views", 24, 8, 144, 0},
+                      Case{{2, 9, 8, 16}, {8, 3, 3, 16}, {2, 2, 1, 1, 1}, "s2, x, y views", 40, 24, 24, 16},
+                      Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "unaligned views", 42, 2, 27, 1}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::to_string(i.index); });
 
 // The tile width: 128 x 32 for narrow products, 128 x 128 for wide ones with blocks enough
