@@ -315,7 +315,8 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
   const int64_t tiles = conv2d_tile_stats_tiles(act, w1x1, {}, DType::kBF16, Device::kCUDA);
   if (tiles > 0) {
     const Tensor tile_stats = Tensor::empty({tiles, c, 3}, DType::kF32, Device::kCUDA);
-    conv2d_forward(x, random_gpu(w1x1, DType::kBF16, 14, -0.1f, 0.1f), nullptr, dx, {}, {}, s, &tile_stats);
+    const Tensor w_stats = random_gpu(w1x1, DType::kBF16, 14, -0.1f, 0.1f);  // alive while the conv runs
+    conv2d_forward(x, w_stats, nullptr, dx, {}, {}, s, &tile_stats);
     row("bn+silu train fwd, conv tile stats (x, y)", 2 * bytes, tm.ms([&] {
       batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, fused, s, bn_ws, &tile_stats);
     }));

@@ -92,6 +92,10 @@ class NcclCommunicator final : public Communicator {
   void broadcast(const Tensor& buf, int root) override {
     VT_CHECK(buf.dtype() == DType::kF32 && buf.device() == Device::kCUDA, "nccl broadcast of ", buf.str("buf"),
              ": f32 device buffers only");
+    // Whatever wrote buf on other streams (the legacy stream's memsets and copies at start
+    // and resume, a step's stream) has finished: broadcasts run outside steps, so a device
+    // sync costs nothing there.
+    CUDA_CHECK(cudaDeviceSynchronize());
     NCCL_CHECK(ncclBroadcast(buf.raw(), buf.raw(), static_cast<size_t>(buf.numel()), ncclFloat, root, comm_,
                              stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));

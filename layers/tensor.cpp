@@ -193,6 +193,10 @@ void memcpy_any(void* dst, Device ddev, const void* src, Device sdev, size_t n) 
   }
 #ifdef VT_WITH_CUDA
   CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDefault));
+  // cudaMemcpy may return before a device-to-device copy, or the DMA of a pageable
+  // host-to-device one, has finished: wait, so that copy() is synchronous as it says and
+  // work on other streams (NCCL's) sees the result.
+  CUDA_CHECK(cudaStreamSynchronize(nullptr));
 #else
   VT_CHECK(false, "copy: this build has no CUDA support");
 #endif

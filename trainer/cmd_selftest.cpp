@@ -41,21 +41,23 @@ class Block {
     const DType pt = param_dtype(dt);
     const Shape act{n, h, w, c}, act2{n, h, w, 2 * c}, act4{n, h, w, 4 * c}, half{n, h / 2, w / 2, 2 * c};
     const Shape split{n, h, w, c};
-    auto both = [&](const std::string& name, const Shape& s, DType t) {
+    // A tensor and its gradient, of type t and gt (conv weights: the activation type, their
+    // gradients param_dtype, as the ops require).
+    auto both = [&](const std::string& name, const Shape& s, DType t, DType gt) {
       ids_[name] = plan_.request(name, s, t);
-      ids_["d" + name] = plan_.request("d" + name, s, t);
+      ids_["d" + name] = plan_.request("d" + name, s, gt);
     };
-    both("x", act, dt);
-    both("w1", {2 * c, 3, 3, c}, dt);
-    both("b1", {2 * c}, pt);
-    both("gamma", {2 * c}, pt);
-    both("beta", {2 * c}, pt);
-    both("w2", {2 * c, 1, 1, 4 * c}, dt);
-    for (const char* s : {"y1", "bn", "a", "p", "d", "u", "g"}) both(s, act2, dt);
-    both("c", act4, dt);
-    both("e", half, dt);
-    both("g1", split, dt);
-    both("g2", split, dt);
+    both("x", act, dt, dt);
+    both("w1", {2 * c, 3, 3, c}, dt, pt);
+    both("b1", {2 * c}, pt, pt);
+    both("gamma", {2 * c}, pt, pt);
+    both("beta", {2 * c}, pt, pt);
+    both("w2", {2 * c, 1, 1, 4 * c}, dt, pt);
+    for (const char* s : {"y1", "bn", "a", "p", "d", "u", "g"}) both(s, act2, dt, dt);
+    both("c", act4, dt, dt);
+    both("e", half, dt, dt);
+    both("g1", split, dt, dt);
+    both("g2", split, dt, dt);
     for (const char* s : {"run_mean", "run_var", "save_mean", "save_invstd"})
       ids_[s] = plan_.request(s, {2 * c}, pt);
     for (const char* s : {"l1", "l2", "one"}) ids_[s] = plan_.request(s, {1}, pt);

@@ -43,16 +43,19 @@ Split split(const Tensor& wide, int64_t off, int64_t c) {
   return s;
 }
 
-// Expects the view's channels of `wide` to equal `narrow` within tol, and the channels
-// around it to equal those of `before`.
+// Expects the view's channels of `wide` to equal `narrow` within tol (absolute and relative,
+// as test::expect_close), and the channels around it to equal those of `before`.
 void expect_view(const Tensor& wide, const Tensor& before, int64_t off, const Tensor& narrow, double tol,
                  const char* what) {
   const Split got = split(wide, off, narrow.dim(3)), old = split(before, off, narrow.dim(3));
   const std::vector<double> want = test::values(narrow);
   ASSERT_EQ(got.inside.size(), want.size()) << what;
-  double worst = 0;
-  for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(got.inside[i] - want[i]));
-  EXPECT_LE(worst, tol) << what << ": inside the view";
+  double worst = 0;  // the largest error in units of the allowed one
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double err = std::abs(got.inside[i] - want[i]), allowed = tol * (1 + std::abs(want[i]));
+    worst = std::max(worst, allowed > 0 ? err / allowed : err > 0 ? INFINITY : 0.0);
+  }
+  EXPECT_LE(worst, 1.0) << what << ": inside the view (error / allowed error)";
   EXPECT_EQ(got.outside, old.outside) << what << ": the channels around the view changed";
 }
 
