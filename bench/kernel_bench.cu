@@ -328,43 +328,38 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
     batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, fused_over, s, bn_ws);
   }));
   // The Bottleneck's residual add fused into that op (the model's shortcut Bottlenecks), against
-  // the add op after it: forward y = r + silu(bn(x)), backward dr += dy in dx's pass.
+  // the add op after it: forward y = r + silu(bn(x)), backward dr += dy in dx's pass; timed on
+  // contiguous tensors, then as the model runs it inside a concatenation written in place
+  // (ModelOptions::concat_in_place): y and r, dy and dr channel views of one (.., 2C) buffer
+  // each. Same traffic: any gap is the views' cost.
+  auto residual_passes = [&](const char* what, const Tensor& yo, const Tensor& r, const Tensor& dyo,
+                             const Tensor& dr) {
+    BatchNormParams f = fused, b = fused_over;
+    f.residual = &r, b.dresidual = &dr;
+    const double fwd =
+        row(cat("bn+silu+add train forward", what, " (x x2, r, y)").c_str(), 4 * bytes,
+            tm.ms([&] { batchnorm_forward_train(x, gamma, beta, yo, rm, rv, sm, si, f, s, bn_ws); }));
+    const double bwd =
+        row(cat("bn+silu+add backward", what, " (x x2, dy x2, dx, dr rw)").c_str(), 7 * bytes,
+            tm.ms([&] { batchnorm_backward(x, dyo, gamma, beta, sm, si, &dx, &dg, &db, b, s, bn_ws); }));
+    return std::pair<double, double>{fwd, bwd};
+  };
   const Tensor r = random_gpu(act, DType::kBF16, 15), dr = random_gpu(act, DType::kBF16, 16);
-  BatchNormParams with_res = fused;
-  with_res.residual = &r;
-  const double res_f =
-      row("bn+silu+add train forward (x x2, r, y)", 4 * bytes,
-          tm.ms([&] { batchnorm_forward_train(x, gamma, beta, y, rm, rv, sm, si, with_res, s, bn_ws); }));
-  BatchNormParams with_dres = fused_over;
-  with_dres.dresidual = &dr;
-  const double res_b =
-      row("bn+silu+add backward (x x2, dy x2, dx, dr rw)", 7 * bytes,
-          tm.ms([&] { batchnorm_backward(x, dy, gamma, beta, sm, si, &dx, &dg, &db, with_dres, s, bn_ws); }));
+  const auto [res_f, res_b] = residual_passes("", y, r, dy, dr);
   const double add_b = row("add backward (dy, da rw, db)", 4 * bytes,
                            tm.ms([&] { add_backward(dy, &dr, &y, s, false, true); }));
-  // The same two passes as the model runs them inside a concatenation written in place
-  // (ModelOptions::concat_in_place): y and r, dy and dr channel views of one (.., 2C) buffer
-  // each; and a 3x3 conv reading x as such a view. Same traffic: any gap is the views' cost.
   Shape wide = act;
   wide[3] = 2 * c;
   const Tensor cat_y = random_gpu(wide, DType::kBF16, 17), cat_dy = random_gpu(wide, DType::kBF16, 18);
-  const Tensor vy = cat_y.channels(c, c), vr = cat_y.channels(0, c), vdy = cat_dy.channels(c, c),
-               vdr = cat_dy.channels(0, c);
-  BatchNormParams view_res = fused;
-  view_res.residual = &vr;
-  const double view_f =
-      row("bn+silu+add train forward, y r views", 4 * bytes,
-          tm.ms([&] { batchnorm_forward_train(x, gamma, beta, vy, rm, rv, sm, si, view_res, s, bn_ws); }));
-  BatchNormParams view_dres = fused_over;
-  view_dres.dresidual = &vdr;
-  const double view_b =
-      row("bn+silu+add backward, dy dr views", 7 * bytes,
-          tm.ms([&] { batchnorm_backward(x, vdy, gamma, beta, sm, si, &dx, &dg, &db, view_dres, s, bn_ws); }));
+  const auto [view_f, view_b] = residual_passes(", views", cat_y.channels(c, c), cat_y.channels(0, c),
+                                                cat_dy.channels(c, c), cat_dy.channels(0, c));
+  // A 3x3 conv reading x as such a view.
   const Shape w3{c, 3, 3, c};
   const Conv2dParams p3{1, 1, 1, 1, 1};
   const Tensor w3t = random_gpu(w3, DType::kBF16, 19, -0.1f, 0.1f);
   const double conv_dense = tm.ms([&] { conv2d_forward(x, w3t, nullptr, y, p3, {}, s); });
-  const double conv_view = tm.ms([&] { conv2d_forward(vr, w3t, nullptr, y, p3, {}, s); });
+  const Tensor x_view = cat_y.channels(0, c);
+  const double conv_view = tm.ms([&] { conv2d_forward(x_view, w3t, nullptr, y, p3, {}, s); });
   // The conv bias gradient alone (a per-channel column sum of dy, as Detect's last convs take it).
   const Shape w1{c, 1, 1, c};
   const Tensor w1t = random_gpu(w1, DType::kBF16, 13);
@@ -382,9 +377,10 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
       res_f, fused_f + add_f, (fused_f + add_f) / res_f, res_b, fused_over_b + add_b,
       (fused_over_b + add_b) / res_b);
   std::printf(
-      "  views: bn+silu+add forward %.3f ms on views vs %.3f contiguous (x%.2f); backward %.3f vs %.3f (x%.2f); "
-      "3x3 conv forward, x a view %.3f vs %.3f (x%.2f)\n",
-      view_f, res_f, res_f / view_f, view_b, res_b, res_b / view_b, conv_view, conv_dense, conv_dense / conv_view);
+      "  views: bn+silu+add forward %.3f ms on views vs %.3f contiguous (x%.2f); "
+      "backward %.3f vs %.3f (x%.2f); 3x3 conv forward, x a view %.3f vs %.3f (x%.2f)\n",
+      view_f, res_f, res_f / view_f, view_b, res_b, res_b / view_b, conv_view, conv_dense,
+      conv_dense / conv_view);
 
   const Tensor p = random_gpu({params}, DType::kF32, 8),
                g = random_gpu({params}, DType::kF32, 9, -1e-3f, 1e-3f);
@@ -414,7 +410,9 @@ nlohmann::json bench_memory(const Timer& tm, int64_t params) {
       {"residual_speedup",
        {{"forward", (fused_f + add_f) / res_f}, {"backward", (fused_over_b + add_b) / res_b}}},
       {"views_vs_contiguous",
-       {{"bn_forward", res_f / view_f}, {"bn_backward", res_b / view_b}, {"conv_forward", conv_dense / conv_view}}}};
+       {{"bn_forward", res_f / view_f},
+        {"bn_backward", res_b / view_b},
+        {"conv_forward", conv_dense / conv_view}}}};
 }
 
 }  // namespace

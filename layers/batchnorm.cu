@@ -52,15 +52,15 @@ __device__ __forceinline__ float residual_at(Pitched<const T> r, int64_t m, int6
 }
 // dr(m, c) += dy (= dy with overwrite) when there is a dr.
 template <class T>
-__device__ __forceinline__ void add_residual_grad(Pitched<T> dr, int64_t m, int64_t c, float dy, bool overwrite) {
+__device__ __forceinline__ void add_residual_grad(Pitched<T> dr, int64_t m, int64_t c, float dy,
+                                                  bool overwrite) {
   if (dr.p) *dr.at(m, c) = from_f32<T>(overwrite ? dy : to_f32(*dr.at(m, c)) + dy);
 }
 
 // x: (M, C), y and r: (M, C) views, storage T; gamma, beta, running_*, save_*: (C) fp32.
 template <class T, bool kSiLU>
 __global__ void forward_train_kernel(const T* x, Pitched<const T> r, const float* gamma, const float* beta,
-                                     Pitched<T> y,
-                                     float* running_mean, float* running_var, float* save_mean,
+                                     Pitched<T> y, float* running_mean, float* running_var, float* save_mean,
                                      float* save_invstd, float momentum, float eps, int64_t m_count,
                                      int64_t c_count) {
   __shared__ float red[kRows][kChannels];
@@ -173,9 +173,9 @@ __global__ void backward_kernel(const T* x, Pitched<const T> dy, const float* ga
 // The eval dx of the fixed affine map: dx += (or =) g * gamma * invstd, g = dy taken back through the
 // fused activation (x is read only then). (M, C) flattened to n.
 template <class T, bool kSiLU>
-__global__ void backward_eval_dx_kernel(const T* x, Pitched<const T> dy, const float* gamma, const float* beta,
-                                        Stats st, T* dx, bool overwrite, Pitched<T> dr, bool overwrite_dr,
-                                        int64_t n, int64_t c_count) {
+__global__ void backward_eval_dx_kernel(const T* x, Pitched<const T> dy, const float* gamma,
+                                        const float* beta, Stats st, T* dx, bool overwrite, Pitched<T> dr,
+                                        bool overwrite_dr, int64_t n, int64_t c_count) {
   VT_GRID_STRIDE(i, n) {
     const int64_t m = i / c_count, c = i - m * c_count;
     const float invstd = st.invstd_at(c);
@@ -234,9 +234,10 @@ __global__ void slice_stats_kernel(Rows rows, MeanM2* part, int64_t count, int64
 // part_a = sum g, part_b = sum g xhat: (S, C), g = dy taken back through the fused activation
 // (gamma and beta are read with kSiLU only). Grid and block as slice_stats_kernel.
 template <class T, bool kSiLU>
-__global__ void slice_grad_sums_kernel(const T* x, Pitched<const T> dy, const float* mean, const float* invstd,
-                                       const float* gamma, const float* beta, float* part_a, float* part_b,
-                                       int64_t m_count, int64_t c_count, int64_t slice_len) {
+__global__ void slice_grad_sums_kernel(const T* x, Pitched<const T> dy, const float* mean,
+                                       const float* invstd, const float* gamma, const float* beta,
+                                       float* part_a, float* part_b, int64_t m_count, int64_t c_count,
+                                       int64_t slice_len) {
   __shared__ float red[kRows][kChannels];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   const bool active = c < c_count;
@@ -465,12 +466,13 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
         constexpr int kPack = 16 / static_cast<int>(sizeof(T));
         const Pitched<const T> r = pitched<const T>(p.residual);
         launch_elementwise<T>(Normalize<T, kSiLU>{x.data<T>(), r, pitched<T>(&y), co}, x.numel(),
-                              {x.raw(), r.p, y.raw(), co.base}, st, packs_fit(c_count, kPack, {&y, p.residual}));
+                              {x.raw(), r.p, y.raw(), co.base}, st,
+                              packs_fit(c_count, kPack, {&y, p.residual}));
         return;
       }
       forward_train_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, st>>>(
-          x.data<T>(), pitched<const T>(p.residual), gamma.data<float>(), beta.data<float>(),
-          pitched<T>(&y), running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(),
+          x.data<T>(), pitched<const T>(p.residual), gamma.data<float>(), beta.data<float>(), pitched<T>(&y),
+          running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(),
           save_invstd.data<float>(), float(p.momentum), float(p.eps), m_count, c_count);
     });
   });
@@ -512,9 +514,9 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
         const dim3 grid = channel_grid(c_count, slices);
         float *part_a = workspace, *part_b = workspace + slices * c_count;
         const Coefficients co{workspace + 3 * slices * c_count, c_count};
-        slice_grad_sums_kernel<T, kSiLU><<<grid, channel_block(), 0, cs>>>(
-            x.data<T>(), g, st.mean, st.invstd, gamma.data<float>(), beta.data<float>(), part_a,
-            part_b, m_count, c_count, len);
+        slice_grad_sums_kernel<T, kSiLU>
+            <<<grid, channel_block(), 0, cs>>>(x.data<T>(), g, st.mean, st.invstd, gamma.data<float>(),
+                                               beta.data<float>(), part_a, part_b, m_count, c_count, len);
         VT_LAUNCH_CHECK();
         grad_totals_kernel<<<grid_for(c_count), kThreads, 0, cs>>>(
             part_a, part_b, slices, m_count, c_count, st.mean, st.invstd, gamma.data<float>(),
@@ -530,9 +532,9 @@ void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, 
         return;
       }
       backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
-          x.data<T>(), g, gamma.data<float>(), beta.data<float>(), st,
-          dx ? dx->data<T>() : nullptr, p.overwrite_dx, dr, p.overwrite_dresidual, data_or_null(dgamma),
-          data_or_null(dbeta), m_count, c_count);
+          x.data<T>(), g, gamma.data<float>(), beta.data<float>(), st, dx ? dx->data<T>() : nullptr,
+          p.overwrite_dx, dr, p.overwrite_dresidual, data_or_null(dgamma), data_or_null(dbeta), m_count,
+          c_count);
     });
   });
   VT_LAUNCH_CHECK();
@@ -553,14 +555,14 @@ void batchnorm_backward_eval(const Tensor& x, const Tensor& dy, const Tensor& ga
       constexpr bool kSiLU = decltype(silu)::value;
       if (dx) {
         backward_eval_dx_kernel<T, kSiLU><<<grid_for(n), kThreads, 0, cs>>>(
-            x.data<T>(), g, gamma.data<float>(), beta.data<float>(), st, dx->data<T>(),
-            p.overwrite_dx, dr, p.overwrite_dresidual, n, c_count);
+            x.data<T>(), g, gamma.data<float>(), beta.data<float>(), st, dx->data<T>(), p.overwrite_dx, dr,
+            p.overwrite_dresidual, n, c_count);
         VT_LAUNCH_CHECK();
       }
       if (dgamma || dbeta) {
         backward_kernel<T, kSiLU><<<channel_grid(c_count), channel_block(), 0, cs>>>(
-            x.data<T>(), g, gamma.data<float>(), beta.data<float>(), st, nullptr, false, Pitched<T>{nullptr, 0},
-            false, data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
+            x.data<T>(), g, gamma.data<float>(), beta.data<float>(), st, nullptr, false,
+            Pitched<T>{nullptr, 0}, false, data_or_null(dgamma), data_or_null(dbeta), m_count, c_count);
         VT_LAUNCH_CHECK();
       }
     });

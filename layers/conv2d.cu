@@ -49,7 +49,7 @@ __global__ void forward_kernel(Conv2dDims d, const T* x, const T* w, const float
     const int64_t ho = r % d.ho;
     const int64_t n = r / d.ho;
     const int64_t g = co / d.cout_g;
-    const T* xn = x + n * d.h * d.w * d.xq + g * d.cin_g;  // this image, this group's channels
+    const T* xn = x + n * d.h * d.w * d.xq + g * d.cin_g;   // this image, this group's channels
     const T* wc = w + co * d.kh * d.kw * d.cin_g;           // this output channel's filter
     float acc = b ? b[co] : 0.f;
     for (int64_t kh = 0; kh < d.kh; ++kh) {

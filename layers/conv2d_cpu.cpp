@@ -122,7 +122,8 @@ void backward_gemm(const Conv2dDims& d, const T* x, const T* w, const T* dy, T* 
     const T* dyn = dy + n * p * d.yq;
     if (dw) {
       if (!pointwise) im2col(d, xn, col);
-      gemm(true, false, d.cout, k, p, T(1), dyn, d.yq, pointwise ? xn : col, pointwise ? d.xq : k, T(1), dw, k);
+      gemm(true, false, d.cout, k, p, T(1), dyn, d.yq, pointwise ? xn : col, pointwise ? d.xq : k, T(1), dw,
+           k);
     }
     if (dx) {
       T* dxn = dx + n * d.h * d.w * d.xq;

@@ -115,13 +115,13 @@ void Model::find_fusions() {
 // channel view of the concat's output when a conv, a BN (alone or with its SiLU and residual
 // fused) or an upsample writes it, each of its other readers takes a view too and runs before
 // the concat (a conv's x, a BN's fused residual, an upsample's x), and the loss does not read
-// it (not a Detect output). A run of inputs that are a
-// split's outputs, in order, can be views when the split's input can be one over the run
-// (a BN writes it, the split alone reads it). When every input of a concat can, the concat
-// and those splits do nothing (in_place_), in both directions: the readers' backward passes
-// add into views of the concat's gradient, which the concat's own readers, all later in the
-// graph, have finished by then (find_overwrites makes the no-op concat or split the first
-// writer of its inputs' gradients, so every other reader adds).
+// it (not a Detect output). A run of inputs that are a split's outputs, in order, can be views
+// when the split's input can be one over the run (such an op writes it, the split alone reads
+// it). When every input of a concat can, the concat and those splits do nothing (in_place_),
+// in both directions: the readers' backward passes add into views of the concat's gradient,
+// which the concat's own readers, all later in the graph, have finished by then
+// (find_overwrites makes the no-op concat or split the first writer of its inputs'
+// gradients, so every other reader adds).
 void Model::find_in_place() {
   placed_.assign(graph_.acts.size(), {});
   in_place_.assign(graph_.ops.size(), false);
@@ -166,8 +166,8 @@ void Model::find_in_place() {
         const GraphOp& split = graph_.ops[p];
         const int s = split.inputs[0];
         ok = ok && j + split.outputs.size() <= cat.inputs.size() &&
-             std::equal(split.outputs.begin(), split.outputs.end(), cat.inputs.begin() + j) && writes_views(s) &&
-             readers[s].size() == 1 && readers_take_views(s, ki, p);
+             std::equal(split.outputs.begin(), split.outputs.end(), cat.inputs.begin() + j) &&
+             writes_views(s) && readers[s].size() == 1 && readers_take_views(s, ki, p);
         views.emplace_back(s, off);
         for (int o : split.outputs) {
           ok = ok && readers_take_views(o, ki, p);

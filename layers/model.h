@@ -229,7 +229,7 @@ class Model {
     int64_t offset = 0;
   };
   std::vector<Placement> placed_;
-  std::vector<bool> in_place_;  // per graph op: a concat or split its views make a no-op
+  std::vector<bool> in_place_;     // per graph op: a concat or split its views make a no-op
   std::vector<int> first_writer_;  // per activation: the graph op whose backward writes its gradient, or -1
   std::vector<int64_t> stats_tiles_;  // per graph op: a conv's tiles of statistics for the BN after it, or 0
   int64_t zeroed_ = 0;                // the arena's first zeroed_ elements: gradients added into

@@ -129,8 +129,8 @@ Tensor Tensor::reshape(const Shape& shape) const {
 }
 
 Tensor Tensor::channels(int64_t begin, int64_t count) const {
-  VT_CHECK(rank() > 0 && begin >= 0 && count >= 1 && begin + count <= shape_[rank() - 1], "channels: [", begin,
-           ", +", count, ") is not inside the last dimension of ", str("the tensor"));
+  VT_CHECK(rank() > 0 && begin >= 0 && count >= 1 && begin + count <= shape_[rank() - 1], "channels: [",
+           begin, ", +", count, ") is not inside the last dimension of ", str("the tensor"));
   Tensor t = *this;
   t.pitch_ = pitch() == count ? 0 : pitch();  // all channels of a contiguous tensor: still contiguous
   t.shape_[rank() - 1] = count;

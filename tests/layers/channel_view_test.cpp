@@ -122,7 +122,8 @@ void check_conv_views(Device dev, DType dt, double tol) {
     const Wide x(c.x, c.total, c.off, 1, dt, dev), dx(c.x, c.total, c.off, 2, dt, dev);
     const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
     const Tensor w = test::random_tensor(c.w, DType::kF32, 3).to(dev, dt);
-    const Tensor b = test::random_tensor({c.w[0]}, DType::kF32, 4).to(dev, dt == DType::kF64 ? dt : DType::kF32);
+    const Tensor b =
+        test::random_tensor({c.w[0]}, DType::kF32, 4).to(dev, dt == DType::kF64 ? dt : DType::kF32);
     const Wide y(ys, c.y_total, c.y_off, 6, dt, dev), dy(ys, c.y_total, c.y_off, 5, dt, dev);
     auto workspace = [&](Device d, DType t) {
       const size_t bytes = conv2d_workspace_bytes(c.x, c.w, c.p, t, d);
@@ -188,9 +189,9 @@ void check_bn_views(Device dev, DType dt, double tol, bool workspace) {
   };
   const Tensor x = test::random_tensor(xs, DType::kF32, 1).to(dev, dt);
   const Tensor gamma = vec(2, 0.5, 1.5), beta = vec(3, -0.5, 0.5);
-  const Tensor ws = workspace ? Tensor::empty({int64_t(batchnorm_workspace_bytes(xs, dev) / 4 + 1)}, DType::kF32,
-                                              dev)
-                              : Tensor{};
+  const Tensor ws =
+      workspace ? Tensor::empty({int64_t(batchnorm_workspace_bytes(xs, dev) / 4 + 1)}, DType::kF32, dev)
+                : Tensor{};
   auto contiguous = [&](const Tensor& wide, int64_t off) {
     return test::from_values(xs, split(wide.to(Device::kCPU, rt), off, c).inside, rt);
   };
@@ -230,8 +231,10 @@ void check_bn_views(Device dev, DType dt, double tol, bool workspace) {
 
       p.residual = &r, p.dresidual = &dr;
       if (train) {
-        batchnorm_forward_train(x, gamma, beta, act.view, run_mean, run_var, save_mean, save_invstd, p, {}, ws);
-        batchnorm_backward(x, grad.view, gamma, beta, save_mean, save_invstd, &dx, &dgamma, &dbeta, p, {}, ws);
+        batchnorm_forward_train(x, gamma, beta, act.view, run_mean, run_var, save_mean, save_invstd, p, {},
+                                ws);
+        batchnorm_backward(x, grad.view, gamma, beta, save_mean, save_invstd, &dx, &dgamma, &dbeta, p, {},
+                           ws);
       } else {
         batchnorm_forward_eval(x, gamma, beta, run_mean, run_var, act.view, p);
         batchnorm_backward_eval(x, grad.view, gamma, beta, run_mean, run_var, &dx, &dgamma, &dbeta, p);
@@ -290,7 +293,7 @@ TEST(ChannelView, UpsampleOnTheCpu) {
 
 TEST(ChannelView, GpuUpsampleMatchesCpu) {
   VT_REQUIRE_GPU();
-  check_upsample_views(Device::kCUDA, DType::kF32, 0);  // the same additions in the same order
+  check_upsample_views(Device::kCUDA, DType::kF32, 0);      // the same additions in the same order
   check_upsample_views(Device::kCUDA, DType::kBF16, 2e-2);  // fp32 sums of bf16, rounded once to bf16
 }
 

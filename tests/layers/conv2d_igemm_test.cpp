@@ -214,7 +214,8 @@ class Conv2dIgemm : public ::testing::TestWithParam<Case> {};
 // starting values, as the op's contract says.
 TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   const Case& c = GetParam();
-  Shape wide = c.x;  // x's and dx's buffers; compared whole, so channels outside a view must keep their values
+  Shape wide =
+      c.x;  // x's and dx's buffers; compared whole, so channels outside a view must keep their values
   if (c.x_total > 0) wide[3] = c.x_total;
   const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
   Shape y_wide = ys;  // y's and dy's
@@ -223,11 +224,13 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
   ASSERT_TRUE(igemm_supported(d));
   auto view = [&](const Tensor& t) { return t.channels(c.x_off, c.x[3]); };
   auto yview = [&](const Tensor& t) { return t.channels(c.y_off, ys[3]); };
-  const Tensor x = view(test::random_tensor(wide, DType::kF32, 1)), w = test::random_tensor(c.w, DType::kF32, 2);
+  const Tensor x = view(test::random_tensor(wide, DType::kF32, 1)),
+               w = test::random_tensor(c.w, DType::kF32, 2);
   const Tensor b = test::random_tensor({c.w[0]}, DType::kF32, 3),
                dy = yview(test::random_tensor(y_wide, DType::kF32, 4));
   const Tensor y0 = test::random_tensor(y_wide, DType::kF32, 7);  // y's buffer before the forward
-  const Tensor dx0 = test::random_tensor(wide, DType::kF32, 5), dw0 = test::random_tensor(c.w, DType::kF32, 6);
+  const Tensor dx0 = test::random_tensor(wide, DType::kF32, 5),
+               dw0 = test::random_tensor(c.w, DType::kF32, 6);
   const size_t ws_bytes = conv2d_workspace_bytes(c.x, c.w, c.p, DType::kF32, Device::kCPU);
   const Tensor ws =
       ws_bytes ? Tensor::empty({int64_t(ws_bytes / 4 + 1)}, DType::kF32, Device::kCPU) : Tensor{};
@@ -269,7 +272,8 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
     // (their phase runs with K == 0).
     Tensor dxo = dx0.to(Device::kCPU);
     for (int phase = 0; phase < ConvDgrad<float>::phases(d); ++phase) {
-      const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), view(dxo).data<float>(), phase, true);
+      const ConvDgrad<float> dgrad(d, dy.data<float>(), w.data<float>(), view(dxo).data<float>(), phase,
+                                   true);
       if (dgrad.runs()) replay(dgrad, 1, dgrad.K, width);
     }
     test::expect_close(dxo, dx_over, 1e-4, 1e-4, "dx overwritten");
@@ -302,19 +306,19 @@ TEST_P(Conv2dIgemm, ReplayMatchesReference) {
 // Channel counts that are multiples of 8 take the 16-byte paths; 7 and 3 the scalar ones.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, Conv2dIgemm,
-    ::testing::Values(Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "3x3 s1 p1, vector loads"},
-                      Case{{2, 13, 17, 7}, {5, 3, 3, 7}, {2, 2, 1, 1, 1}, "3x3 s2 p1, scalar loads"},
-                      Case{{2, 13, 17, 16}, {8, 3, 3, 16}, {2, 2, 1, 1, 1}, "3x3 s2 p1, vector loads"},
-                      Case{{3, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, two N tiles"},
-                      Case{{1, 20, 21, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}, "the stem: Cin 3"},
-                      Case{{2, 7, 9, 24}, {16, 5, 3, 24}, {1, 2, 2, 0, 1}, "5x3 kernel, mixed stride"},
-                      Case{{2, 14, 16, 8}, {16, 5, 5, 8}, {3, 3, 2, 2, 1}, "5x5 s3 p2: 9 phases"},
-                      Case{
-                          {2, 12, 12, 16}, {16, 1, 1, 16}, {2, 2, 0, 0, 1}, "1x1 s2: phases no tap reaches"},
-                      Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "x, y channel views", 48, 16, 40, 8},
-                      Case{{2, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, x, y channel views", 24, 8, 144, 0},
-                      Case{{2, 9, 8, 16}, {8, 3, 3, 16}, {2, 2, 1, 1, 1}, "s2, x, y views", 40, 24, 24, 16},
-                      Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "unaligned views", 42, 2, 27, 1}),
+    ::testing::Values(
+        Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "3x3 s1 p1, vector loads"},
+        Case{{2, 13, 17, 7}, {5, 3, 3, 7}, {2, 2, 1, 1, 1}, "3x3 s2 p1, scalar loads"},
+        Case{{2, 13, 17, 16}, {8, 3, 3, 16}, {2, 2, 1, 1, 1}, "3x3 s2 p1, vector loads"},
+        Case{{3, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, two N tiles"},
+        Case{{1, 20, 21, 3}, {16, 3, 3, 3}, {2, 2, 1, 1, 1}, "the stem: Cin 3"},
+        Case{{2, 7, 9, 24}, {16, 5, 3, 24}, {1, 2, 2, 0, 1}, "5x3 kernel, mixed stride"},
+        Case{{2, 14, 16, 8}, {16, 5, 5, 8}, {3, 3, 2, 2, 1}, "5x5 s3 p2: 9 phases"},
+        Case{{2, 12, 12, 16}, {16, 1, 1, 16}, {2, 2, 0, 0, 1}, "1x1 s2: phases no tap reaches"},
+        Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "x, y channel views", 48, 16, 40, 8},
+        Case{{2, 10, 10, 8}, {136, 1, 1, 8}, {}, "1x1, x, y channel views", 24, 8, 144, 0},
+        Case{{2, 9, 8, 16}, {8, 3, 3, 16}, {2, 2, 1, 1, 1}, "s2, x, y views", 40, 24, 24, 16},
+        Case{{2, 9, 11, 16}, {24, 3, 3, 16}, {1, 1, 1, 1, 1}, "unaligned views", 42, 2, 27, 1}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::to_string(i.index); });
 
 // The tile width: 128 x 32 for narrow products, 128 x 128 for wide ones with blocks enough
