@@ -4,6 +4,7 @@
 //
 //   ./build/bench/step_profile [--model configs/yolov8n.yaml] [--batch 64] [--imgsz 640]
 //                              [--device auto|cpu|cuda] [--steps 5] [--top 12] [--out FILE.json]
+//                              [--disable fusion,concat-in-place,conv-stats,overwrite-grads]
 //
 // The model is built as training builds it (bf16 with BN + SiLU fused and gradients
 // overwritten on the GPU, f32 on the CPU), with random images and 8 random boxes per image.
@@ -179,7 +180,9 @@ int main(int argc, char** argv) {
       "device", "auto, cpu or cuda", cxxopts::value<std::string>()->default_value("auto"))(
       "steps", "measured steps (the median is reported)", cxxopts::value<int>()->default_value("5"))(
       "top", "slowest ops listed", cxxopts::value<int>()->default_value("12"))(
-      "out", "JSON file", cxxopts::value<std::string>()->default_value(""))("h,help", "show this help");
+      "out", "JSON file", cxxopts::value<std::string>()->default_value(""))(
+      "disable", "model speed features to turn off (fusion, concat-in-place, conv-stats, overwrite-grads)",
+      cxxopts::value<std::string>()->default_value(""))("h,help", "show this help");
   try {
     const auto a = cli.parse(argc, argv);
     if (a.count("help")) {
@@ -201,6 +204,7 @@ int main(int argc, char** argv) {
     if (dev == Device::kCUDA) owned = std::make_unique<CudaStream>(), s = owned->get();
     ModelOptions mo;
     mo.device = dev, mo.dtype = dt, mo.batch = batch, mo.imgsz = imgsz, mo.seed = 1;
+    disable_features(mo, a["disable"].as<std::string>());
     Model model(load_model_spec(model_path, 0), mo);
     const ModelGraph& g = model.graph();
 

@@ -2,6 +2,7 @@
 #include "layers/model.h"
 
 #include <algorithm>
+#include <sstream>
 
 #include "layers/activation.h"
 #include "layers/add.h"
@@ -43,6 +44,23 @@ BatchNormParams bn_params(bool silu, bool overwrite_dx) {
 }
 
 }  // namespace
+
+void disable_features(ModelOptions& o, const std::string& names) {
+  std::stringstream list(names);
+  for (std::string name; std::getline(list, name, ',');) {
+    if (name == "fusion")
+      o.fusion = ModelOptions::Fusion::kOff;
+    else if (name == "concat-in-place")
+      o.concat_in_place = false;
+    else if (name == "conv-stats")
+      o.conv_stats = false;
+    else if (name == "overwrite-grads")
+      o.overwrite_grads = false;
+    else
+      VT_CHECK(false, "unknown model feature '", name, "' to disable (known: fusion, concat-in-place, conv-stats, ",
+               "overwrite-grads)");
+  }
+}
 
 Model::Model(const ModelSpec& spec, const ModelOptions& options)
     : opt_(options), path_(spec.path), layers_(spec.layers), plan_(options.device) {

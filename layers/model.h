@@ -92,6 +92,12 @@ struct ModelOptions {
   bool conv_stats = true;
 };
 
+// Turns off the speed features named in `names`, comma-separated: fusion, concat-in-place,
+// conv-stats, overwrite-grads ("" for none): to bisect a device problem, or measure what
+// each feature buys (the results are the same up to rounding either way). Throws naming an
+// unknown one and the known ones.
+void disable_features(ModelOptions& o, const std::string& names);
+
 struct ParamInfo {
   std::string name;     // "model.2.m.0.cv1.conv.weight", "model.22.cv3.1.2.bias", ...
   Shape shape;          // conv weights (Cout, KH, KW, Cin / groups)

@@ -14,8 +14,10 @@
 # BUILD_DIR is a CUDA build folder or what scripts/stage_gpu_run.sh made of one (for machines
 # that get a copied folder). The tests read configs/ under the source path the build was
 # configured in; when that path is not this checkout, it is made a link to it.
-#   PARTS="parity kernels"  (environment) runs only some of: parity kernels e2e (default: all),
-#   to fit a time limit per call.
+#   PARTS="parity kernels"  (environment) runs only some of: parity kernels e2e ablation
+#   (default: the first three), to fit a time limit per call;
+#   4. ablation (only when asked for): yolov8n trained with each model speed feature turned
+#      off in turn (train --disable), images/s against all of them on.
 # Steps that fail are reported and the rest still runs; the exit code is the number of
 # failed steps.
 set -uo pipefail
@@ -65,11 +67,39 @@ if want kernels; then
   done
 fi
 
-want e2e || { echo "bench_gpu: $failed failed step(s); results in $out"; exit "$failed"; }
+want e2e || want ablation || { echo "bench_gpu: $failed failed step(s); results in $out"; exit "$failed"; }
 data="$(mktemp -d /tmp/vt-bench-XXXXXX)"
 trap 'rm -rf "$data"' EXIT
 step "synthetic raw shards at 640" "$out/synth.txt" "$build/visiontrain" synth --out "$data/synth" --train 1024 \
   --val 16 --imgsz 640 --store raw --quiet
+# Ablation: what each feature buys, yolov8n eager (metrics_ablation_<feature>.jsonl; "none": all on).
+if want ablation; then
+  for feature in none fusion concat-in-place conv-stats overwrite-grads; do
+    disable=()
+    [ "$feature" = none ] || disable=(--disable "$feature")
+    step "ablation: yolov8n without $feature" "$out/ablation_$feature.txt" "$build/visiontrain" train \
+      --data "$data/synth" --model configs/yolov8n.yaml --out "$data/ablation_$feature" --batch 64 --imgsz 640 \
+      --precision bf16 --steps 30 --no-val --quiet --device cuda "${disable[@]}"
+    [ -f "$data/ablation_$feature/metrics.jsonl" ] &&
+      cp "$data/ablation_$feature/metrics.jsonl" "$out/metrics_ablation_$feature.jsonl"
+  done
+  "$py" - "$out" <<'EOF'
+import json, os, statistics, sys
+out = sys.argv[1]
+def ips(feature):
+    path = os.path.join(out, f"metrics_ablation_{feature}.jsonl")
+    if not os.path.exists(path):
+        return None
+    rows = [json.loads(l) for l in open(path) if '"step_s"' in l]
+    return statistics.median(r["images_per_s"] for r in rows if r["step"] >= 10)
+base = ips("none")
+for feature in ("fusion", "concat-in-place", "conv-stats", "overwrite-grads"):
+    v = ips(feature)
+    if base and v:
+        print(f"ablation: yolov8n without {feature}: {v:.1f} images/s, all on {base:.1f} (it buys x{base / v:.3f})")
+EOF
+fi
+want e2e || { echo "bench_gpu: $failed failed step(s); results in $out"; exit "$failed"; }
 for model in yolov8n yolov8s; do
   for graph in "" --cuda-graph; do
     run="${model}${graph:+_graph}"

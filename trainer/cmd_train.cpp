@@ -3,6 +3,7 @@
 #include <cxxopts.hpp>
 #include <iostream>
 
+#include "layers/model.h"
 #include "trainer/commands.h"
 #include "trainer/train.h"
 
@@ -49,6 +50,8 @@ int cmd_train(int argc, char** argv) {
     ("comm-timeout", "seconds a collective may take before the watchdog aborts the job (0: never)", cxxopts::value<double>()->default_value("300"))
     ("cuda-graph", "replay each training step (forward, loss, backward, optimizer, EMA) as CUDA graphs "
                    "(GPU, no --trace; with several ranks backward and the all-reduces stay eager)")
+    ("disable", "model speed features to turn off, comma-separated: fusion, concat-in-place, conv-stats, "
+                "overwrite-grads (to bisect a GPU problem, or measure what each buys)", cxxopts::value<std::string>()->default_value(""))
     ("trace", "write a Chrome trace (Perfetto) of the first --trace-steps steps of every rank", cxxopts::value<std::string>())
     ("trace-steps", "steps to trace", cxxopts::value<int64_t>()->default_value("20"))
     ("resume", "continue a run: auto (the newest checkpoint of --out that verifies) or a checkpoint file", cxxopts::value<std::string>())
@@ -98,6 +101,9 @@ int cmd_train(int argc, char** argv) {
   o.first_bucket_mb = a["first-bucket-mb"].as<double>();
   o.comm_timeout = a["comm-timeout"].as<double>();
   o.cuda_graph = a.count("cuda-graph") > 0;
+  o.disable = a["disable"].as<std::string>();
+  ModelOptions check;
+  disable_features(check, o.disable);  // an unknown name fails here, before any data is read
   o.trace = a.count("trace") ? a["trace"].as<std::string>() : "";
   o.trace_steps = a["trace-steps"].as<int64_t>();
   o.resume = a.count("resume") ? a["resume"].as<std::string>() : "";

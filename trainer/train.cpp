@@ -370,9 +370,11 @@ Trainer::Trainer(TrainOptions opt)
   info_.model_yaml = data::read_text_file(opt_.model);
   info_.imgsz = opt_.imgsz;
   const ModelSpec spec = parse_model_spec(info_.model_yaml, opt_.model, nc_);
-  model_ = std::make_unique<Model>(spec, ModelOptions{dev_, dt_, micro_, opt_.imgsz, opt_.seed});
+  ModelOptions model_options{dev_, dt_, micro_, opt_.imgsz, opt_.seed};
+  disable_features(model_options, opt_.disable);
+  model_ = std::make_unique<Model>(spec, model_options);
   if (opt_.val) {  // every rank validates its share of the split
-    val_model_ = std::make_unique<Model>(spec, ModelOptions{dev_, dt_, micro_, opt_.imgsz, opt_.seed});
+    val_model_ = std::make_unique<Model>(spec, model_options);
     validator_ = std::make_unique<Validator>(*val_model_, opt_.data + "/val", opt_.threads,
                                              Validator::validation_nms(), w_.size, w_.rank);
   }

@@ -61,6 +61,7 @@ struct TrainOptions {
   double bucket_mb = 25, first_bucket_mb = 1;
   double comm_timeout = 300;               // watchdog, seconds (0: off)
   bool cuda_graph = false;                 // replay each step's forward/loss/backward as a CUDA graph
+  std::string disable;                     // model speed features turned off (disable_features in model.h)
   std::string trace;                       // Chrome trace file ("": none)
   int64_t trace_steps = 20;
   std::string resume;                      // "": a new run; "auto": the newest good checkpoint; or a path

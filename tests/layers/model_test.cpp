@@ -515,6 +515,19 @@ TEST(Model, ConcatInPlaceMatchesCopies) {
   EXPECT_LT(placed.memory().total_bytes() + saved, copied.memory().total_bytes());
 }
 
+// --disable's names switch the options off one by one; an unknown name says which it was.
+TEST(Model, DisableFeatures) {
+  ModelOptions o;
+  disable_features(o, "");
+  EXPECT_TRUE(o.fusion == ModelOptions::Fusion::kAuto && o.concat_in_place && o.conv_stats && o.overwrite_grads);
+  disable_features(o, "concat-in-place,conv-stats");
+  EXPECT_TRUE(o.fusion == ModelOptions::Fusion::kAuto && !o.concat_in_place && !o.conv_stats && o.overwrite_grads);
+  disable_features(o, "fusion,overwrite-grads");
+  EXPECT_TRUE(o.fusion == ModelOptions::Fusion::kOff && !o.overwrite_grads);
+  test::expect_error([&] { disable_features(o, "fusion,in-place"); },
+                     {"unknown model feature 'in-place'", "known: fusion, concat-in-place, conv-stats"});
+}
+
 TEST(Model, BadUse) {
   test::expect_error([] { Model(spec("yolov8-tiny.yaml"), options(Device::kCPU, DType::kBF16, 1, 64)); },
                      {"yolov8-tiny.yaml", "bf16", "not supported on cpu"});
