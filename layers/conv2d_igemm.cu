@@ -30,7 +30,35 @@ namespace {
 
 using namespace vt::igemm;
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+// Device code needs sm_80+. The tests' CUDA emulator (tests/cuda_emu) runs it on the CPU,
+// with each PTX operation below replaced by its lane-by-lane equivalent.
+#if defined(VT_CUDA_EMULATION) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+#define VT_IGEMM_DEVICE_CODE 1
+#endif
+
+#ifdef VT_IGEMM_DEVICE_CODE
+#ifdef VT_CUDA_EMULATION
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return vt_emu::ptx::shared_address(p);
+}
+__device__ __forceinline__ void cp_async16(uint32_t dst, const bf16* src, int64_t o) {
+  vt_emu::ptx::cp_async16(dst, src + (o < 0 ? 0 : o), o < 0);
+}
+__device__ __forceinline__ void cp_async_commit() {
+  vt_emu::ptx::cp_async_commit();
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  vt_emu::ptx::cp_async_wait(N);
+}
+template <bool Trans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  vt_emu::ptx::ldmatrix_x4(r, addr, Trans);
+}
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  vt_emu::ptx::mma_16816_bf16(d, a, b0, b1);
+}
+#else
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -70,6 +98,7 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif  // VT_CUDA_EMULATION
 
 // A warp's fragment accumulators: acc[i][j] is the m16n8 fragment at rows 16 i, columns 8 j
 // of its region.
@@ -123,7 +152,7 @@ constexpr int kMinBlocks = (TS::kWM * TS::kWN > 32 * 32) ? 1 : 512 / TS::kThread
 
 template <class P, class TS, bool Async>
 __global__ void __launch_bounds__(TS::kThreads, kMinBlocks<TS>) igemm_kernel(P p, int k_chunk) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#ifdef VT_IGEMM_DEVICE_CODE
   constexpr int kBM = TS::kBM, kBN = TS::kBN, kThreads = TS::kThreads, kLdC = TS::kLdC;
   constexpr int kASlots = TS::kASlots, kBSlots = TS::kBSlots;
   using ATile = OperandTile<P::kAKContig, kBM>;

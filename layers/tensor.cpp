@@ -187,6 +187,7 @@ void store(void* p, DType dt, int64_t i, double v) {
 }
 
 void memcpy_any(void* dst, Device ddev, const void* src, Device sdev, size_t n) {
+  if (n == 0) return;  // empty tensors may have null data
   if (ddev == Device::kCPU && sdev == Device::kCPU) {
     std::memcpy(dst, src, n);
     return;

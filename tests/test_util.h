@@ -55,6 +55,14 @@ void expect_error(const std::function<void()>& f, const std::vector<std::string>
 
 bool has_gpu();
 
+// True in the CUDA emulator's build (tests/cuda_emu), where the GPU tests run on the CPU,
+// thousands of times slower: a few skip cases there that only repeat others at a larger size.
+#ifdef VT_CUDA_EMULATION
+constexpr bool kCudaEmulated = true;
+#else
+constexpr bool kCudaEmulated = false;
+#endif
+
 // A fresh directory under /tmp ("/tmp/<prefix>XXXXXX"), removed with everything in it when
 // the object goes.
 class TempDir {

@@ -347,6 +347,13 @@ TEST(Conv2d, GpuMatchesCpu) {
   };
   for (DType dt : {DType::kF32, DType::kBF16}) {
     for (const ParityCase& c : cases) {
+      // Under the CUDA emulator (minutes a case at these sizes): not the f32 runs of the
+      // tensor-core cases (the direct kernels of the cases above, larger), nor the 128 x 128
+      // tile with 9 taps (that tile is the k1 case's; 9 taps, the k3 cases').
+      const std::string name = c.name;
+      if (test::kCudaEmulated && ((dt == DType::kF32 && name.rfind("igemm", 0) == 0) ||
+                                  name == "igemm 128 x 128 tile k3"))
+        continue;
       SCOPED_TRACE(std::string(c.name) + " " + dtype_name(dt) + " x " + c.x.str() + " w " + c.w.str());
       const Shape ys = conv2d_output_shape(c.x, c.w, c.p);
       // The CPU reference sees exactly the inputs the GPU sees (bf16-rounded in bf16 runs:
