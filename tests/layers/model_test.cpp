@@ -597,8 +597,8 @@ TEST(Model, GpuMatchesCpu) {
 // fp32 summation order. After it, the two models drift apart: a statistic differing in its
 // last bits flips the bf16 rounding of a few activations (2^-8 each), and ~40 layers at
 // initialisation amplify those flips (measured under tests/cuda_emu: the first layers'
-// running statistics agree to 1e-9, the head's inputs differ by ~10%, the step's gradients
-// by ~20% relative L2). So past the first BN only gross errors are testable: every BN's
+// running statistics agree to 1e-9, the Detect convs' weight gradients differ by ~10%,
+// all gradients by ~20% relative L2). So past the first BN only gross errors are testable: every BN's
 // statistics reading another conv's tiles, or none, would be off by O(1).
 TEST(Model, GpuConvStatsMatchBatchNormPass) {
   VT_REQUIRE_GPU();
@@ -620,7 +620,8 @@ TEST(Model, GpuConvStatsMatchBatchNormPass) {
   }
   const NamedValues a = with.state(), b = without.state();
   for (const char* stat : {"model.0.bn.running_mean", "model.0.bn.running_var"}) {
-    const std::vector<float>&x = a.at(stat), &y = b.at(stat);
+    const std::vector<float>& x = a.at(stat);
+    const std::vector<float>& y = b.at(stat);
     EXPECT_LT(relative_l2({x.begin(), x.end()}, {y.begin(), y.end()}), 1e-6) << stat;
   }
   EXPECT_LT(relative_l2(test::values(with.bn_stats()), test::values(without.bn_stats())), 1e-3) << "bn_stats";
