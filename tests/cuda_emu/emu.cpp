@@ -92,9 +92,10 @@ constexpr size_t kDefaultSmem = 48 << 10, kMaxSmem = 227 << 10;
 constexpr size_t kStackBytes = 128 << 10;
 constexpr size_t kTotalMemory = size_t(80) << 30;
 
-std::recursive_mutex g_mu;                              // the queue, the allocations, the streams
-std::deque<Work> g_queue;                               // issued work, not yet run, in issue order
-std::map<uintptr_t, std::pair<size_t, bool>> g_allocs;  // start -> (bytes, device?)
+std::recursive_mutex g_mu;                                         // the queue, the allocations, the streams
+std::deque<Work> g_queue;                                          // issued work, not yet run, in issue order
+using Allocations = std::map<uintptr_t, std::pair<size_t, bool>>;  // start -> (bytes, device?)
+Allocations g_allocs;
 size_t g_device_bytes = 0;
 std::set<CUstream_st*> g_streams;
 std::map<const void*, int> g_smem_limit;  // kernel -> cudaFuncAttributeMaxDynamicSharedMemorySize
@@ -141,26 +142,21 @@ cudaError_t enqueue(cudaStream_t s, Work w) {
   return cudaSuccess;
 }
 
-// The allocation holding p: 1 device, 2 pinned host, 0 neither (pageable host memory).
-int kind_of(const void* p) {
+// The allocation (device or pinned host) holding p, as (start, bytes); null for pageable
+// host memory.
+const Allocations::value_type* allocation_of(const void* p) {
   std::lock_guard<std::recursive_mutex> lock(g_mu);
   const auto a = reinterpret_cast<uintptr_t>(p);
   auto it = g_allocs.upper_bound(a);
-  if (it == g_allocs.begin()) return 0;
+  if (it == g_allocs.begin()) return nullptr;
   --it;
-  if (a >= it->first + it->second.first) return 0;
-  return it->second.second ? 1 : 2;
+  return a < it->first + it->second.first ? &*it : nullptr;
 }
 
 // False when [p, p + n) starts in an allocation and runs past its end.
 bool range_fits(const void* p, size_t n) {
-  std::lock_guard<std::recursive_mutex> lock(g_mu);
-  const auto a = reinterpret_cast<uintptr_t>(p);
-  auto it = g_allocs.upper_bound(a);
-  if (it == g_allocs.begin()) return true;
-  --it;
-  if (a >= it->first + it->second.first) return true;
-  return a + n <= it->first + it->second.first;
+  const auto* in = allocation_of(p);
+  return !in || reinterpret_cast<uintptr_t>(p) + n <= in->first + in->second.first;
 }
 
 // ---- fibers ---------------------------------------------------------------------------
@@ -669,7 +665,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind) {
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t s) {
   if (!range_fits(dst, n) || !range_fits(src, n)) return ret(cudaErrorInvalidValue);
-  const bool pageable_src = kind_of(src) == 0, pageable_dst = kind_of(dst) == 0;
+  const bool pageable_src = !allocation_of(src), pageable_dst = !allocation_of(dst);
   if ((pageable_src || pageable_dst) && s && s->capture) {
     s->capture->invalidated = true;
     return ret(cudaErrorStreamCaptureUnsupported);
