@@ -294,6 +294,10 @@ class Trainer {
   const int64_t micro_;   // b: images per micro-step and rank
   Device dev_;
   DType dt_;
+  // --cuda-graph: the step's own stream (the legacy default stream cannot be captured).
+  // Declared before everything that queues work on it, so that it is destroyed after them:
+  // the loader, stopping, releases its last batch with an event recorded on this stream.
+  std::unique_ptr<CudaStream> graph_stream_;
   std::unique_ptr<data::Loader> loader_;
   int nc_ = 0;
   int64_t nb_ = 0;  // steps per epoch
@@ -324,11 +328,9 @@ class Trainer {
   Trace trace_;
   // The optimizer's per-step values (optim/update.h), set before each updating step.
   std::unique_ptr<StepValues> values_;
-  // --cuda-graph: the step's own stream (the legacy default stream cannot be captured), the
-  // graphs by micro-step kind (run_queued), the fixed targets buffer they read, and the kinds
-  // that have run once eagerly.
+  // --cuda-graph: the graphs by micro-step kind (run_queued), the fixed targets buffer they
+  // read, and the kinds that have run once eagerly (the stream: graph_stream_).
   bool graphs_on_ = false;
-  std::unique_ptr<CudaStream> graph_stream_;
   std::map<int, std::unique_ptr<CudaGraph>> graphs_;
   std::set<int> warm_;
   Tensor graph_targets_;
