@@ -3,8 +3,8 @@
 // backward against finite differences (CPU, f64) and each GPU against the CPU (f32, bf16),
 // so a user can validate a build on a new node in seconds. The block:
 //
-//   x (N,H,W,C) -> conv3x3 +bias -> BN(train) -> SiLU -> a (N,H,W,2C)
-//   a -> maxpool 5x5 s1 p2 -> p;  concat(a, p) -> c (N,H,W,4C) -> conv1x1 -> d (N,H,W,2C)
+//   x (N,H,W,C) -> conv3x3 -> BN(train) -> SiLU -> a (N,H,W,2C)
+//   a -> maxpool 5x5 s1 p2 -> p;  concat(a, p) -> c (N,H,W,4C) -> conv1x1 +bias -> d (N,H,W,2C)
 //   d -> maxpool 2x2 s2 -> upsample x2 -> u;  g = u + d;  split(g) -> g1, g2 (C each)
 //   loss = sum(g1^2) + sum(g2)
 #include <chrono>
@@ -14,6 +14,7 @@
 #include <iostream>
 #include <map>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "layers/activation.h"
@@ -33,7 +34,7 @@ namespace vt {
 namespace {
 
 // The block's inputs and parameters: the tensors the gradient check perturbs.
-const char* const kInputs[] = {"x", "w1", "b1", "gamma", "beta", "w2"};
+const char* const kInputs[] = {"x", "w1", "gamma", "beta", "w2", "b2"};
 
 class Block {
  public:
@@ -49,10 +50,10 @@ class Block {
     };
     both("x", act, dt, dt);
     both("w1", {2 * c, 3, 3, c}, dt, pt);
-    both("b1", {2 * c}, pt, pt);
     both("gamma", {2 * c}, pt, pt);
     both("beta", {2 * c}, pt, pt);
     both("w2", {2 * c, 1, 1, 4 * c}, dt, pt);
+    both("b2", {2 * c}, pt, pt);
     for (const char* s : {"y1", "bn", "a", "p", "d", "u", "g"}) both(s, act2, dt, dt);
     both("c", act4, dt, dt);
     both("e", half, dt, dt);
@@ -95,14 +96,14 @@ class Block {
   // Returns the loss; leaves every activation in place for backward().
   double forward() {
     const Block& b = *this;
-    const Tensor b1 = b["b1"];
-    conv2d_forward(b["x"], b["w1"], &b1, b["y1"], conv1_, b["ws"]);
+    conv2d_forward(b["x"], b["w1"], nullptr, b["y1"], conv1_, b["ws"]);
     batchnorm_forward_train(b["y1"], b["gamma"], b["beta"], b["bn"], b["run_mean"], b["run_var"],
                             b["save_mean"], b["save_invstd"], bn_, {}, b["ws"]);
     activation_forward({ActKind::kSiLU}, b["bn"], b["a"]);
     maxpool_forward(b["a"], b["p"], {5, 1, 2});
     concat_forward({b["a"], b["p"]}, b["c"]);
-    conv2d_forward(b["c"], b["w2"], nullptr, b["d"], conv2_, b["ws"]);
+    const Tensor b2 = b["b2"];
+    conv2d_forward(b["c"], b["w2"], &b2, b["d"], conv2_, b["ws"]);
     maxpool_forward(b["d"], b["e"], {2, 2, 0});
     upsample_nearest_forward(b["e"], b["u"], 2);
     add_forward(b["u"], b["d"], b["g"]);
@@ -125,16 +126,16 @@ class Block {
     add_backward(b["dg"], &du, &dd);
     upsample_nearest_backward(b["du"], b["de"], 2);
     maxpool_backward(b["d"], b["de"], b["dd"], {2, 2, 0});
-    Tensor dc = b["dc"], dw2 = b["dw2"];
-    conv2d_backward(b["c"], b["w2"], b["dd"], &dc, &dw2, nullptr, conv2_, b["ws"]);
+    Tensor dc = b["dc"], dw2 = b["dw2"], db2 = b["db2"];
+    conv2d_backward(b["c"], b["w2"], b["dd"], &dc, &dw2, &db2, conv2_, b["ws"]);
     concat_backward(b["dc"], {b["da"], b["dp"]});
     maxpool_backward(b["a"], b["dp"], b["da"], {5, 1, 2});
     activation_backward({ActKind::kSiLU}, b["bn"], b["da"], b["dbn"]);
     Tensor dy1 = b["dy1"], dgamma = b["dgamma"], dbeta = b["dbeta"];
     batchnorm_backward(b["y1"], b["dbn"], b["gamma"], b["beta"], b["save_mean"], b["save_invstd"], &dy1,
                        &dgamma, &dbeta, bn_, {}, b["ws"]);
-    Tensor dx = b["dx"], dw1 = b["dw1"], db1 = b["db1"];
-    conv2d_backward(b["x"], b["w1"], b["dy1"], &dx, &dw1, &db1, conv1_, b["ws"]);
+    Tensor dx = b["dx"], dw1 = b["dw1"];
+    conv2d_backward(b["x"], b["w1"], b["dy1"], &dx, &dw1, nullptr, conv1_, b["ws"]);
     synchronize();
   }
 
@@ -187,8 +188,8 @@ bool gradient_check(int64_t n, int64_t h, int64_t w, int64_t c) {
       const double lm = b.forward();
       v = saved;
       const double num = (lp - lm) / (2 * eps), ana = g.data<double>()[i];
-      // Relative to 1 + |num|: the conv bias before BN has a true gradient of 0, where the
-      // finite difference is pure rounding noise (~eps * |loss| / h, about 1e-7 here).
+      // Relative to 1 + |num|: where a gradient is near 0 the finite difference is pure
+      // rounding noise (~eps * |loss| / h, about 1e-7 here).
       worst = std::max(worst, std::abs(num - ana) / (1 + std::abs(num)));
     }
   }
@@ -242,19 +243,27 @@ int cmd_selftest(int argc, char** argv) {
       gpu.init(2);
       const double loss = gpu.forward();
       gpu.backward();
-      // f32: kernels and CPU differ only in summation order (~1e-6 relative);
-      // bf16: activations rounded to 8 significant bits at every op (~1e-2).
-      const double limit = dt == DType::kF32 ? 1e-4 : 5e-2;
+      // f32: kernels and CPU differ only in summation order (~1e-6 relative). bf16: every
+      // activation is rounded to 8 significant bits (~3e-3 each), and the max pools route
+      // gradients by the rounded values: a window whose two largest values round together
+      // (frequent at 8 bits) sends its gradient elsewhere than the f32 CPU does, so the
+      // gradients behind the pools differ by 2-8% in L2 (dx and dw1 the most; measured with
+      // sizes 16-64, channels 4-32), where a wrong kernel differs by O(1).
+      const double limit = dt == DType::kF32 ? 1e-4 : 0.15;
       double worst = std::abs(loss - cpu_loss) / std::max(1.0, std::abs(cpu_loss));
-      for (const char* name : kInputs)
-        worst = std::max(worst, relative_l2(gpu[std::string("d") + name], cpu[std::string("d") + name]));
+      std::string worst_of = "loss";
+      for (const char* name : kInputs) {
+        const std::string grad = std::string("d") + name;
+        const double e = relative_l2(gpu[grad], cpu[grad]);
+        if (e > worst) worst = e, worst_of = grad;
+      }
       const bool good = worst < limit;
       ok = ok && good;
       const double ms = 1e3 * seconds_per_step(gpu, iters);
       std::printf(
-          "  cuda %-4s loss %.6f   %.2f ms/step   worst relative L2 difference from cpu %.2e (limit %.0e)  "
-          "%s\n",
-          dtype_name(dt), loss, ms, worst, limit, good ? "ok" : "FAILED");
+          "  cuda %-4s loss %.6f   %.2f ms/step   worst relative L2 difference from cpu %.2e (%s, "
+          "limit %.2g)  %s\n",
+          dtype_name(dt), loss, ms, worst, worst_of.c_str(), limit, good ? "ok" : "FAILED");
     }
   }
   std::printf("selftest %s\n", ok ? "passed" : "FAILED");
