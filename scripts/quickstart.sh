@@ -17,8 +17,7 @@ vt="$build/visiontrain"
 "$vt" info
 "$vt" synth --out "$run/data" --overwrite --quiet
 "$vt" inspect "$run/data/train"
-rm -f "$run/train/metrics.jsonl"
-"$vt" train --data "$run/data" --model "$VT_ROOT/configs/yolov8-tiny.yaml" --out "$run/train" \
+"$vt" train --data "$run/data" --model "$VT_ROOT/configs/yolov8-tiny.yaml" --out "$run/train" --overwrite \
   $(cat "$VT_ROOT/configs/synth-cpu.args")
 "$vt" eval --weights "$run/train/best.h5" --data "$run/data/val"
 "$vt" detect --weights "$run/train/best.h5" --images "$run/data/val" --limit 16 --out "$run/detect"

@@ -55,6 +55,7 @@ int cmd_train(int argc, char** argv) {
     ("trace", "write a Chrome trace (Perfetto) of the first --trace-steps steps of every rank", cxxopts::value<std::string>())
     ("trace-steps", "steps to trace", cxxopts::value<int64_t>()->default_value("20"))
     ("resume", "continue a run: auto (the newest checkpoint of --out that verifies) or a checkpoint file", cxxopts::value<std::string>())
+    ("overwrite", "start over in an --out that holds a previous run (its checkpoints, metrics.jsonl, last.h5 and best.h5 are deleted first); without it such an --out stops the run")
     ("save-every", "also checkpoint every N steps (0: at epoch ends and on exit only)", cxxopts::value<int64_t>()->default_value("0"))
     ("keep", "checkpoints kept: the last N (plus the best and the milestones)", cxxopts::value<int>()->default_value("3"))
     ("milestone-every", "also keep every checkpoint of a step that is a multiple of N (0: none)", cxxopts::value<int64_t>()->default_value("0"))
@@ -107,6 +108,9 @@ int cmd_train(int argc, char** argv) {
   o.trace = a.count("trace") ? a["trace"].as<std::string>() : "";
   o.trace_steps = a["trace-steps"].as<int64_t>();
   o.resume = a.count("resume") ? a["resume"].as<std::string>() : "";
+  o.overwrite = a.count("overwrite") > 0;
+  VT_CHECK(!o.overwrite || o.resume.empty(),
+           "train: --overwrite starts over, --resume continues: give one of them");
   o.save_every = a["save-every"].as<int64_t>();
   o.retention.keep_last = a["keep"].as<int>();
   o.retention.milestone_every = a["milestone-every"].as<int64_t>();

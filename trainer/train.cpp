@@ -178,7 +178,8 @@ TrainCounters resume_from(const TrainOptions& opt, const ckpt::CheckpointStore& 
 }
 
 // On resume, metrics.jsonl keeps only what happened up to the checkpoint: lines of later steps
-// (written before a crash) would otherwise appear twice.
+// (written before a crash) would otherwise appear twice. (--resume auto that finds no
+// checkpoint starts at step 0 and keeps none.)
 void trim_metrics(const std::string& path, int64_t step, int64_t nb) {
   std::ifstream in(path);
   if (!in.good()) return;
@@ -203,6 +204,27 @@ void trim_metrics(const std::string& path, int64_t step, int64_t nb) {
   out << kept;
   VT_CHECK(out.good(), "cannot rewrite ", path);
   std::printf("resume: %lld lines of metrics.jsonl after step %lld dropped\n", (long long)dropped, (long long)step);
+}
+
+// A new run (no --resume) does not mix with a previous run's files in --out: the old
+// checkpoints would compete with the new ones (retention keeps the highest steps, --resume
+// auto takes the newest) and metrics.jsonl would run on from the old curves. They stop the
+// run unless --overwrite deletes them.
+void claim_out_dir(const std::string& out, bool overwrite) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> found;
+  for (const char* name : {"checkpoints", "metrics.jsonl", "last.h5", "best.h5"}) {
+    const fs::path p = fs::path(out) / name;
+    if (fs::is_directory(p) ? !fs::is_empty(p) : fs::exists(p)) found.push_back(p);
+  }
+  if (found.empty()) return;
+  std::string names;
+  for (const fs::path& p : found) names += (names.empty() ? "" : ", ") + p.filename().string();
+  VT_CHECK(overwrite, "train: ", out, " holds a previous run (", names,
+           "): continue it with --resume auto, start over with --overwrite (deletes them), or choose another "
+           "--out");
+  for (const fs::path& p : found) fs::remove_all(p);
+  std::printf("train: --overwrite: deleted the previous run's %s in %s\n", names.c_str(), out.c_str());
 }
 
 }  // namespace
@@ -359,7 +381,10 @@ Trainer::Trainer(TrainOptions opt)
     graph_stream_ = std::make_unique<CudaStream>();
     s_ = graph_stream_->get();
   }
-  if (lead_) std::filesystem::create_directories(opt_.out);
+  if (lead_) {
+    if (opt_.resume.empty()) claim_out_dir(opt_.out, opt_.overwrite);
+    std::filesystem::create_directories(opt_.out);
+  }
 
   // Data first: a bad dataset fails before anything else is built.
   loader_ = std::make_unique<data::Loader>(train_loader_config(opt_, dev_, w_));
@@ -499,7 +524,7 @@ void Trainer::start_state() {
   saved_at_ = counters_.step;  // nothing new to save before the first step
   if (counters_.step > 0) open_loader(counters_.step / nb_, counters_.loader);
   if (lead_) {
-    if (counters_.step > 0) trim_metrics(opt_.out + "/metrics.jsonl", counters_.step, nb_);
+    if (!opt_.resume.empty()) trim_metrics(opt_.out + "/metrics.jsonl", counters_.step, nb_);
     log_ = std::make_unique<MetricsLog>(opt_.out + "/metrics.jsonl");
     checkpointer_ = std::make_unique<Checkpointer>(model, state, *store_);
   }

@@ -65,6 +65,7 @@ struct TrainOptions {
   std::string trace;                       // Chrome trace file ("": none)
   int64_t trace_steps = 20;
   std::string resume;                      // "": a new run; "auto": the newest good checkpoint; or a path
+  bool overwrite = false;                  // a new run may delete a previous run's files in `out`
   int64_t save_every = 0;                  // checkpoint every N steps (0: at epoch ends only)
   ckpt::RetentionPolicy retention;         // of <out>/checkpoints
 };
