@@ -2,8 +2,10 @@
 # The GPU evidence of issue 8 in one command, for a machine with a GPU (built elsewhere with
 # a CUDA build folder, e.g. the recipe of ../shared/device/README.md):
 #   1. every GPU parity test (layers, optim; GPU-vs-CPU, tensor-core convs included),
-#      `visiontrain selftest` (a block of every op, CPU against each GPU) and training as CUDA
-#      graphs against eager training, bit for bit (tests/trainer/cuda_graph_train.sh);
+#      `visiontrain selftest` (a block of every op, CPU against each GPU), training as CUDA
+#      graphs against eager training, bit for bit (tests/trainer/cuda_graph_train.sh), the
+#      learning test trained on the GPU and that model's detections on the GPU against the
+#      CPU's (tests/integration/learn_synth.sh, tests/trainer/detect_gpu_vs_cpu.sh);
 #   2. bench/kernel_bench: conv kernels vs cuBLAS, memory-bound kernels vs copy bandwidth;
 #      bench/step_profile: a yolov8n and a yolov8s step at batch 64, 640, op by op;
 #   3. end to end, training images/s at 640, batch 64, bf16: visiontrain (synthetic raw
@@ -54,6 +56,13 @@ if want parity; then
   step "parity: selftest" "$out/parity_selftest.txt" "$build/visiontrain" selftest
   step "parity: cuda graph training" "$out/parity_cuda_graph.txt" tests/trainer/cuda_graph_train.sh \
     "$build/visiontrain" "$root"
+  # The learning test on the GPU (mAP@.5 >= 0.7), then its model's detections against the CPU's.
+  trained="$(mktemp -d /tmp/vt-trained-XXXXXX)"
+  step "parity: learn_synth on the GPU" "$out/parity_learn.txt" tests/integration/learn_synth.sh \
+    "$build/visiontrain" "$root" "$trained"
+  step "parity: detections, GPU vs CPU" "$out/parity_detect.txt" tests/trainer/detect_gpu_vs_cpu.sh \
+    "$build/visiontrain" "$trained" "$py"
+  rm -rf "$trained"
   grep -hE "^\[  (PASSED|FAILED|SKIPPED)" "$out"/parity_*.txt
 fi
 
