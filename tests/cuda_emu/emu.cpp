@@ -197,6 +197,7 @@ struct Block {
 void* g_sched_sp = nullptr;
 Fiber* g_cur = nullptr;
 Block g_block;
+unsigned long long g_block_serial = 0;  // blocks run so far: fresh_shared's clock
 const Work* g_body = nullptr;
 
 void to_scheduler() {
@@ -320,6 +321,7 @@ void run_grid(const char* name, const Config& c, const Work& body) {
     for (unsigned by = 0; by < c.grid.y; ++by)
       for (unsigned bx = 0; bx < c.grid.x; ++bx) {
         g_block = Block{};
+        ++g_block_serial;
         g_block.kernel = name;
         g_block.fibers = &fibers;
         g_block.threads = threads;
@@ -418,6 +420,13 @@ int lane_id() {
 void* dynamic_shared() {
   self();
   return g_block.smem;
+}
+
+void fresh_shared(unsigned long long* seen, void* p, size_t n) {
+  self();
+  if (*seen == g_block_serial) return;
+  std::memset(p, 0xff, n);  // as the dynamic shared memory: NaN for floats
+  *seen = g_block_serial;
 }
 
 namespace ptx {

@@ -11,7 +11,10 @@ Two constructs of the kernel language are not C++, and are rewritten:
      the kernel's address where the launch asks for dynamic shared memory, which
      cudaFuncSetAttribute may have raised, else null);
   extern __shared__ T name[];  ->  T* name = static_cast<T*>(::vt_emu::dynamic_shared());
-Everything else is left to the emulator's headers. A launch the scanner cannot take apart
+and each static `__shared__ T a[n], b[m];` (a static variable here, include/cuda_runtime.h)
+is followed, on the same line, by calls that fill it with 0xff when the first thread of each
+block reaches it, as the dynamic shared memory is: a block never sees what the block before
+it left there. Everything else is left to the emulator's headers. A launch the scanner cannot take apart
 stops the build with the file and line.
 """
 import os
@@ -117,9 +120,20 @@ def split_top(s):
 EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w:\s]+?)\s+(\w+)\[\];")
 
 
+STATIC_SHARED = re.compile(r"(?<!extern )__shared__\s+([^;]+);")
+
+
+def fresh_shared(m):
+    names = re.findall(r"(\w+)\s*(?:\[[^\]]*\])+", m.group(1))
+    calls = "".join(f" static unsigned long long vt_emu_seen_{n} = ~0ull;"
+                    f" ::vt_emu::fresh_shared(&vt_emu_seen_{n}, {n}, sizeof({n}));" for n in names)
+    return m.group(0) + calls
+
+
 def rewrite(text, path):
     text = EXTERN_SHARED.sub(lambda m: f"{m.group(1)}* {m.group(2)} = static_cast<{m.group(1)}*>"
                              f"(::vt_emu::dynamic_shared());", text)
+    text = STATIC_SHARED.sub(fresh_shared, text)
     return rewrite_launches(text, path)
 
 

@@ -68,6 +68,9 @@ constexpr int kSlotBytes = 32;
 void warp_exchange(unsigned mask, const void* in, int bytes, const unsigned char* (&lanes)[32]);
 int lane_id();
 void* dynamic_shared();
+// A static __shared__ array's start of block (rewrite.py puts the call after its
+// declaration): the first thread of each block to reach it fills it with 0xff.
+void fresh_shared(unsigned long long* seen, void* p, size_t n);
 [[noreturn]] void fail(const char* what);
 
 // The tensor-core conv's PTX (layers/conv2d_igemm.cu), with the PTX ISA's semantics:
