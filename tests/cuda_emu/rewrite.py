@@ -3,7 +3,7 @@
 
     rewrite.py SRC_ROOT OUT_ROOT FILE...     (FILE relative to SRC_ROOT; written to OUT_ROOT)
 
-Two constructs of the kernel language are not C++, and are rewritten:
+Two constructs of the kernel language are not C++, and are rewritten, and one is amended:
   kernel<T><<<grid, block, smem, stream>>>(args)
       -> ::vt_emu::launch("kernel<T>", key, ::vt_emu::Config(grid, block, smem, stream),
                           [](auto... a) { kernel<T>(a...); }, args)
@@ -11,10 +11,11 @@ Two constructs of the kernel language are not C++, and are rewritten:
      the kernel's address where the launch asks for dynamic shared memory, which
      cudaFuncSetAttribute may have raised, else null);
   extern __shared__ T name[];  ->  T* name = static_cast<T*>(::vt_emu::dynamic_shared());
-and each static `__shared__ T a[n], b[m];` (a static variable here, include/cuda_runtime.h)
-is followed, on the same line, by calls that fill it with 0xff when the first thread of each
-block reaches it, as the dynamic shared memory is: a block never sees what the block before
-it left there. Everything else is left to the emulator's headers. A launch the scanner cannot take apart
+  __shared__ T a[n], b;  (static variables here, include/cuda_runtime.h) is followed, on the
+      same line, by calls that fill each with 0xff when the first thread of each block
+      reaches it, as the dynamic shared memory is: a block never sees what the block before
+      it left there.
+Everything else is left to the emulator's headers. A launch the scanner cannot take apart
 stops the build with the file and line.
 """
 import os
@@ -124,9 +125,10 @@ STATIC_SHARED = re.compile(r"(?<!extern )__shared__\s+([^;]+);")
 
 
 def fresh_shared(m):
-    names = re.findall(r"(\w+)\s*(?:\[[^\]]*\])+", m.group(1))
+    # Each declarator's name: its last word once the array bounds are gone.
+    names = [re.sub(r"\[[^\]]*\]", "", d).split()[-1] for d in split_top(m.group(1))]
     calls = "".join(f" static unsigned long long vt_emu_seen_{n} = ~0ull;"
-                    f" ::vt_emu::fresh_shared(&vt_emu_seen_{n}, {n}, sizeof({n}));" for n in names)
+                    f" ::vt_emu::fresh_shared(&vt_emu_seen_{n}, &{n}, sizeof({n}));" for n in names)
     return m.group(0) + calls
 
 
