@@ -34,41 +34,35 @@ def iou(a, b):
     return inter / union if union > 0 else 0
 
 
-def unmatched(xs, ys, name):
-    """Confident detections of xs with no partner among ys, as messages."""
-    bad = []
+def confident(xs, ys):
+    """(file, d, same-class detections of ys) for each confident detection d of xs."""
     for img_x, img_y in zip(xs, ys):
         assert img_x["file"] == img_y["file"], (img_x["file"], img_y["file"])
         for d in img_x["detections"]:
-            if d["score"] < conf + margin:
-                continue
-            if not any(e["class"] == d["class"] and iou(d["box"], e["box"]) >= 0.9 and
-                       abs(e["score"] - d["score"]) <= 0.05 for e in img_y["detections"]):
-                bad.append(f"{img_x['file']}: {name} {d['name']} {d['score']:.3f} "
-                           f"{[round(v, 1) for v in d['box']]} has no partner")
-    return bad
+            if d["score"] >= conf + margin:
+                yield img_x["file"], d, [e for e in img_y["detections"] if e["class"] == d["class"]]
+
+
+def unmatched(xs, ys, name):
+    """Confident detections of xs with no partner among ys, as messages."""
+    return [f"{f}: {name} {d['name']} {d['score']:.3f} {[round(v, 1) for v in d['box']]} has no partner"
+            for f, d, same in confident(xs, ys)
+            if not any(iou(d["box"], e["box"]) >= 0.9 and abs(e["score"] - d["score"]) <= 0.05 for e in same)]
 
 
 cpu, gpu = (json.load(open(p)) for p in sys.argv[1:3])
 assert len(cpu) == len(gpu), (len(cpu), len(gpu))
 bad = unmatched(cpu, gpu, "cpu") + unmatched(gpu, cpu, "gpu")
-confident = sum(d["score"] >= conf + margin for img in cpu for d in img["detections"])
-worst_iou, worst_score = 1.0, 0.0
-for img_c, img_g in zip(cpu, gpu):
-    for d in img_c["detections"]:
-        if d["score"] < conf + margin:
-            continue
-        best = max((e for e in img_g["detections"] if e["class"] == d["class"]),
-                   key=lambda e: iou(d["box"], e["box"]), default=None)
-        if best is not None:
-            worst_iou = min(worst_iou, iou(d["box"], best["box"]))
-            worst_score = max(worst_score, abs(best["score"] - d["score"]))
-print(f"{len(cpu)} images: {confident} confident cpu detections; paired with the gpu's: "
+pairs = [(d, max(same, key=lambda e: iou(d["box"], e["box"]), default=None)) for _, d, same in confident(cpu, gpu)]
+worst_iou = min((iou(d["box"], e["box"]) for d, e in pairs if e), default=1.0)
+worst_score = max((abs(e["score"] - d["score"]) for d, e in pairs if e), default=0.0)
+confident_cpu = len(pairs)
+print(f"{len(cpu)} images: {confident_cpu} confident cpu detections; paired with the gpu's: "
       f"worst IoU {worst_iou:.3f}, worst score difference {worst_score:.3f}")
 for b in bad:
     print("FAILED:", b)
-if confident < 10:
-    print(f"FAILED: only {confident} confident detections (need 10)")
-sys.exit(1 if bad or confident < 10 else 0)
+if confident_cpu < 10:
+    print(f"FAILED: only {confident_cpu} confident detections (need 10)")
+sys.exit(1 if bad or confident_cpu < 10 else 0)
 EOF
 echo "PASSED"
